@@ -1,0 +1,406 @@
+//! The `PingOneConnection` custom resource (`pingone.tokenops.dev/v1alpha1`).
+//!
+//! The CRD under `crds/` is generated from these types (`pingone-operator crd`); doc comments
+//! become `kubectl explain` text and the schema attributes are what `kubectl apply` validates.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of the operator's resources; also the prefix of its labels and annotations.
+pub const GROUP: &str = "pingone.tokenops.dev";
+
+/// Regular expression for a lowercase UUID, the form of a PingOne environment id.
+pub const ENVIRONMENT_ID_PATTERN: &str =
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+
+/// A PingOne worker application's client credentials, turned by the operator into an OAuth 2
+/// access token that it keeps fresh in a Secret of the same namespace.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "pingone.tokenops.dev",
+    version = "v1alpha1",
+    kind = "PingOneConnection",
+    plural = "pingoneconnections",
+    singular = "pingoneconnection",
+    shortname = "p1c",
+    shortname = "pingone",
+    category = "pingone",
+    namespaced,
+    status = "PingOneConnectionStatus",
+    doc = "A PingOne worker application's client credentials, turned by the operator into an OAuth 2 access token that it keeps fresh in a Secret of the same namespace.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#
+    ),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PingOneConnectionSpec {
+    /// Host name of the PingOne authorization server: a regional domain (auth.pingone.com,
+    /// auth.pingone.eu, auth.pingone.ca, auth.pingone.com.au, auth.pingone.sg, auth.pingone.asia)
+    /// or a custom domain that the cluster administrator allowed with --allowed-auth-domains.
+    /// Tokens come from https://{authDomain}/{environmentId}/as/token for a regional domain and
+    /// from https://{authDomain}/as/token for a custom domain.
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(regex(
+        pattern = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$"
+    ))]
+    pub auth_domain: String,
+
+    /// ID of the PingOne environment of the worker application: a lowercase UUID, the first
+    /// path segment of the environment's URLs (https://auth.pingone.eu/<environmentId>/as/...).
+    #[schemars(regex(
+        pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    ))]
+    pub environment_id: String,
+
+    /// The Secret, in the same namespace, that holds the worker application's client ID and
+    /// client secret. Changes to it are picked up within seconds.
+    pub credentials_secret_ref: CredentialsSecretRef,
+
+    /// How the client authenticates at the token endpoint, as configured on the worker
+    /// application in PingOne: client_secret_post (client_id and client_secret in the form body)
+    /// or client_secret_basic (HTTP Basic authentication).
+    #[serde(default)]
+    pub token_endpoint_auth_method: TokenEndpointAuthMethod,
+
+    /// Scopes to request, e.g. those of one custom resource. Leave empty for a worker
+    /// application that uses its role assignments (PingOne grants them without any scope).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(inner(length(min = 1, max = 256), regex(pattern = r"^[\x21\x23-\x5b\x5d-\x7e]+$")))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub scopes: Vec<String>,
+
+    /// The Secret that the operator writes the access token to.
+    #[serde(default)]
+    pub target: TargetSpec,
+
+    /// When to renew the token. Set renewBefore or renewBeforePercentage, not both; the default
+    /// renews when 33% of the token's lifetime is left.
+    #[serde(default)]
+    pub renewal: RenewalSpec,
+}
+
+/// A reference to the Secret with the client credentials, in the connection's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    /// Name of the Secret in the connection's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub name: String,
+
+    /// Key of the Secret that holds the client ID.
+    #[serde(default = "default_client_id_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub client_id_key: String,
+
+    /// Key of the Secret that holds the client secret.
+    #[serde(default = "default_client_secret_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub client_secret_key: String,
+}
+
+fn default_client_id_key() -> String {
+    "clientId".into()
+}
+
+fn default_client_secret_key() -> String {
+    "clientSecret".into()
+}
+
+/// Token endpoint authentication method of the worker application.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TokenEndpointAuthMethod {
+    /// client_id and client_secret in the form body (PingOne's default for worker apps).
+    #[default]
+    #[serde(rename = "client_secret_post")]
+    ClientSecretPost,
+    /// HTTP Basic authentication with the form-urlencoded client id and secret (RFC 6749 §2.3.1).
+    #[serde(rename = "client_secret_basic")]
+    ClientSecretBasic,
+}
+
+impl TokenEndpointAuthMethod {
+    /// The name PingOne and RFC 7591 use for the method.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretPost => "client_secret_post",
+            Self::ClientSecretBasic => "client_secret_basic",
+        }
+    }
+}
+
+/// The derived Secret that holds the token.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSpec {
+    /// Name of the Secret to write, in the connection's namespace. Default: <connection name>-token.
+    /// The operator creates and owns it; it never overwrites a Secret that it does not own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub secret_name: Option<String>,
+
+    /// Extra labels and annotations for the Secret, e.g. for Reloader or Argo CD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+}
+
+/// Labels and annotations added to the derived Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// Labels to add. The operator's own labels (app.kubernetes.io/managed-by and
+    /// pingone.tokenops.dev/*) cannot be set here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, k != 'app.kubernetes.io/managed-by' && !k.startsWith('pingone.tokenops.dev/'))").message("labels app.kubernetes.io/managed-by and pingone.tokenops.dev/* are set by the operator"))]
+    pub labels: BTreeMap<String, String>,
+
+    /// Annotations to add. The operator's own annotations (pingone.tokenops.dev/*) cannot be set
+    /// here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('pingone.tokenops.dev/'))").message("annotations pingone.tokenops.dev/* are set by the operator"))]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// When to renew the token, before it expires. At most one of the two fields may be set.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.renewBefore) && has(self.renewBeforePercentage))").message("set renewBefore or renewBeforePercentage, not both"))]
+pub struct RenewalSpec {
+    /// Renew this long before the token expires, as a duration such as 10m or 1h30m (units
+    /// ms, s, m, h). Capped at 90% of the token's lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub renew_before: Option<String>,
+
+    /// Renew when this percentage of the token's lifetime is left (1 to 90). Default 33.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 90))]
+    pub renew_before_percentage: Option<u8>,
+}
+
+/// How far before expiry a token is renewed, resolved from [`RenewalSpec`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RenewBefore {
+    /// A fixed duration before expiry.
+    Duration(Duration),
+    /// A percentage (1..=90) of the token's lifetime before expiry.
+    Percentage(u8),
+}
+
+/// Default share of the lifetime left when a token is renewed.
+pub const DEFAULT_RENEW_BEFORE_PERCENTAGE: u8 = 33;
+
+impl RenewalSpec {
+    /// The effective renewal rule. The schema guarantees at most one field is set and that
+    /// `renewBefore` is well-formed; a value that still fails to parse yields an error message.
+    pub fn renew_before(&self) -> Result<RenewBefore, String> {
+        match (&self.renew_before, self.renew_before_percentage) {
+            (Some(text), _) => parse_go_duration(text)
+                .map(RenewBefore::Duration)
+                .ok_or_else(|| format!("spec.renewal.renewBefore {text:?} is not a duration like 10m or 1h30m")),
+            (None, Some(p)) => Ok(RenewBefore::Percentage(p.clamp(1, 90))),
+            (None, None) => Ok(RenewBefore::Percentage(DEFAULT_RENEW_BEFORE_PERCENTAGE)),
+        }
+    }
+}
+
+/// Parses a Go-style duration without sign (`1h30m`, `90s`, `1.5h`, `250ms`).
+pub fn parse_go_duration(text: &str) -> Option<Duration> {
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return None;
+        }
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (0.001, 2)
+        } else if rest.starts_with('s') {
+            (1.0, 1)
+        } else if rest.starts_with('m') {
+            (60.0, 1)
+        } else if rest.starts_with('h') {
+            (3600.0, 1)
+        } else {
+            return None;
+        };
+        rest = &rest[len..];
+        total += value * unit;
+    }
+    if !total.is_finite() || total > 10.0 * 365.0 * 86400.0 {
+        return None;
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+/// What the operator observed and did, as kstatus and `kubectl wait` read it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PingOneConnectionStatus {
+    /// The metadata.generation that this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready, Reconciling and Stalled conditions. Ready is True while the token Secret holds an
+    /// unexpired token issued for the current spec and credentials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// Name of the Secret that holds the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_name: Option<String>,
+
+    /// When the current token was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<Time>,
+
+    /// When the current token expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+
+    /// When the operator will renew the current token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<Time>,
+
+    /// When the last attempt to get a token failed; cleared by a success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<Time>,
+
+    /// Failed attempts since the last success.
+    #[serde(default)]
+    pub failed_attempts: u32,
+
+    /// Type of the current token as PingOne reported it (Bearer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+
+    /// Scopes PingOne granted with the current token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub granted_scopes: Vec<String>,
+}
+
+impl PingOneConnection {
+    /// The name of the derived Secret: spec.target.secretName or `<name>-token`.
+    pub fn target_secret_name(&self) -> String {
+        match &self.spec.target.secret_name {
+            Some(name) => name.clone(),
+            None => format!(
+                "{}-token",
+                self.metadata.name.as_deref().unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// The CRD as YAML, exactly as committed under `crds/`.
+pub fn crd_yaml() -> String {
+    let crd = PingOneConnection::crd();
+    let yaml = serde_yaml_ng::to_string(&crd).expect("the CRD serializes to YAML");
+    format!(
+        "# Generated by `pingone-operator crd`; do not edit.\n---\n{yaml}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(parse_go_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_go_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_go_duration("90s"), Some(Duration::from_secs(90)));
+        for bad in ["", "10", "m", "10d", "-1m", "1m ", "1..5m", "99999999999h"] {
+            assert_eq!(parse_go_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn renewal_defaults_to_a_third_of_the_lifetime() {
+        let spec = RenewalSpec::default();
+        assert_eq!(spec.renew_before(), Ok(RenewBefore::Percentage(33)));
+        let spec = RenewalSpec {
+            renew_before: Some("5m".into()),
+            renew_before_percentage: None,
+        };
+        assert_eq!(
+            spec.renew_before(),
+            Ok(RenewBefore::Duration(Duration::from_secs(300)))
+        );
+    }
+
+    #[test]
+    fn target_secret_name_defaults_to_name_token() {
+        let mut c = PingOneConnection::new(
+            "billing",
+            PingOneConnectionSpec {
+                auth_domain: "auth.pingone.eu".into(),
+                environment_id: "cd91070f-c371-480e-80b2-753c735f8aa1".into(),
+                credentials_secret_ref: CredentialsSecretRef {
+                    name: "creds".into(),
+                    client_id_key: default_client_id_key(),
+                    client_secret_key: default_client_secret_key(),
+                },
+                token_endpoint_auth_method: TokenEndpointAuthMethod::default(),
+                scopes: vec![],
+                target: TargetSpec::default(),
+                renewal: RenewalSpec::default(),
+            },
+        );
+        assert_eq!(c.target_secret_name(), "billing-token");
+        c.spec.target.secret_name = Some("other".into());
+        assert_eq!(c.target_secret_name(), "other");
+    }
+
+    #[test]
+    fn every_schema_property_has_a_description() {
+        let crd = serde_json::to_value(PingOneConnection::crd()).unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut missing = Vec::new();
+        fn walk(path: &str, node: &serde_json::Value, missing: &mut Vec<String>) {
+            if let Some(props) = node.get("properties").and_then(|p| p.as_object()) {
+                for (name, child) in props {
+                    let p = format!("{path}.{name}");
+                    if path.starts_with(".status.conditions") || name == "metadata" || name == "apiVersion" || name == "kind" {
+                        continue;
+                    }
+                    if child.get("description").is_none() {
+                        missing.push(p.clone());
+                    }
+                    walk(&p, child, missing);
+                }
+            }
+            if let Some(items) = node.get("items") {
+                walk(&format!("{path}[]"), items, missing);
+            }
+        }
+        walk("", schema, &mut missing);
+        assert!(missing.is_empty(), "fields without a description: {missing:?}");
+    }
+}

@@ -1,0 +1,150 @@
+//! Command line: `pingone-operator run` and `pingone-operator crd`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Keeps PingOne worker application access tokens fresh in Kubernetes Secrets.
+#[derive(Debug, Parser)]
+#[command(name = "pingone-operator", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller.
+    Run(RunArgs),
+    /// Print the PingOneConnection CustomResourceDefinition as YAML.
+    Crd,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `run`. Every flag can also be set through the environment variable shown.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Kubeconfig file; without it, in-cluster configuration or the default kubeconfig is used.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Namespaces to watch (comma separated); all when empty.
+    #[arg(long, env = "PINGONE_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// Custom auth domains that connections may use besides the six regional PingOne domains
+    /// (comma separated).
+    #[arg(long, env = "PINGONE_ALLOWED_AUTH_DOMAINS", value_delimiter = ',')]
+    pub allowed_auth_domains: Vec<String>,
+
+    /// PEM file of CA certificates to trust in addition to the system roots.
+    #[arg(long, env = "PINGONE_EXTRA_CA_FILE")]
+    pub extra_ca_file: Option<PathBuf>,
+
+    /// Send requests for HOST to ADDR instead of resolving it (HOST=IP:PORT, repeatable; for
+    /// tests and air-gapped setups). TLS is still verified for HOST.
+    #[arg(long = "host-override", env = "PINGONE_HOST_OVERRIDES", value_delimiter = ',', value_parser = parse_host_override)]
+    pub host_overrides: Vec<(String, SocketAddr)>,
+
+    /// Address of the health and metrics server (/healthz, /readyz, /metrics).
+    #[arg(long, env = "PINGONE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Log format.
+    #[arg(long, env = "PINGONE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Reconciles running at once.
+    #[arg(long, env = "PINGONE_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: u16,
+
+    /// Never request a new token for unchanged inputs sooner than this after the last one.
+    #[arg(long, env = "PINGONE_MIN_RENEWAL_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub min_renewal_interval: Duration,
+
+    /// Longest retry delay after a retryable failure.
+    #[arg(long, env = "PINGONE_BACKOFF_CAP", default_value = "5m", value_parser = parse_duration)]
+    pub backoff_cap: Duration,
+
+    /// After a failure that needs a person (e.g. invalid_client), try again this often anyway.
+    #[arg(long, env = "PINGONE_STALLED_RECHECK", default_value = "1h", value_parser = parse_duration)]
+    pub stalled_recheck: Duration,
+
+    /// Timeout of a whole token request.
+    #[arg(long, env = "PINGONE_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::api::parse_go_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration like 10s, 5m or 1h"))
+}
+
+fn parse_host_override(text: &str) -> Result<(String, SocketAddr), String> {
+    let (host, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not HOST=IP:PORT"))?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} in {text:?} is not IP:PORT"))?;
+    if host.is_empty() {
+        return Err(format!("{text:?} has no host"));
+    }
+    Ok((host.to_ascii_lowercase(), addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "pingone-operator",
+            "run",
+            "--namespaces=a,b",
+            "--allowed-auth-domains=login.example.com",
+            "--host-override=auth.pingone.eu=127.0.0.1:8443",
+            "--log-format=json",
+            "--min-renewal-interval=30s",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run");
+        };
+        assert_eq!(args.namespaces, vec!["a", "b"]);
+        assert_eq!(args.allowed_auth_domains, vec!["login.example.com"]);
+        assert_eq!(
+            args.host_overrides,
+            vec![("auth.pingone.eu".to_string(), "127.0.0.1:8443".parse().unwrap())]
+        );
+        assert_eq!(args.log_format, LogFormat::Json);
+        assert_eq!(args.min_renewal_interval, Duration::from_secs(30));
+        assert_eq!(args.backoff_cap, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn bad_flags_are_explained() {
+        let err = Cli::try_parse_from(["pingone-operator", "run", "--host-override=nonsense"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HOST=IP:PORT"), "{err}");
+        let err = Cli::try_parse_from(["pingone-operator", "run", "--backoff-cap=soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a duration"), "{err}");
+    }
+}

@@ -1,0 +1,120 @@
+//! The reconciler: gathers facts (the connection, its credentials Secret, its token Secret),
+//! asks the pure modules what to do, does it, and reports it in status, Events and metrics.
+
+pub mod credentials;
+mod index;
+pub mod plan;
+mod reconcile;
+pub mod schedule;
+pub mod status;
+pub mod token_secret;
+mod watch;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+pub use index::SecretIndex;
+pub use reconcile::reconcile;
+pub use watch::{ControllerConfig, run};
+
+use crate::metrics::Metrics;
+use crate::pingone::TokenClient;
+use plan::Failure;
+use schedule::Timing;
+
+/// Field manager of every write, so server-side apply knows which fields are the operator's.
+pub const FIELD_MANAGER: &str = "pingone-operator";
+
+/// Reason when the target Secret exists and is not owned by the connection.
+pub const REASON_TARGET_CONFLICT: &str = "TargetSecretConflict";
+/// Reason when the spec holds a value the schema could not reject.
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+/// Reason when a Kubernetes API call failed.
+pub const REASON_KUBERNETES_ERROR: &str = "KubernetesApiError";
+
+/// Errors that end a reconcile early; it is retried by the error policy. Failures to get a
+/// token are not errors here: they are outcomes, reported in status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The object lacks a namespace or UID (never for objects from the API server).
+    #[error("object is missing {0}")]
+    MissingField(&'static str),
+}
+
+impl Error {
+    /// Stable reason for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => REASON_KUBERNETES_ERROR,
+            Error::MissingField(_) => REASON_INVALID_SPEC,
+        }
+    }
+}
+
+/// State shared by every reconcile.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// PingOne client.
+    pub tokens: TokenClient,
+    /// Event recorder, shared so that repeated Events aggregate.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Renewal and retry policy.
+    pub timing: Timing,
+    /// Last failure per connection UID.
+    failures: Mutex<HashMap<String, Failure>>,
+    /// Which connections a Secret matters to.
+    pub index: SecretIndex,
+}
+
+impl Context {
+    /// A context with the given clients and policy.
+    pub fn new(client: Client, tokens: TokenClient, metrics: Arc<Metrics>, timing: Timing) -> Self {
+        let reporter = Reporter {
+            controller: "pingone-operator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            tokens,
+            metrics,
+            timing,
+            failures: Mutex::default(),
+            index: SecretIndex::default(),
+        }
+    }
+
+    fn failure(&self, uid: &str) -> Option<Failure> {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .cloned()
+    }
+
+    fn set_failure(&self, uid: &str, failure: Option<Failure>) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match failure {
+            Some(f) => failures.insert(uid.to_string(), f),
+            None => failures.remove(uid),
+        };
+    }
+
+    /// Forgets everything about a deleted connection.
+    pub fn forget(&self, namespace: &str, name: &str, uid: Option<&str>) {
+        if let Some(uid) = uid {
+            self.set_failure(uid, None);
+        }
+        self.index.remove(namespace, name);
+        self.metrics.forget(namespace, name);
+    }
+}

@@ -1,0 +1,168 @@
+//! When to renew a token and when to retry after a failure. Pure functions of time.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::api::RenewBefore;
+
+/// Renewal is brought forward by a random share of the lifetime up to this fraction, so that
+/// connections created together do not renew together.
+pub const MAX_RENEWAL_JITTER: f64 = 0.10;
+/// A `renewBefore` longer than the lifetime is capped at this share of it.
+const MAX_RENEW_BEFORE_SHARE: f64 = 0.90;
+
+/// Timing policy of the controller.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Never ask for a new token for the same inputs sooner than this after the last one.
+    pub min_interval: Duration,
+    /// First retry delay after a retryable failure.
+    pub backoff_base: Duration,
+    /// Largest retry delay.
+    pub backoff_cap: Duration,
+    /// After a failure only a person can fix, check again this often anyway.
+    pub stalled_recheck: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            min_interval: Duration::from_secs(10),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(300),
+            stalled_recheck: Duration::from_secs(3600),
+        }
+    }
+}
+
+fn signed(d: Duration) -> SignedDuration {
+    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+}
+
+/// Adds a std duration to a timestamp, saturating.
+pub fn add(t: Timestamp, d: Duration) -> Timestamp {
+    t.checked_add(signed(d)).unwrap_or(Timestamp::MAX)
+}
+
+/// The time from `now` until `t`, zero if it passed.
+pub fn until(now: Timestamp, t: Timestamp) -> Duration {
+    Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
+/// When to renew a token issued at `issued_at` that expires at `expires_at`:
+/// `expires_at - renewBefore - jitter × lifetime`, never sooner than `min_interval` after issue
+/// (and never after expiry).
+pub fn renewal_time(
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+    rule: RenewBefore,
+    jitter: f64,
+    min_interval: Duration,
+) -> Timestamp {
+    let lifetime = until(issued_at, expires_at).as_secs_f64();
+    let before = match rule {
+        RenewBefore::Duration(d) => d.as_secs_f64().min(lifetime * MAX_RENEW_BEFORE_SHARE),
+        RenewBefore::Percentage(p) => lifetime * f64::from(p.clamp(1, 90)) / 100.0,
+    };
+    let jitter = jitter.clamp(0.0, MAX_RENEWAL_JITTER) * lifetime;
+    let renew = expires_at
+        .checked_sub(SignedDuration::from_secs_f64(before + jitter))
+        .unwrap_or(issued_at);
+    let earliest = add(issued_at, min_interval).min(expires_at);
+    renew.max(earliest)
+}
+
+/// Delay before retry number `attempts` (1 = first retry) after a retryable failure:
+/// exponential from `base`, capped at `cap`, with "equal jitter" (`unit` in [0, 1) picks a point
+/// in the upper half), so that connections that failed together do not retry together.
+pub fn backoff(attempts: u32, timing: &Timing, unit: f64) -> Duration {
+    let exp = attempts.saturating_sub(1).min(30);
+    let raw = timing
+        .backoff_base
+        .saturating_mul(1u32 << exp)
+        .min(timing.backoff_cap);
+    let half = raw / 2;
+    half + half.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn renews_at_a_third_of_the_lifetime_left_by_default() {
+        let t = renewal_time(
+            ts("2026-11-27T08:00:00Z"),
+            ts("2026-11-27T09:00:00Z"),
+            RenewBefore::Percentage(33),
+            0.0,
+            Duration::from_secs(10),
+        );
+        assert_eq!(t, ts("2026-11-27T08:40:12Z"));
+    }
+
+    #[test]
+    fn jitter_brings_renewal_forward_by_at_most_a_tenth() {
+        let issued = ts("2026-11-27T08:00:00Z");
+        let expires = ts("2026-11-27T09:00:00Z");
+        let base = renewal_time(issued, expires, RenewBefore::Percentage(33), 0.0, Duration::ZERO);
+        let max = renewal_time(issued, expires, RenewBefore::Percentage(33), 0.1, Duration::ZERO);
+        assert_eq!(base.duration_since(max), SignedDuration::from_secs(360));
+        // Out-of-range jitter is clamped, never later than without jitter.
+        let over = renewal_time(issued, expires, RenewBefore::Percentage(33), 5.0, Duration::ZERO);
+        assert_eq!(over, max);
+        let under = renewal_time(issued, expires, RenewBefore::Percentage(33), -1.0, Duration::ZERO);
+        assert_eq!(under, base);
+    }
+
+    #[test]
+    fn fixed_renew_before_is_capped_at_ninety_percent() {
+        let issued = ts("2026-11-27T08:00:00Z");
+        let expires = ts("2026-11-27T09:00:00Z");
+        let t = renewal_time(
+            issued,
+            expires,
+            RenewBefore::Duration(Duration::from_secs(600)),
+            0.0,
+            Duration::ZERO,
+        );
+        assert_eq!(t, ts("2026-11-27T08:50:00Z"));
+        let t = renewal_time(
+            issued,
+            expires,
+            RenewBefore::Duration(Duration::from_secs(7200)),
+            0.0,
+            Duration::ZERO,
+        );
+        assert_eq!(t, ts("2026-11-27T08:06:00Z"));
+    }
+
+    #[test]
+    fn never_renews_sooner_than_the_floor() {
+        let issued = ts("2026-11-27T08:00:00Z");
+        let expires = ts("2026-11-27T08:00:05Z");
+        let t = renewal_time(issued, expires, RenewBefore::Percentage(90), 0.1, Duration::from_secs(10));
+        // The floor would be after expiry: renew at expiry at the latest.
+        assert_eq!(t, expires);
+        let expires = ts("2026-11-27T08:00:30Z");
+        let t = renewal_time(issued, expires, RenewBefore::Percentage(90), 0.1, Duration::from_secs(10));
+        assert_eq!(t, ts("2026-11-27T08:00:10Z"));
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_equal_jitter() {
+        let timing = Timing::default();
+        assert_eq!(backoff(1, &timing, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(1, &timing, 0.0), Duration::from_millis(500));
+        assert_eq!(backoff(4, &timing, 1.0), Duration::from_secs(8));
+        assert_eq!(backoff(9, &timing, 1.0), Duration::from_secs(256));
+        assert_eq!(backoff(10, &timing, 1.0), Duration::from_secs(300));
+        assert_eq!(backoff(1000, &timing, 1.0), Duration::from_secs(300));
+        assert_eq!(backoff(1000, &timing, 0.0), Duration::from_secs(150));
+    }
+}

@@ -1,0 +1,292 @@
+//! The connection's status and conditions, computed from what the reconcile found and did.
+//! Pure: the same facts give the same status, so the reconciler writes only on change.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::token_secret::IssuedToken;
+use crate::api::PingOneConnectionStatus;
+
+/// Condition types.
+pub const READY: &str = "Ready";
+/// In progress: a retryable failure is being retried.
+pub const RECONCILING: &str = "Reconciling";
+/// Needs a person: retrying will not help.
+pub const STALLED: &str = "Stalled";
+
+/// Reason of a Ready connection.
+pub const REASON_TOKEN_ISSUED: &str = "TokenIssued";
+/// Reason while a token is awaited without any failure.
+pub const REASON_TOKEN_PENDING: &str = "TokenPending";
+/// Reason when the token in the Secret expired.
+pub const REASON_TOKEN_EXPIRED: &str = "TokenExpired";
+/// Reason of a False Reconciling or Stalled condition.
+pub const REASON_RECONCILED: &str = "Reconciled";
+
+/// Why the connection cannot get a token right now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    /// Stable CamelCase reason.
+    pub reason: &'static str,
+    /// Human message naming what is at fault; never a secret.
+    pub message: String,
+    /// Only a person can fix it.
+    pub stalled: bool,
+    /// When the next attempt is due, for retryable problems.
+    pub retry_at: Option<Timestamp>,
+}
+
+/// What the reconcile found and did.
+#[derive(Clone, Debug)]
+pub struct Facts<'a> {
+    /// Now, in whole seconds.
+    pub now: Timestamp,
+    /// The connection's metadata.generation.
+    pub generation: Option<i64>,
+    /// Name of the derived Secret.
+    pub secret_name: &'a str,
+    /// The intact token now in the Secret, if any.
+    pub token: Option<&'a IssuedToken>,
+    /// That token was issued for the current spec and credentials.
+    pub token_current: bool,
+    /// When it will be renewed.
+    pub renew_at: Option<Timestamp>,
+    /// What stands in the way, if anything.
+    pub problem: Option<&'a Problem>,
+    /// Failed token requests in a row, and when the last failed.
+    pub failed_attempts: u32,
+    /// When the last token request (or credentials read) failed.
+    pub last_failure: Option<Timestamp>,
+}
+
+fn fmt_time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// True when the Ready condition of `status` is True.
+pub fn is_ready(status: Option<&PingOneConnectionStatus>) -> bool {
+    status
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+        .is_some_and(|c| c.status == "True")
+}
+
+/// The status for `facts`, keeping condition transition times from `previous` where the
+/// condition's status did not change.
+pub fn compute(previous: Option<&PingOneConnectionStatus>, facts: &Facts<'_>) -> PingOneConnectionStatus {
+    let valid_token = facts.token.filter(|t| facts.now < t.expires_at);
+    let ready = facts.token_current && valid_token.is_some() && !facts.problem.is_some_and(|p| p.reason == super::REASON_TARGET_CONFLICT);
+
+    let (ready_reason, ready_message) = match (ready, facts.problem, valid_token) {
+        (true, _, Some(t)) => (
+            REASON_TOKEN_ISSUED,
+            match facts.renew_at {
+                Some(r) => format!(
+                    "Token in Secret {} is valid until {}; renewal at {}",
+                    facts.secret_name,
+                    fmt_time(t.expires_at),
+                    fmt_time(r)
+                ),
+                None => format!(
+                    "Token in Secret {} is valid until {}",
+                    facts.secret_name,
+                    fmt_time(t.expires_at)
+                ),
+            },
+        ),
+        (_, Some(p), _) => (p.reason, p.message.clone()),
+        (_, None, None) if facts.token.is_some() => (
+            REASON_TOKEN_EXPIRED,
+            format!("The token in Secret {} has expired", facts.secret_name),
+        ),
+        _ => (
+            REASON_TOKEN_PENDING,
+            format!("Waiting for a token for Secret {}", facts.secret_name),
+        ),
+    };
+
+    let reconciling = match facts.problem {
+        Some(p) if !p.stalled => Some((
+            p.reason,
+            match p.retry_at {
+                Some(at) => format!("{}; retrying at {}", p.message, fmt_time(at)),
+                None => p.message.clone(),
+            },
+        )),
+        None if !ready => Some((REASON_TOKEN_PENDING, ready_message.clone())),
+        _ => None,
+    };
+    let stalled = facts
+        .problem
+        .filter(|p| p.stalled)
+        .map(|p| (p.reason, p.message.clone()));
+
+    let condition = |type_: &str, status: bool, reason: &str, message: String| {
+        let status = if status { "True" } else { "False" };
+        let last_transition_time = previous
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+            .filter(|c| c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(facts.now));
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            observed_generation: facts.generation,
+            last_transition_time,
+        }
+    };
+    let conditions = vec![
+        condition(READY, ready, ready_reason, ready_message),
+        match reconciling {
+            Some((reason, message)) => condition(RECONCILING, true, reason, message),
+            None => condition(RECONCILING, false, REASON_RECONCILED, String::new()),
+        },
+        match stalled {
+            Some((reason, message)) => condition(STALLED, true, reason, message),
+            None => condition(STALLED, false, REASON_RECONCILED, String::new()),
+        },
+    ];
+
+    PingOneConnectionStatus {
+        observed_generation: facts.generation,
+        conditions,
+        token_secret_name: Some(facts.secret_name.to_string()),
+        issued_at: facts.token.map(|t| Time(t.issued_at)),
+        expires_at: facts.token.map(|t| Time(t.expires_at)),
+        renewal_time: facts.renew_at.filter(|_| ready).map(Time),
+        last_failure_time: facts.last_failure.map(Time),
+        failed_attempts: facts.failed_attempts,
+        token_type: facts.token.map(|t| t.token_type.clone()),
+        granted_scopes: facts.token.map(|t| t.scopes.clone()).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn token() -> IssuedToken {
+        IssuedToken {
+            issued_at: ts("2026-11-27T08:00:00Z"),
+            expires_at: ts("2026-11-27T09:00:00Z"),
+            renewal_jitter: 0.0,
+            inputs_digest: "d".into(),
+            token_type: "Bearer".into(),
+            scopes: vec!["s".into()],
+        }
+    }
+
+    fn facts<'a>(token: Option<&'a IssuedToken>, problem: Option<&'a Problem>) -> Facts<'a> {
+        Facts {
+            now: ts("2026-11-27T08:10:00Z"),
+            generation: Some(3),
+            secret_name: "billing-token",
+            token,
+            token_current: true,
+            renew_at: Some(ts("2026-11-27T08:40:12Z")),
+            problem,
+            failed_attempts: 0,
+            last_failure: None,
+        }
+    }
+
+    fn cond<'a>(s: &'a PingOneConnectionStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn a_valid_current_token_is_ready() {
+        let t = token();
+        let s = compute(None, &facts(Some(&t), None));
+        let ready = cond(&s, READY);
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "TokenIssued"));
+        assert!(ready.message.contains("2026-11-27T09:00:00Z"));
+        assert_eq!(ready.observed_generation, Some(3));
+        assert_eq!(cond(&s, RECONCILING).status, "False");
+        assert_eq!(cond(&s, STALLED).status, "False");
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.expires_at, Some(Time(t.expires_at)));
+        assert_eq!(s.renewal_time, Some(Time(ts("2026-11-27T08:40:12Z"))));
+        assert_eq!(s.granted_scopes, vec!["s".to_string()]);
+        assert_eq!(s.token_type.as_deref(), Some("Bearer"));
+    }
+
+    #[test]
+    fn a_failed_renewal_keeps_ready_while_the_token_is_valid() {
+        let t = token();
+        let p = Problem {
+            reason: "TokenEndpointUnavailable",
+            message: "HTTP 503".into(),
+            stalled: false,
+            retry_at: Some(ts("2026-11-27T08:10:04Z")),
+        };
+        let mut f = facts(Some(&t), Some(&p));
+        f.failed_attempts = 2;
+        f.last_failure = Some(f.now);
+        let s = compute(None, &f);
+        assert_eq!(cond(&s, READY).status, "True");
+        let r = cond(&s, RECONCILING);
+        assert_eq!((r.status.as_str(), r.reason.as_str()), ("True", "TokenEndpointUnavailable"));
+        assert!(r.message.contains("retrying at 2026-11-27T08:10:04Z"));
+        assert_eq!(cond(&s, STALLED).status, "False");
+        assert_eq!(s.failed_attempts, 2);
+        assert_eq!(s.last_failure_time, Some(Time(f.now)));
+    }
+
+    #[test]
+    fn stalled_problems_set_stalled_and_not_ready_without_a_current_token() {
+        let t = token();
+        let p = Problem {
+            reason: "InvalidClient",
+            message: "PingOne rejected the client credentials (HTTP 401 invalid_client)".into(),
+            stalled: true,
+            retry_at: None,
+        };
+        let mut f = facts(Some(&t), Some(&p));
+        f.token_current = false;
+        let s = compute(None, &f);
+        let ready = cond(&s, READY);
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidClient"));
+        assert_eq!(cond(&s, STALLED).status, "True");
+        assert_eq!(cond(&s, RECONCILING).status, "False");
+        assert_eq!(s.renewal_time, None);
+    }
+
+    #[test]
+    fn expired_and_pending_tokens_are_not_ready() {
+        let t = token();
+        let mut f = facts(Some(&t), None);
+        f.now = ts("2026-11-27T09:00:00Z");
+        let s = compute(None, &f);
+        assert_eq!(cond(&s, READY).reason, REASON_TOKEN_EXPIRED);
+        let s = compute(None, &facts(None, None));
+        assert_eq!(cond(&s, READY).reason, REASON_TOKEN_PENDING);
+        assert_eq!(cond(&s, RECONCILING).status, "True");
+    }
+
+    #[test]
+    fn transition_times_survive_when_status_is_unchanged_so_status_is_stable() {
+        let t = token();
+        let first = compute(None, &facts(Some(&t), None));
+        let mut later = facts(Some(&t), None);
+        later.now = ts("2026-11-27T08:20:00Z");
+        let second = compute(Some(&first), &later);
+        assert_eq!(first, second, "nothing changed, so nothing to write");
+        let p = Problem {
+            reason: "InvalidClient",
+            message: "m".into(),
+            stalled: true,
+            retry_at: None,
+        };
+        let mut failing = facts(Some(&t), Some(&p));
+        failing.now = ts("2026-11-27T08:30:00Z");
+        let third = compute(Some(&second), &failing);
+        assert_eq!(cond(&third, READY).last_transition_time, cond(&first, READY).last_transition_time);
+        assert_eq!(cond(&third, STALLED).last_transition_time, Time(ts("2026-11-27T08:30:00Z")));
+    }
+}

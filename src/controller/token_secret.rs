@@ -1,0 +1,492 @@
+//! The derived token Secret: what it contains, and what an existing one tells about the token in
+//! it. Pure functions; the reconciler does the reading and writing.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use crate::api::{PingOneConnection, TokenEndpointAuthMethod};
+
+/// Label that marks every Secret the operator writes.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "pingone-operator";
+/// Label naming the connection a Secret belongs to.
+pub const CONNECTION_LABEL: &str = "pingone.tokenops.dev/connection";
+/// Label selector for the operator's Secrets.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=pingone-operator";
+
+/// When the token was issued (RFC 3339).
+pub const ISSUED_AT: &str = "pingone.tokenops.dev/issued-at";
+/// When the token expires (RFC 3339).
+pub const EXPIRES_AT: &str = "pingone.tokenops.dev/expires-at";
+/// When the operator renews the token (RFC 3339), for people; derived from the others.
+pub const RENEW_AT: &str = "pingone.tokenops.dev/renew-at";
+/// The random share of the lifetime by which renewal is brought forward, chosen once per token.
+pub const RENEWAL_JITTER: &str = "pingone.tokenops.dev/renewal-jitter";
+/// Digest of the inputs the token was issued for (see [`inputs_digest`]).
+pub const INPUTS_DIGEST: &str = "pingone.tokenops.dev/inputs-digest";
+/// Digest of the access token, to notice a token edited in place.
+pub const TOKEN_DIGEST: &str = "pingone.tokenops.dev/token-digest";
+
+/// Data keys of the derived Secret.
+pub const KEY_ACCESS_TOKEN: &str = "access_token";
+/// Token type key.
+pub const KEY_TOKEN_TYPE: &str = "token_type";
+/// Expiry key (RFC 3339 UTC).
+pub const KEY_EXPIRES_AT: &str = "expires_at";
+/// Granted scopes key, present only when scopes were granted.
+pub const KEY_SCOPE: &str = "scope";
+
+/// What the operator knows of a token it issued, from the Secret's annotations and data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IssuedToken {
+    /// When PingOne issued it (as the operator measured).
+    pub issued_at: Timestamp,
+    /// When it expires.
+    pub expires_at: Timestamp,
+    /// Fraction of the lifetime (0 to 0.1) by which renewal is brought forward.
+    pub renewal_jitter: f64,
+    /// [`inputs_digest`] of the inputs it was issued for.
+    pub inputs_digest: String,
+    /// Token type as PingOne returned it.
+    pub token_type: String,
+    /// Scopes PingOne granted.
+    pub scopes: Vec<String>,
+}
+
+/// What the target Secret name currently holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TargetState {
+    /// No Secret of that name.
+    Absent,
+    /// A Secret that this connection does not own: the operator must leave it alone.
+    Foreign,
+    /// A Secret owned by this connection.
+    Owned {
+        /// The token in it, or None when its data or annotations are missing or were edited.
+        token: Option<IssuedToken>,
+        /// The access token, when intact, so that a metadata-only repair keeps it.
+        access_token: Option<String>,
+        /// Labels and annotations the operator sets, to notice drift.
+        labels: BTreeMap<String, String>,
+        /// Annotations currently on the Secret.
+        annotations: BTreeMap<String, String>,
+        /// resourceVersion, for optimistic concurrency on the next write.
+        resource_version: Option<String>,
+    },
+}
+
+/// A stable digest of every input that determines the token. It lets a restarted operator tell
+/// whether the token in a Secret still matches the spec and credentials without storing any of
+/// them. SHA-256 over length-prefixed fields; the client secret is a high-entropy value issued
+/// by PingOne, so its digest reveals nothing practical.
+pub fn inputs_digest(
+    auth_domain: &str,
+    environment_id: &str,
+    client_id: &str,
+    client_secret: &str,
+    scopes: &[String],
+    method: TokenEndpointAuthMethod,
+) -> String {
+    let mut scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    scopes.sort_unstable();
+    scopes.dedup();
+    let mut hasher = Sha256::new();
+    hasher.update(b"pingone-operator/inputs/v1");
+    let mut field = |value: &str| {
+        hasher.update((value.len() as u64).to_be_bytes());
+        hasher.update(value.as_bytes());
+    };
+    field(&auth_domain.to_ascii_lowercase());
+    field(environment_id);
+    field(client_id);
+    field(client_secret);
+    field(method.as_str());
+    field(&scopes.join(" "));
+    format!("sha256:{}", hex(&hasher.finalize()))
+}
+
+fn token_digest(access_token: &str) -> String {
+    let digest = Sha256::digest(access_token.as_bytes());
+    format!("sha256:{}", hex(&digest[..16]))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn rfc3339(t: Timestamp) -> String {
+    // Whole seconds: the Secret and status stay readable and stable.
+    t.round(jiff::Unit::Second)
+        .unwrap_or(t)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// True when `secret` is controlled by the connection with UID `uid`.
+pub fn is_owned_by(secret: &Secret, uid: &str) -> bool {
+    secret
+        .metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|o| o.uid == uid && o.controller == Some(true))
+}
+
+/// Reads what an existing Secret holds for the connection with UID `uid`.
+pub fn inspect(secret: Option<&Secret>, uid: &str) -> TargetState {
+    let Some(secret) = secret else {
+        return TargetState::Absent;
+    };
+    if !is_owned_by(secret, uid) {
+        return TargetState::Foreign;
+    }
+    let annotations = secret.annotations().clone();
+    let data = secret.data.as_ref();
+    let text = |key: &str| {
+        data.and_then(|d| d.get(key))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    let access_token = text(KEY_ACCESS_TOKEN).filter(|t| !t.is_empty());
+    let token = (|| {
+        let access = access_token.as_deref()?;
+        if annotations.get(TOKEN_DIGEST)? != &token_digest(access) {
+            return None;
+        }
+        let expires_at: Timestamp = annotations.get(EXPIRES_AT)?.parse().ok()?;
+        // The data's expiry must agree too: consumers read it.
+        let data_expiry: Timestamp = text(KEY_EXPIRES_AT)?.parse().ok()?;
+        if data_expiry != expires_at {
+            return None;
+        }
+        let token_type = text(KEY_TOKEN_TYPE).filter(|t| !t.is_empty())?;
+        Some(IssuedToken {
+            issued_at: annotations.get(ISSUED_AT)?.parse().ok()?,
+            expires_at,
+            renewal_jitter: annotations
+                .get(RENEWAL_JITTER)?
+                .parse::<f64>()
+                .ok()
+                .filter(|j| (0.0..=0.1).contains(j))?,
+            inputs_digest: annotations.get(INPUTS_DIGEST)?.clone(),
+            token_type,
+            scopes: text(KEY_SCOPE)
+                .map(|s| s.split_whitespace().map(String::from).collect())
+                .unwrap_or_default(),
+        })
+    })();
+    TargetState::Owned {
+        access_token: token.as_ref().and(access_token),
+        token,
+        labels: secret.labels().clone(),
+        annotations,
+        resource_version: secret.metadata.resource_version.clone(),
+    }
+}
+
+/// The labels the derived Secret must carry.
+pub fn desired_labels(conn: &PingOneConnection) -> BTreeMap<String, String> {
+    let mut labels = conn
+        .spec
+        .target
+        .secret_template
+        .as_ref()
+        .map(|t| t.labels.clone())
+        .unwrap_or_default();
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+    labels.insert(CONNECTION_LABEL.into(), conn.name_any());
+    labels
+}
+
+/// The annotations the derived Secret must carry for `token`, renewing at `renew_at`.
+pub fn desired_annotations(
+    conn: &PingOneConnection,
+    token: &IssuedToken,
+    access_token: &str,
+    renew_at: Timestamp,
+) -> BTreeMap<String, String> {
+    let mut annotations = conn
+        .spec
+        .target
+        .secret_template
+        .as_ref()
+        .map(|t| t.annotations.clone())
+        .unwrap_or_default();
+    annotations.insert(ISSUED_AT.into(), rfc3339(token.issued_at));
+    annotations.insert(EXPIRES_AT.into(), rfc3339(token.expires_at));
+    annotations.insert(RENEW_AT.into(), rfc3339(renew_at));
+    annotations.insert(RENEWAL_JITTER.into(), format!("{:.4}", token.renewal_jitter));
+    annotations.insert(INPUTS_DIGEST.into(), token.inputs_digest.clone());
+    annotations.insert(TOKEN_DIGEST.into(), token_digest(access_token));
+    annotations
+}
+
+/// True when the Secret's operator-set labels or annotations differ from what they should be
+/// (someone edited them, or spec.target.secretTemplate changed).
+pub fn metadata_drifted(
+    current_labels: &BTreeMap<String, String>,
+    current_annotations: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> bool {
+    labels.iter().any(|(k, v)| current_labels.get(k) != Some(v))
+        || annotations
+            .iter()
+            .any(|(k, v)| current_annotations.get(k) != Some(v))
+}
+
+/// The full derived Secret, for server-side apply. `token.expires_at` etc. must already be
+/// normalised to whole seconds (see [`IssuedToken::normalised`]).
+pub fn build(
+    conn: &PingOneConnection,
+    token: &IssuedToken,
+    access_token: &str,
+    renew_at: Timestamp,
+    resource_version: Option<String>,
+) -> Secret {
+    let mut data = BTreeMap::new();
+    data.insert(
+        KEY_ACCESS_TOKEN.to_string(),
+        ByteString(access_token.as_bytes().to_vec()),
+    );
+    data.insert(
+        KEY_TOKEN_TYPE.to_string(),
+        ByteString(token.token_type.as_bytes().to_vec()),
+    );
+    data.insert(
+        KEY_EXPIRES_AT.to_string(),
+        ByteString(rfc3339(token.expires_at).into_bytes()),
+    );
+    if !token.scopes.is_empty() {
+        data.insert(
+            KEY_SCOPE.to_string(),
+            ByteString(token.scopes.join(" ").into_bytes()),
+        );
+    }
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(conn.target_secret_name()),
+            namespace: conn.namespace(),
+            labels: Some(desired_labels(conn)),
+            annotations: Some(desired_annotations(conn, token, access_token, renew_at)),
+            owner_references: Some(vec![owner_reference(conn)]),
+            resource_version,
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+fn owner_reference(conn: &PingOneConnection) -> OwnerReference {
+    conn.controller_owner_ref(&()).unwrap_or_else(|| OwnerReference {
+        api_version: PingOneConnection::api_version(&()).into_owned(),
+        kind: PingOneConnection::kind(&()).into_owned(),
+        name: conn.name_any(),
+        uid: conn.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+impl IssuedToken {
+    /// The token with its times rounded to whole seconds, as they are stored, so that what the
+    /// operator writes and what it later reads back compare equal.
+    pub fn normalised(mut self) -> Self {
+        let round = |t: Timestamp| rfc3339(t).parse().unwrap_or(t);
+        self.issued_at = round(self.issued_at);
+        self.expires_at = round(self.expires_at);
+        self.renewal_jitter = format!("{:.4}", self.renewal_jitter)
+            .parse()
+            .unwrap_or(self.renewal_jitter);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CredentialsSecretRef, PingOneConnectionSpec, SecretTemplate};
+
+    fn conn() -> PingOneConnection {
+        let mut c = PingOneConnection::new(
+            "billing",
+            PingOneConnectionSpec {
+                auth_domain: "auth.pingone.eu".into(),
+                environment_id: "cd91070f-c371-480e-80b2-753c735f8aa1".into(),
+                credentials_secret_ref: CredentialsSecretRef {
+                    name: "creds".into(),
+                    client_id_key: "clientId".into(),
+                    client_secret_key: "clientSecret".into(),
+                },
+                token_endpoint_auth_method: TokenEndpointAuthMethod::ClientSecretPost,
+                scopes: vec![],
+                target: Default::default(),
+                renewal: Default::default(),
+            },
+        );
+        c.metadata.namespace = Some("payments".into());
+        c.metadata.uid = Some("uid-1".into());
+        c
+    }
+
+    fn token() -> IssuedToken {
+        IssuedToken {
+            issued_at: "2026-11-27T08:00:00Z".parse().unwrap(),
+            expires_at: "2026-11-27T09:00:00Z".parse().unwrap(),
+            renewal_jitter: 0.05,
+            inputs_digest: "sha256:abc".into(),
+            token_type: "Bearer".into(),
+            scopes: vec!["a".into(), "b".into()],
+        }
+    }
+
+    #[test]
+    fn built_secret_round_trips_through_inspect() {
+        let c = conn();
+        let renew: Timestamp = "2026-11-27T08:37:00Z".parse().unwrap();
+        let s = build(&c, &token(), "eyJ.token", renew, None);
+        assert_eq!(s.type_.as_deref(), Some("Opaque"));
+        let data = s.data.as_ref().unwrap();
+        assert_eq!(data["access_token"].0, b"eyJ.token");
+        assert_eq!(data["token_type"].0, b"Bearer");
+        assert_eq!(data["expires_at"].0, b"2026-11-27T09:00:00Z");
+        assert_eq!(data["scope"].0, b"a b");
+        assert_eq!(s.labels()[CONNECTION_LABEL], "billing");
+        assert_eq!(s.labels()[MANAGED_BY_LABEL], "pingone-operator");
+        assert_eq!(s.annotations()[RENEW_AT], "2026-11-27T08:37:00Z");
+        let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.uid, "uid-1");
+        assert_eq!(owner.controller, Some(true));
+        match inspect(Some(&s), "uid-1") {
+            TargetState::Owned {
+                token: Some(t),
+                access_token: Some(a),
+                ..
+            } => {
+                assert_eq!(t, token());
+                assert_eq!(a, "eyJ.token");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_scope_key_without_granted_scopes() {
+        let mut t = token();
+        t.scopes.clear();
+        let s = build(&conn(), &t, "x", t.expires_at, None);
+        assert!(!s.data.unwrap().contains_key("scope"));
+    }
+
+    #[test]
+    fn secrets_of_others_are_foreign() {
+        let s = build(&conn(), &token(), "x", token().expires_at, None);
+        assert_eq!(inspect(Some(&s), "another-uid"), TargetState::Foreign);
+        let mut unowned = s.clone();
+        unowned.metadata.owner_references = None;
+        assert_eq!(inspect(Some(&unowned), "uid-1"), TargetState::Foreign);
+        assert_eq!(inspect(None, "uid-1"), TargetState::Absent);
+    }
+
+    #[test]
+    fn edited_token_or_expiry_is_noticed() {
+        let s = build(&conn(), &token(), "eyJ.token", token().expires_at, None);
+        let mut edited = s.clone();
+        edited
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("access_token".into(), ByteString(b"forged".to_vec()));
+        assert!(matches!(
+            inspect(Some(&edited), "uid-1"),
+            TargetState::Owned { token: None, access_token: None, .. }
+        ));
+        let mut edited = s.clone();
+        edited
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("expires_at".into(), ByteString(b"2030-01-01T00:00:00Z".to_vec()));
+        assert!(matches!(
+            inspect(Some(&edited), "uid-1"),
+            TargetState::Owned { token: None, .. }
+        ));
+        let mut edited = s;
+        edited.data.as_mut().unwrap().remove("token_type");
+        assert!(matches!(
+            inspect(Some(&edited), "uid-1"),
+            TargetState::Owned { token: None, .. }
+        ));
+    }
+
+    #[test]
+    fn template_labels_and_annotations_are_applied_and_drift_is_seen() {
+        let mut c = conn();
+        c.spec.target.secret_template = Some(SecretTemplate {
+            labels: [("team".to_string(), "payments".to_string())].into(),
+            annotations: [("reloader.stakater.com/match".to_string(), "true".to_string())]
+                .into(),
+        });
+        let s = build(&c, &token(), "x", token().expires_at, None);
+        assert_eq!(s.labels()["team"], "payments");
+        assert_eq!(s.annotations()["reloader.stakater.com/match"], "true");
+        let labels = desired_labels(&c);
+        let annotations = desired_annotations(&c, &token(), "x", token().expires_at);
+        assert!(!metadata_drifted(s.labels(), s.annotations(), &labels, &annotations));
+        let mut other = c.clone();
+        other.spec.target.secret_template = None;
+        let s2 = build(&other, &token(), "x", token().expires_at, None);
+        assert!(metadata_drifted(s2.labels(), s2.annotations(), &labels, &annotations));
+    }
+
+    #[test]
+    fn inputs_digest_changes_with_every_input_and_hides_them() {
+        use TokenEndpointAuthMethod::*;
+        let base = inputs_digest("auth.pingone.eu", "env", "id", "secret", &[], ClientSecretPost);
+        assert!(base.starts_with("sha256:") && !base.contains("secret"));
+        let variants = [
+            inputs_digest("auth.pingone.com", "env", "id", "secret", &[], ClientSecretPost),
+            inputs_digest("auth.pingone.eu", "env2", "id", "secret", &[], ClientSecretPost),
+            inputs_digest("auth.pingone.eu", "env", "id2", "secret", &[], ClientSecretPost),
+            inputs_digest("auth.pingone.eu", "env", "id", "secret2", &[], ClientSecretPost),
+            inputs_digest("auth.pingone.eu", "env", "id", "secret", &["s".into()], ClientSecretPost),
+            inputs_digest("auth.pingone.eu", "env", "id", "secret", &[], ClientSecretBasic),
+            // Field boundaries matter: "ids" + "ecret" is not "id" + "secret".
+            inputs_digest("auth.pingone.eu", "env", "ids", "ecret", &[], ClientSecretPost),
+        ];
+        for v in variants {
+            assert_ne!(v, base);
+        }
+        // Scope order and case of the domain do not.
+        assert_eq!(
+            inputs_digest("AUTH.pingone.eu", "env", "id", "s", &["b".into(), "a".into()], ClientSecretPost),
+            inputs_digest("auth.pingone.eu", "env", "id", "s", &["a".into(), "b".into()], ClientSecretPost)
+        );
+    }
+
+    #[test]
+    fn normalised_times_survive_storage() {
+        let t = IssuedToken {
+            issued_at: "2026-11-27T08:00:00.4Z".parse().unwrap(),
+            expires_at: "2026-11-27T09:00:00.6Z".parse().unwrap(),
+            renewal_jitter: 0.0123456,
+            ..token()
+        }
+        .normalised();
+        let s = build(&conn(), &t, "x", t.expires_at, None);
+        match inspect(Some(&s), "uid-1") {
+            TargetState::Owned { token: Some(back), .. } => assert_eq!(back, t),
+            other => panic!("{other:?}"),
+        }
+    }
+}

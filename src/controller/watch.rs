@@ -1,0 +1,157 @@
+//! Wiring: the watches that trigger reconciles, and the controller loop.
+//!
+//! - Connections: a full watch (they are small), through a reflector whose store the Secret
+//!   mapping and the controller share; only spec changes (generation) trigger, so the
+//!   operator's own status writes never start a reconcile.
+//! - Secrets: one metadata-only watch (no data, nothing cached). A Secret event triggers the
+//!   connections that reference it as credentials or as token Secret, found through the
+//!   [`SecretIndex`](super::SecretIndex) the reconciler keeps, or through the connection label
+//!   on the operator's own Secrets.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt, stream};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::{Client, ResourceExt};
+use tracing::{debug, info, warn};
+
+use super::token_secret::CONNECTION_LABEL;
+use super::{Context, Error, reconcile};
+use crate::api::PingOneConnection;
+
+/// What the controller watches and how hard it works.
+#[derive(Clone, Debug, Default)]
+pub struct ControllerConfig {
+    /// Namespaces to watch; empty for all.
+    pub namespaces: Vec<String>,
+    /// Reconciles running at once (0: unlimited).
+    pub concurrency: u16,
+}
+
+fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    }
+}
+
+/// Runs the controller until `shutdown` completes, then lets running reconciles finish.
+pub async fn run(
+    ctx: Arc<Context>,
+    config: ControllerConfig,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (reader, writer) = reflector::store::<PingOneConnection>();
+
+    let forget_ctx = ctx.clone();
+    let connections = stream::select_all(
+        apis::<PingOneConnection>(&client, &config.namespaces)
+            .into_iter()
+            .map(|api| watcher(api, watcher::Config::default()).boxed()),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .inspect(move |event| {
+        if let Ok(watcher::Event::Delete(conn)) = event {
+            forget_ctx.forget(
+                &conn.namespace().unwrap_or_default(),
+                &conn.name_any(),
+                conn.uid().as_deref(),
+            );
+        }
+    })
+    .touched_objects()
+    .predicate_filter(predicates::generation, Default::default());
+
+    let secrets = secret_triggers(&client, &config.namespaces, ctx.clone(), reader.clone());
+
+    let controller_config = kube::runtime::controller::Config::default()
+        .concurrency(config.concurrency)
+        .debounce(Duration::from_millis(200));
+
+    info!(namespaces = ?config.namespaces, "controller starting");
+    Controller::for_stream(connections, reader)
+        .with_config(controller_config)
+        .reconcile_on(secrets)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => debug!(namespace = obj.namespace.as_deref(), name = %obj.name, "reconciled"),
+                Err(kube::runtime::controller::Error::ReconcilerFailed(e, obj)) => {
+                    warn!(namespace = obj.namespace.as_deref(), name = %obj.name, error = %e, "reconcile failed")
+                }
+                Err(e) => debug!(error = %e, "controller event"),
+            }
+        })
+        .await;
+    info!("controller stopped");
+}
+
+/// Connections to reconcile because a Secret they depend on changed.
+fn secret_triggers(
+    client: &Client,
+    namespaces: &[String],
+    ctx: Arc<Context>,
+    store: Store<PingOneConnection>,
+) -> impl Stream<Item = ObjectRef<PingOneConnection>> + Send + 'static {
+    stream::select_all(
+        apis::<PartialObjectMeta<Secret>>(client, namespaces)
+            .into_iter()
+            // Metadata only: Secret data never reaches the operator through the watch.
+            .map(|api| watcher(api, watcher::Config::default().any_semantic()).boxed()),
+    )
+    .default_backoff()
+    .touched_objects()
+    .filter_map(|r| async move { r.ok() })
+    .flat_map(move |secret: PartialObjectMeta<Secret>| {
+        stream::iter(connections_for(&ctx, &store, &secret))
+    })
+}
+
+fn connections_for(
+    ctx: &Context,
+    store: &Store<PingOneConnection>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<PingOneConnection>> {
+    let Some(namespace) = secret.namespace() else {
+        return Vec::new();
+    };
+    let mut names = ctx.index.connections(&namespace, &secret.name_any());
+    if let Some(owner) = secret.labels().get(CONNECTION_LABEL) {
+        names.push(owner.clone());
+    }
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| ObjectRef::new(&name).within(&namespace))
+        // A connection deleted since it was indexed has nothing to reconcile.
+        .filter(|r| store.get(r).is_some() || store.is_empty())
+        .collect()
+}
+
+fn error_policy(conn: Arc<PingOneConnection>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(
+        &conn.namespace().unwrap_or_default(),
+        &conn.name_any(),
+        error.reason(),
+    );
+    // Kubernetes API errors are usually brief (a restart, a conflict): retry soon, with jitter.
+    let secs = 2.0 + rand::random::<f64>() * 3.0;
+    Action::requeue(Duration::from_secs_f64(secs))
+}

@@ -1,0 +1,27 @@
+//! PingOne token endpoint client: which auth domains may receive credentials, the token URL,
+//! the client credentials request over a locked-down HTTPS client, and the interpretation of
+//! the answer into a [`TokenResponse`] or a classified [`TokenError`].
+//!
+//! Everything that decides (URL building, the allow-list, response parsing, error
+//! classification) is a pure function tested without I/O; [`TokenClient`] only moves bytes.
+
+mod client;
+mod domain;
+mod error;
+mod response;
+mod secret;
+
+pub use client::{
+    AuthMethod, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_USER_AGENT, TokenClient, TokenClientConfig, TokenRequest, install_crypto_provider,
+};
+pub use domain::{
+    AuthDomainPolicy, REGIONAL_AUTH_DOMAINS, is_environment_id, is_regional, normalize_domain,
+    token_url,
+};
+pub use error::{ClientBuildError, MAX_DESCRIPTION_CHARS, TokenError};
+pub use response::{
+    MAX_EXPIRES_IN, MAX_RETRY_AFTER, MIN_EXPIRES_IN, TokenResponse, classify_error_response,
+    parse_retry_after, parse_token_response,
+};
+pub use secret::{REDACTED, SecretString};

@@ -1,0 +1,1233 @@
+//! Integration tests of the PingOne token endpoint stand-in, through a real HTTPS client that
+//! trusts only the stand-in's CA file and reaches it under PingOne's real domain names.
+
+use std::io::BufRead;
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use pingone_testbed::standin::{
+    AuthMethod, ClientRegistration, Fault, RecordedAuthMethod, STANDIN_ORG_ID, StandIn,
+    StandInConfig,
+};
+use reqwest::StatusCode;
+use rsa::pkcs1v15::{Signature, VerifyingKey};
+use rsa::signature::Verifier;
+use rsa::{BigUint, RsaPublicKey};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde_json::Value;
+use sha2::Sha256;
+
+const ENV: &str = "cd91070f-c371-480e-80b2-753c735f8aa1";
+const OTHER_ENV: &str = "0b8d4c1e-6f0a-4e47-9d55-2a7c3e9f1b64";
+const REGION: &str = "auth.pingone.eu";
+const CUSTOM_DOMAIN: &str = "login.example.com";
+/// In the certificate but not registered as a custom domain.
+const UNREGISTERED_DOMAIN: &str = "sso.example.org";
+
+const POST_ID: &str = "6a1c3a5e-8d7b-4f2e-9a0c-1b2d3e4f5a6b";
+const POST_SECRET: &str = "post-secret-~.ABCdef123";
+/// Reserved characters and spaces in both parts, to check RFC 6749 §2.3.1 encoding.
+const BASIC_ID: &str = "basic client:1+2";
+const BASIC_SECRET: &str = "s+e/c:r%e&t=x y?#ü";
+const SCOPED_ID: &str = "scoped-client";
+const SCOPED_SECRET: &str = "scoped-secret";
+
+fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+async fn start(config: StandInConfig) -> StandIn {
+    init();
+    let standin = StandIn::start(config).await.expect("stand-in starts");
+    standin.add_client(ClientRegistration::new(ENV, POST_ID, POST_SECRET));
+    standin.add_client(
+        ClientRegistration::new(ENV, BASIC_ID, BASIC_SECRET)
+            .with_auth_method(AuthMethod::ClientSecretBasic),
+    );
+    standin.add_client(
+        ClientRegistration::new(ENV, SCOPED_ID, SCOPED_SECRET)
+            .with_scopes(["billing:read", "billing:write"]),
+    );
+    standin
+}
+
+fn config() -> StandInConfig {
+    StandInConfig {
+        extra_dns_names: vec![UNREGISTERED_DOMAIN.to_string()],
+        custom_domains: vec![(CUSTOM_DOMAIN.to_string(), ENV.to_string())],
+        ..StandInConfig::default()
+    }
+}
+
+/// A client that trusts only the CA file and resolves the PingOne names to the stand-in.
+fn http(standin: &StandIn) -> reqwest::Client {
+    let pem = std::fs::read(standin.ca_path()).expect("CA file");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.expect("PEM certificate")).expect("CA added");
+    }
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut builder = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30));
+    for name in [
+        REGION,
+        "auth.pingone.com",
+        "auth.pingone.com.au",
+        CUSTOM_DOMAIN,
+        UNREGISTERED_DOMAIN,
+        "localhost",
+    ] {
+        builder = builder.resolve(name, standin.addr());
+    }
+    builder.build().expect("HTTP client")
+}
+
+fn token_url(domain: &str, env: &str) -> String {
+    format!("https://{domain}/{env}/as/token")
+}
+
+fn form(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut form = vec![("grant_type".to_string(), "client_credentials".to_string())];
+    form.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    form
+}
+
+async fn post_form(
+    http: &reqwest::Client,
+    url: &str,
+    form: &[(String, String)],
+) -> reqwest::Response {
+    http.post(url).form(form).send().await.expect("request")
+}
+
+async fn token_post(http: &reqwest::Client, id: &str, secret: &str) -> reqwest::Response {
+    post_form(
+        http,
+        &token_url(REGION, ENV),
+        &form(&[("client_id", id), ("client_secret", secret)]),
+    )
+    .await
+}
+
+/// RFC 6749 §2.3.1: form-urlencode each part, then Base64.
+fn basic_header(id: &str, secret: &str) -> String {
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!(
+        "Basic {}",
+        STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
+    )
+}
+
+async fn token_basic(http: &reqwest::Client, id: &str, secret: &str) -> reqwest::Response {
+    http.post(token_url(REGION, ENV))
+        .header("Authorization", basic_header(id, secret))
+        .form(&form(&[]))
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn json(resp: reqwest::Response) -> Value {
+    let bytes = resp.bytes().await.expect("body");
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+}
+
+fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().expect("ASCII header").to_string())
+}
+
+async fn assert_oauth_error(resp: reqwest::Response, status: StatusCode, error: &str) -> Value {
+    assert_eq!(resp.status(), status);
+    let body = json(resp).await;
+    assert_eq!(body["error"], error, "body: {body}");
+    assert!(body["error_description"].is_string(), "body: {body}");
+    body
+}
+
+/// Verifies `token` with the key rebuilt from the JWKS `n` and `e` and returns (header, claims).
+fn verify_with_jwks(token: &str, jwks: &Value) -> (Value, Value) {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "compact JWS");
+    let header: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64")).expect("json");
+    let claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
+    let key = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .expect("a JWKS key with the token's kid");
+    assert_eq!(key["kty"], "RSA");
+    assert_eq!(key["alg"], "RS256");
+    assert_eq!(key["use"], "sig");
+    let n = URL_SAFE_NO_PAD
+        .decode(key["n"].as_str().expect("n"))
+        .expect("n b64");
+    let e = URL_SAFE_NO_PAD
+        .decode(key["e"].as_str().expect("e"))
+        .expect("e b64");
+    let public =
+        RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e)).expect("RSA key");
+    let signature = Signature::try_from(
+        URL_SAFE_NO_PAD
+            .decode(parts[2])
+            .expect("signature b64")
+            .as_slice(),
+    )
+    .expect("signature");
+    let input = format!("{}.{}", parts[0], parts[1]);
+    VerifyingKey::<Sha256>::new(public)
+        .verify(input.as_bytes(), &signature)
+        .expect("signature verifies with the JWKS key");
+    // A tampered payload must not verify.
+    let tampered = format!("{}.{}x", parts[0], parts[1]);
+    let n = URL_SAFE_NO_PAD
+        .decode(key["n"].as_str().expect("n"))
+        .expect("n b64");
+    let public =
+        RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e)).expect("RSA key");
+    assert!(
+        VerifyingKey::<Sha256>::new(public)
+            .verify(tampered.as_bytes(), &signature)
+            .is_err()
+    );
+    (header, claims)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn post_credentials_get_a_jwt_that_verifies_against_the_jwks() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    let before = now_secs();
+    let resp = token_post(&http, POST_ID, POST_SECRET).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(header(&resp, "cache-control").as_deref(), Some("no-store"));
+    assert_eq!(header(&resp, "pragma").as_deref(), Some("no-cache"));
+    assert!(
+        header(&resp, "content-type")
+            .expect("content type")
+            .starts_with("application/json")
+    );
+    let body = json(resp).await;
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    assert!(body.get("scope").is_none(), "no scope requested: {body}");
+    assert!(body.get("refresh_token").is_none());
+    let token = body["access_token"].as_str().expect("access_token");
+
+    let jwks = json(
+        http.get(format!("https://{REGION}/{ENV}/as/jwks"))
+            .send()
+            .await
+            .expect("jwks"),
+    )
+    .await;
+    assert_eq!(jwks, standin.jwks());
+    let (header, claims) = verify_with_jwks(token, &jwks);
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(header["typ"], "JWT");
+    assert_eq!(header["kid"], standin.kid());
+    assert_eq!(claims["iss"], format!("https://{REGION}/{ENV}/as"));
+    assert_eq!(claims["client_id"], POST_ID);
+    assert_eq!(claims["aud"], serde_json::json!(["https://api.pingone.eu"]));
+    assert_eq!(claims["env"], ENV);
+    assert_eq!(claims["org"], STANDIN_ORG_ID);
+    assert!(claims["jti"].as_str().is_some_and(|j| !j.is_empty()));
+    assert!(claims.get("scope").is_none_or(|s| s == ""), "{claims}");
+    let iat = claims["iat"].as_u64().expect("iat");
+    let exp = claims["exp"].as_u64().expect("exp");
+    assert!(iat >= before && iat <= now_secs(), "iat {iat}");
+    assert_eq!(exp - iat, 3600);
+    assert_eq!(standin.issued_tokens(), vec![token.to_string()]);
+    assert_eq!(
+        standin.verify_token(token).expect("verifies")["client_id"],
+        POST_ID
+    );
+}
+
+#[tokio::test]
+async fn basic_credentials_with_reserved_characters_are_accepted() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    let resp = token_basic(&http, BASIC_ID, BASIC_SECRET).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = json(resp).await;
+    let claims = standin
+        .verify_token(body["access_token"].as_str().expect("token"))
+        .expect("verifies");
+    assert_eq!(claims["client_id"], BASIC_ID);
+
+    // The same credentials Base64-encoded without form-urlencoding first: `+` decodes to a
+    // space, so the secret no longer matches.
+    let raw = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{}:{}", "basic%20client%3A1%2B2", BASIC_SECRET))
+    );
+    let resp = http
+        .post(token_url(REGION, ENV))
+        .header("Authorization", raw)
+        .form(&form(&[]))
+        .send()
+        .await
+        .expect("request");
+    assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+
+    let recorded = standin.requests();
+    assert_eq!(recorded.len(), 2);
+    assert_eq!(recorded[0].auth_method, RecordedAuthMethod::Basic);
+    assert_eq!(recorded[0].client_id.as_deref(), Some(BASIC_ID));
+    assert!(recorded[0].client_secret_ok);
+    assert!(!recorded[1].client_secret_ok);
+}
+
+#[tokio::test]
+async fn wrong_secret_is_invalid_client_for_both_methods() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    let wrong = "wrong-secret-value";
+
+    let resp = token_post(&http, POST_ID, wrong).await;
+    assert_eq!(header(&resp, "www-authenticate"), None);
+    let body = assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    assert!(!body.to_string().contains(wrong));
+
+    let resp = token_basic(&http, BASIC_ID, wrong).await;
+    assert_eq!(
+        header(&resp, "www-authenticate").as_deref(),
+        Some("Basic realm=\"PingOne\"")
+    );
+    let body = assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    assert!(!body.to_string().contains(wrong));
+
+    // An unknown client, and a known client of another environment.
+    let resp = token_post(&http, "no-such-client", POST_SECRET).await;
+    assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    standin.add_environment(OTHER_ENV);
+    let resp = post_form(
+        &http,
+        &token_url(REGION, OTHER_ENV),
+        &form(&[("client_id", POST_ID), ("client_secret", POST_SECRET)]),
+    )
+    .await;
+    assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+
+    assert!(standin.requests().iter().all(|r| !r.client_secret_ok));
+    assert!(standin.issued_tokens().is_empty());
+    let recorded = serde_json::to_string(&standin.requests()).expect("json");
+    assert!(!recorded.contains(wrong) && !recorded.contains(POST_SECRET));
+}
+
+#[tokio::test]
+async fn authenticating_with_the_other_method_is_invalid_client() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    // A post client using Basic, with the right secret.
+    let resp = token_basic(&http, POST_ID, POST_SECRET).await;
+    assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    // A basic client using post, with the right secret.
+    let resp = token_post(&http, BASIC_ID, BASIC_SECRET).await;
+    assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    let recorded = standin.requests();
+    assert_eq!(recorded.len(), 2);
+    assert!(
+        recorded
+            .iter()
+            .all(|r| r.client_secret_ok && r.status == 401)
+    );
+    assert_eq!(recorded[0].auth_method, RecordedAuthMethod::Basic);
+    assert_eq!(recorded[1].auth_method, RecordedAuthMethod::Post);
+}
+
+#[tokio::test]
+async fn both_methods_or_none_are_rejected() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    let resp = http
+        .post(token_url(REGION, ENV))
+        .header("Authorization", basic_header(BASIC_ID, BASIC_SECRET))
+        .form(&form(&[
+            ("client_id", BASIC_ID),
+            ("client_secret", BASIC_SECRET),
+        ]))
+        .send()
+        .await
+        .expect("request");
+    assert_oauth_error(resp, StatusCode::BAD_REQUEST, "invalid_request").await;
+
+    let resp = post_form(
+        &http,
+        &token_url(REGION, ENV),
+        &form(&[("client_id", POST_ID)]),
+    )
+    .await;
+    assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    assert_eq!(standin.requests()[1].auth_method, RecordedAuthMethod::None);
+}
+
+#[tokio::test]
+async fn request_format_errors() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    // Wrong content type, otherwise a correct request.
+    let resp = http
+        .post(token_url(REGION, ENV))
+        .header("Content-Type", "application/json")
+        .body(
+            serde_json::json!({
+                "grant_type": "client_credentials",
+                "client_id": POST_ID,
+                "client_secret": POST_SECRET,
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("request");
+    assert_oauth_error(resp, StatusCode::BAD_REQUEST, "invalid_request").await;
+
+    // A charset parameter is fine.
+    let resp = http
+        .post(token_url(REGION, ENV))
+        .header(
+            "Content-Type",
+            "application/x-www-form-urlencoded; charset=UTF-8",
+        )
+        .body(format!(
+            "grant_type=client_credentials&client_id={POST_ID}&client_secret={}",
+            form_urlencoded::byte_serialize(POST_SECRET.as_bytes()).collect::<String>()
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let mut bad_grant = form(&[("client_id", POST_ID), ("client_secret", POST_SECRET)]);
+    bad_grant[0].1 = "password".to_string();
+    let resp = post_form(&http, &token_url(REGION, ENV), &bad_grant).await;
+    assert_oauth_error(resp, StatusCode::BAD_REQUEST, "unsupported_grant_type").await;
+
+    let no_grant = bad_grant[1..].to_vec();
+    let resp = post_form(&http, &token_url(REGION, ENV), &no_grant).await;
+    assert_oauth_error(resp, StatusCode::BAD_REQUEST, "invalid_request").await;
+
+    let resp = http
+        .get(token_url(REGION, ENV))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    let statuses: Vec<u16> = standin.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [400, 200, 400, 400, 405]);
+    assert_eq!(
+        standin.requests()[2].grant_type.as_deref(),
+        Some("password")
+    );
+}
+
+#[tokio::test]
+async fn scopes_are_checked_and_echoed() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    let resp = post_form(
+        &http,
+        &token_url(REGION, ENV),
+        &form(&[
+            ("client_id", SCOPED_ID),
+            ("client_secret", SCOPED_SECRET),
+            ("scope", "billing:read billing:write"),
+        ]),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = json(resp).await;
+    assert_eq!(body["scope"], "billing:read billing:write");
+    let claims = standin
+        .verify_token(body["access_token"].as_str().expect("token"))
+        .expect("verifies");
+    assert_eq!(claims["scope"], "billing:read billing:write");
+
+    let resp = post_form(
+        &http,
+        &token_url(REGION, ENV),
+        &form(&[
+            ("client_id", SCOPED_ID),
+            ("client_secret", SCOPED_SECRET),
+            ("scope", "billing:read p1:read:user"),
+        ]),
+    )
+    .await;
+    assert_oauth_error(resp, StatusCode::BAD_REQUEST, "invalid_scope").await;
+
+    // A client without scopes may not request any.
+    let resp = post_form(
+        &http,
+        &token_url(REGION, ENV),
+        &form(&[
+            ("client_id", POST_ID),
+            ("client_secret", POST_SECRET),
+            ("scope", "billing:read"),
+        ]),
+    )
+    .await;
+    assert_oauth_error(resp, StatusCode::BAD_REQUEST, "invalid_scope").await;
+
+    let recorded = standin.requests();
+    assert_eq!(
+        recorded[0].scope.as_deref(),
+        Some("billing:read billing:write")
+    );
+    assert_eq!(recorded[1].status, 400);
+}
+
+#[tokio::test]
+async fn custom_domain_form_and_unknown_environments() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    let resp = post_form(
+        &http,
+        &format!("https://{CUSTOM_DOMAIN}/as/token"),
+        &form(&[("client_id", POST_ID), ("client_secret", POST_SECRET)]),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let token = json(resp).await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let jwks = json(
+        http.get(format!("https://{CUSTOM_DOMAIN}/as/jwks"))
+            .send()
+            .await
+            .expect("jwks"),
+    )
+    .await;
+    let (_, claims) = verify_with_jwks(&token, &jwks);
+    assert_eq!(claims["iss"], format!("https://{CUSTOM_DOMAIN}/as"));
+    assert_eq!(claims["env"], ENV);
+    let recorded = &standin.requests()[0];
+    assert_eq!(recorded.host, CUSTOM_DOMAIN);
+    assert_eq!(recorded.sni.as_deref(), Some(CUSTOM_DOMAIN));
+    assert_eq!(recorded.path, "/as/token");
+    assert_eq!(recorded.environment_id.as_deref(), Some(ENV));
+
+    // A host that is not a registered custom domain.
+    let resp = post_form(
+        &http,
+        &format!("https://{UNREGISTERED_DOMAIN}/as/token"),
+        &form(&[("client_id", POST_ID), ("client_secret", POST_SECRET)]),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json(resp).await["code"], "NOT_FOUND");
+
+    // An environment nobody registered, and a path that is no environment id.
+    let resp = post_form(
+        &http,
+        &token_url(REGION, OTHER_ENV),
+        &form(&[("client_id", POST_ID), ("client_secret", POST_SECRET)]),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let body = json(resp).await;
+    assert_eq!(body["code"], "NOT_FOUND");
+    assert!(body["message"].is_string());
+    for url in [
+        format!("https://{REGION}/{}/as/token", ENV.to_uppercase()),
+        format!("https://{REGION}/not-an-env/as/token"),
+    ] {
+        let resp = http
+            .post(&url)
+            .form(&form(&[]))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{url}");
+    }
+    let resp = http
+        .get(format!("https://{REGION}/{OTHER_ENV}/as/jwks"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let statuses: Vec<(Option<String>, u16)> = standin
+        .requests()
+        .into_iter()
+        .map(|r| (r.environment_id, r.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (Some(ENV.to_string()), 200),
+            (None, 404),
+            (Some(OTHER_ENV.to_string()), 404)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn jwks_and_openid_configuration_are_served() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    for (prefix, issuer) in [
+        (
+            format!("https://auth.pingone.com.au/{ENV}/as"),
+            format!("https://auth.pingone.com.au/{ENV}/as"),
+        ),
+        (
+            format!("https://{CUSTOM_DOMAIN}/as"),
+            format!("https://{CUSTOM_DOMAIN}/as"),
+        ),
+    ] {
+        let resp = http
+            .get(format!("{prefix}/.well-known/openid-configuration"))
+            .send()
+            .await
+            .expect("discovery");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let conf = json(resp).await;
+        assert_eq!(conf["issuer"], issuer);
+        assert_eq!(conf["token_endpoint"], format!("{issuer}/token"));
+        assert_eq!(conf["jwks_uri"], format!("{issuer}/jwks"));
+        assert_eq!(
+            conf["token_endpoint_auth_methods_supported"],
+            serde_json::json!([
+                "client_secret_basic",
+                "client_secret_post",
+                "client_secret_jwt",
+                "private_key_jwt"
+            ])
+        );
+        assert!(
+            conf["grant_types_supported"]
+                .as_array()
+                .expect("grant types")
+                .contains(&Value::from("client_credentials"))
+        );
+
+        let jwks = json(
+            http.get(conf["jwks_uri"].as_str().expect("jwks_uri"))
+                .send()
+                .await
+                .expect("jwks"),
+        )
+        .await;
+        let keys = jwks["keys"].as_array().expect("keys");
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0]["kid"], standin.kid());
+        assert_eq!(keys[0]["e"], "AQAB");
+        // 2048-bit modulus.
+        let n = URL_SAFE_NO_PAD
+            .decode(keys[0]["n"].as_str().expect("n"))
+            .expect("b64");
+        assert_eq!(n.len(), 256);
+    }
+    // Discovery requests are not token requests.
+    assert_eq!(standin.token_request_count(), 0);
+}
+
+#[tokio::test]
+async fn token_lifetime_is_configurable_and_per_client_wins() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    standin.set_token_lifetime(Duration::from_secs(300));
+    standin.add_client(
+        ClientRegistration::new(ENV, "long-lived", "ll-secret")
+            .with_token_lifetime(Duration::from_secs(86_400)),
+    );
+    for (id, secret, lifetime) in [
+        (POST_ID, POST_SECRET, 300),
+        ("long-lived", "ll-secret", 86_400),
+    ] {
+        let body = json(token_post(&http, id, secret).await).await;
+        assert_eq!(body["expires_in"], lifetime);
+        let claims = standin
+            .verify_token(body["access_token"].as_str().expect("token"))
+            .expect("verifies");
+        assert_eq!(
+            claims["exp"].as_u64().expect("exp") - claims["iat"].as_u64().expect("iat"),
+            lifetime
+        );
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_unique_and_requests_are_recorded() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    let a = json(token_post(&http, POST_ID, POST_SECRET).await).await;
+    let b = json(token_post(&http, POST_ID, POST_SECRET).await).await;
+    assert_ne!(a["access_token"], b["access_token"]);
+    let ja = standin
+        .verify_token(a["access_token"].as_str().expect("token"))
+        .expect("verifies");
+    let jb = standin
+        .verify_token(b["access_token"].as_str().expect("token"))
+        .expect("verifies");
+    assert_ne!(ja["jti"], jb["jti"]);
+    assert_eq!(standin.issued_tokens().len(), 2);
+
+    let resp = post_form(
+        &http,
+        &token_url(REGION, ENV),
+        &form(&[
+            ("client_id", SCOPED_ID),
+            ("client_secret", SCOPED_SECRET),
+            ("scope", "billing:read"),
+        ]),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    assert_eq!(standin.token_request_count(), 3);
+    let recorded = standin.requests();
+    let last = &recorded[2];
+    assert_eq!(last.method, "POST");
+    assert_eq!(last.host, REGION);
+    assert_eq!(last.path, format!("/{ENV}/as/token"));
+    assert_eq!(last.environment_id.as_deref(), Some(ENV));
+    assert_eq!(last.client_id.as_deref(), Some(SCOPED_ID));
+    assert_eq!(last.auth_method, RecordedAuthMethod::Post);
+    assert_eq!(last.scope.as_deref(), Some("billing:read"));
+    assert_eq!(last.status, 200);
+    assert!(last.client_secret_ok);
+    assert!(last.fault.is_none());
+    assert!(recorded[0].time <= recorded[1].time && recorded[1].time <= last.time);
+
+    standin.reset_requests();
+    assert_eq!(standin.token_request_count(), 0);
+    assert!(standin.issued_tokens().is_empty());
+}
+
+#[tokio::test]
+async fn status_faults_with_retry_after_are_consumed_in_order() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    standin.push_fault(Fault::status_with_retry_after(503, 7), 2);
+    standin.push_fault(
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+            body: Some("{\"error\":\"server_error\",\"error_description\":\"custom\"}".into()),
+        },
+        1,
+    );
+    assert_eq!(standin.pending_faults(), 3);
+    for _ in 0..2 {
+        let resp = token_post(&http, POST_ID, POST_SECRET).await;
+        assert_eq!(header(&resp, "retry-after").as_deref(), Some("7"));
+        assert_oauth_error(
+            resp,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+        )
+        .await;
+    }
+    let resp = token_post(&http, POST_ID, POST_SECRET).await;
+    assert_eq!(header(&resp, "retry-after"), None);
+    let body = assert_oauth_error(resp, StatusCode::INTERNAL_SERVER_ERROR, "server_error").await;
+    assert_eq!(body["error_description"], "custom");
+    assert_eq!(
+        token_post(&http, POST_ID, POST_SECRET).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(standin.pending_faults(), 0);
+    let faults: Vec<Option<String>> = standin.requests().into_iter().map(|r| r.fault).collect();
+    assert_eq!(
+        faults,
+        [
+            Some("status 503".to_string()),
+            Some("status 503".to_string()),
+            Some("status 500".to_string()),
+            None
+        ]
+    );
+}
+
+#[tokio::test]
+async fn persistent_fault_applies_until_cleared() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    standin.push_fault(Fault::status(502), 1);
+    standin.set_persistent_fault(Some(Fault::status(504)));
+    for _ in 0..3 {
+        assert_eq!(
+            token_post(&http, POST_ID, POST_SECRET).await.status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+    }
+    standin.set_persistent_fault(None);
+    // The queued fault was kept while the persistent one applied.
+    assert_eq!(
+        token_post(&http, POST_ID, POST_SECRET).await.status(),
+        StatusCode::BAD_GATEWAY
+    );
+    standin.set_persistent_fault(Some(Fault::status(500)));
+    standin.push_fault(Fault::status(502), 1);
+    standin.clear_faults();
+    assert_eq!(
+        token_post(&http, POST_ID, POST_SECRET).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn delay_fault_delays_then_answers() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    // Warm the connection so the handshake does not count.
+    assert_eq!(
+        token_post(&http, POST_ID, POST_SECRET).await.status(),
+        StatusCode::OK
+    );
+    let started = Instant::now();
+    assert_eq!(
+        token_post(&http, POST_ID, POST_SECRET).await.status(),
+        StatusCode::OK
+    );
+    let undelayed = started.elapsed();
+
+    let delay = Duration::from_millis(600);
+    standin.push_fault(Fault::Delay(delay), 1);
+    let started = Instant::now();
+    let resp = token_post(&http, POST_ID, POST_SECRET).await;
+    let elapsed = started.elapsed();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(json(resp).await["access_token"].is_string());
+    assert!(
+        elapsed >= delay,
+        "took {elapsed:?}, undelayed {undelayed:?}"
+    );
+
+    // A client timeout shorter than the delay fires.
+    standin.push_fault(Fault::Delay(Duration::from_secs(30)), 1);
+    let err = http
+        .post(token_url(REGION, ENV))
+        .form(&form(&[
+            ("client_id", POST_ID),
+            ("client_secret", POST_SECRET),
+        ]))
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await
+        .expect_err("times out");
+    assert!(err.is_timeout(), "{err}");
+}
+
+#[tokio::test]
+async fn body_faults_malformed_missing_field_expires_in_oversized() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+
+    standin.push_fault(Fault::MalformedJson, 1);
+    let resp = token_post(&http, POST_ID, POST_SECRET).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = resp.bytes().await.expect("body");
+    assert!(serde_json::from_slice::<Value>(&bytes).is_err());
+    assert!(bytes.starts_with(b"{\"access_token\""));
+
+    standin.push_fault(Fault::MissingField("expires_in".into()), 1);
+    let body = json(token_post(&http, POST_ID, POST_SECRET).await).await;
+    assert!(body.get("expires_in").is_none(), "{body}");
+    assert!(body["access_token"].is_string());
+    assert_eq!(body["token_type"], "Bearer");
+
+    // Response faults that keep authentication still reject bad credentials.
+    standin.push_fault(Fault::MissingField("access_token".into()), 1);
+    let resp = token_post(&http, POST_ID, "wrong").await;
+    assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+
+    for value in [0_i64, -5, 9_999_999_999] {
+        standin.push_fault(Fault::ExpiresIn(value), 1);
+        let body = json(token_post(&http, POST_ID, POST_SECRET).await).await;
+        assert_eq!(body["expires_in"], value);
+    }
+
+    let size = 300_000;
+    standin.push_fault(Fault::Oversized(size), 1);
+    let resp = token_post(&http, POST_ID, POST_SECRET).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.content_length(), Some(size as u64));
+    let bytes = resp.bytes().await.expect("body");
+    assert_eq!(bytes.len(), size);
+    assert!(bytes.starts_with(b"{\"access_token\":\""));
+
+    let statuses: Vec<u16> = standin.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 200, 401, 200, 200, 200, 200]);
+}
+
+#[tokio::test]
+async fn dropped_connection_gives_a_client_error_without_response() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    standin.push_fault(Fault::DropConnection, 1);
+    let err = http
+        .post(token_url(REGION, ENV))
+        .form(&form(&[
+            ("client_id", POST_ID),
+            ("client_secret", POST_SECRET),
+        ]))
+        .send()
+        .await
+        .expect_err("the connection is dropped");
+    assert!(err.status().is_none(), "{err}");
+    // Consumed once: the next request succeeds, on a new connection.
+    assert_eq!(
+        token_post(&http, POST_ID, POST_SECRET).await.status(),
+        StatusCode::OK
+    );
+    let recorded = standin.requests();
+    assert_eq!(recorded.len(), 2, "the client did not retry: {recorded:?}");
+    assert_eq!(recorded[0].status, 0);
+    assert_eq!(recorded[0].fault.as_deref(), Some("drop connection"));
+    assert_eq!(standin.connection_count(), 2);
+}
+
+#[tokio::test]
+async fn redirect_fault_gives_302_with_location() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    let location = "https://evil.example.net/steal";
+    standin.push_fault(Fault::Redirect(location.into()), 1);
+    let resp = token_post(&http, POST_ID, POST_SECRET).await;
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert_eq!(header(&resp, "location").as_deref(), Some(location));
+    assert_eq!(standin.requests()[0].status, 302);
+}
+
+#[tokio::test]
+async fn rate_limit_gives_429_with_retry_after() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    standin.set_rate_limit(Some((2, Duration::from_secs(60))));
+    for _ in 0..2 {
+        assert_eq!(
+            token_post(&http, POST_ID, POST_SECRET).await.status(),
+            StatusCode::OK
+        );
+    }
+    let resp = token_post(&http, POST_ID, POST_SECRET).await;
+    let retry: u64 = header(&resp, "retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("integer seconds");
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    assert_oauth_error(resp, StatusCode::TOO_MANY_REQUESTS, "request_limited").await;
+    // Faults are not consumed by rate-limited requests.
+    standin.push_fault(Fault::status(500), 1);
+    assert_eq!(
+        token_post(&http, POST_ID, POST_SECRET).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(standin.pending_faults(), 1);
+    standin.set_rate_limit(None);
+    assert_eq!(
+        token_post(&http, POST_ID, POST_SECRET).await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    let statuses: Vec<u16> = standin.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 200, 429, 429, 500]);
+}
+
+#[tokio::test]
+async fn keep_alive_reuses_one_connection() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    for _ in 0..5 {
+        assert_eq!(
+            token_post(&http, POST_ID, POST_SECRET).await.status(),
+            StatusCode::OK
+        );
+    }
+    // Errors do not close the connection either.
+    assert_eq!(
+        token_post(&http, POST_ID, "wrong").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(standin.token_request_count(), 6);
+    assert_eq!(standin.connection_count(), 1);
+    // A second client opens a second connection.
+    let other = self::http(&standin);
+    assert_eq!(
+        token_post(&other, POST_ID, POST_SECRET).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(standin.connection_count(), 2);
+}
+
+#[tokio::test]
+async fn introspection_reports_active_tokens() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    let token = json(token_post(&http, POST_ID, POST_SECRET).await).await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let url = format!("https://{REGION}/{ENV}/as/introspect");
+    let active = json(
+        post_form(
+            &http,
+            &url,
+            &[
+                ("token".to_string(), token.clone()),
+                ("client_id".to_string(), POST_ID.to_string()),
+                ("client_secret".to_string(), POST_SECRET.to_string()),
+            ],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(active["active"], true);
+    assert_eq!(active["client_id"], POST_ID);
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    let inactive = json(
+        post_form(
+            &http,
+            &url,
+            &[
+                ("token".to_string(), forged),
+                ("client_id".to_string(), POST_ID.to_string()),
+                ("client_secret".to_string(), POST_SECRET.to_string()),
+            ],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(inactive["active"], false);
+    let resp = post_form(&http, &url, &[("token".to_string(), token)]).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn admin_api_configures_the_stand_in() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    let admin = |path: &str| format!("https://localhost/__standin/{path}");
+    let resp = http
+        .post(admin("clients"))
+        .json(&serde_json::json!({
+            "environment_id": OTHER_ENV,
+            "client_id": "admin-made",
+            "client_secret": "admin-secret",
+            "auth_method": "client_secret_basic",
+            "allowed_scopes": ["x:read"],
+            "token_lifetime_secs": 900,
+        }))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let resp = http
+        .post(token_url(REGION, OTHER_ENV))
+        .header("Authorization", basic_header("admin-made", "admin-secret"))
+        .form(&form(&[("scope", "x:read")]))
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = json(resp).await;
+    assert_eq!(body["expires_in"], 900);
+    assert_eq!(body["scope"], "x:read");
+
+    let resp = http
+        .post(admin("faults"))
+        .json(&serde_json::json!({
+            "fault": {"kind": "status", "status": 429, "retry_after": 3},
+            "times": 1,
+        }))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let resp = token_post(&http, POST_ID, POST_SECRET).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&resp, "retry-after").as_deref(), Some("3"));
+
+    let resp = http
+        .post(admin("faults"))
+        .json(&serde_json::json!({"fault": {"kind": "drop_connection"}, "persistent": true}))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert!(
+        http.post(token_url(REGION, ENV))
+            .form(&form(&[
+                ("client_id", POST_ID),
+                ("client_secret", POST_SECRET)
+            ]))
+            .send()
+            .await
+            .is_err()
+    );
+    let resp = http.delete(admin("faults")).send().await.expect("admin");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+
+    let resp = http
+        .post(admin("lifetime"))
+        .json(&serde_json::json!({"seconds": 120}))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let resp = http
+        .post(admin("rate-limit"))
+        .json(&serde_json::json!({"requests": 1, "per_seconds": 30}))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let body = json(token_post(&http, POST_ID, POST_SECRET).await).await;
+    assert_eq!(body["expires_in"], 120);
+    assert_eq!(
+        token_post(&http, POST_ID, POST_SECRET).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    let requests = json(http.get(admin("requests")).send().await.expect("admin")).await;
+    let requests = requests.as_array().expect("list");
+    assert_eq!(requests.len(), 5);
+    assert_eq!(requests[0]["client_id"], "admin-made");
+    assert_eq!(requests[0]["auth_method"], "client_secret_basic");
+    assert_eq!(requests[2]["status"], 0);
+    assert_eq!(requests[4]["status"], 429);
+    assert!(
+        !Value::Array(requests.clone())
+            .to_string()
+            .contains("admin-secret")
+    );
+
+    let resp = http
+        .post(admin("faults"))
+        .body("not json")
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let resp = http.get(admin("nothing")).send().await.expect("admin");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    // Admin requests are not token requests.
+    assert_eq!(standin.token_request_count(), 5);
+}
+
+#[tokio::test]
+async fn shutdown_stops_serving_and_drop_removes_the_ca_file() {
+    let standin = start(config()).await;
+    let addr = standin.addr();
+    let ca_path = standin.ca_path().to_path_buf();
+    assert!(
+        std::fs::read_to_string(&ca_path)
+            .expect("CA file")
+            .contains("BEGIN CERTIFICATE")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&ca_path).expect("CA"),
+        standin.ca_pem()
+    );
+    standin.shutdown().await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    assert!(!ca_path.exists());
+
+    let standin = start(config()).await;
+    let ca_path = standin.ca_path().to_path_buf();
+    drop(standin);
+    assert!(!ca_path.exists());
+}
+
+#[tokio::test]
+async fn standalone_binary_serves_until_sigterm() {
+    init();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pingone-standin"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--ca-out",
+            ca.to_str().expect("utf-8 path"),
+            "--client",
+            &format!("{ENV}:{BASIC_ID}:{BASIC_SECRET}:basic"),
+            "--client",
+            &format!("{ENV}:{POST_ID}:{POST_SECRET}"),
+            "--custom-domain",
+            &format!("{CUSTOM_DOMAIN}={ENV}"),
+            "--token-lifetime",
+            "600",
+            "--rate-limit",
+            "100/60",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read");
+        line
+    })
+    .await
+    .expect("reader");
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .expect("address");
+
+    let pem = std::fs::read(&ca).expect("CA written");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.expect("cert")).expect("added");
+    }
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+        .resolve(REGION, addr)
+        .resolve(CUSTOM_DOMAIN, addr)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let resp = token_basic(&http, BASIC_ID, BASIC_SECRET).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(json(resp).await["expires_in"], 600);
+    let resp = post_form(
+        &http,
+        &format!("https://{CUSTOM_DOMAIN}/as/token"),
+        &form(&[("client_id", POST_ID), ("client_secret", POST_SECRET)]),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("waiter")
+        .expect("wait");
+    assert!(status.success(), "{status}");
+}
