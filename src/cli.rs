@@ -16,6 +16,8 @@ pub struct Cli {
 }
 
 /// Subcommands.
+// Parsed once at start-up; the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controller.
@@ -129,7 +131,10 @@ mod tests {
         assert_eq!(args.allowed_auth_domains, vec!["login.example.com"]);
         assert_eq!(
             args.host_overrides,
-            vec![("auth.pingone.eu".to_string(), "127.0.0.1:8443".parse().unwrap())]
+            vec![(
+                "auth.pingone.eu".to_string(),
+                "127.0.0.1:8443".parse().unwrap()
+            )]
         );
         assert_eq!(args.log_format, LogFormat::Json);
         assert_eq!(args.min_renewal_interval, Duration::from_secs(30));

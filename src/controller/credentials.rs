@@ -169,11 +169,17 @@ mod tests {
         let r = reference();
         let e = read(None, &r, "ns").unwrap_err();
         assert_eq!(e.reason(), "CredentialsNotFound");
-        assert_eq!(e.to_string(), "credentials Secret creds not found in namespace ns");
+        assert_eq!(
+            e.to_string(),
+            "credentials Secret creds not found in namespace ns"
+        );
 
         let e = read(Some(&secret(&[("clientId", b"id")])), &r, "ns").unwrap_err();
         assert_eq!(e.reason(), "CredentialsKeyMissing");
-        assert_eq!(e.to_string(), "credentials Secret creds has no key clientSecret");
+        assert_eq!(
+            e.to_string(),
+            "credentials Secret creds has no key clientSecret"
+        );
 
         let cases: [(&[u8], &str); 4] = [
             (b"", "value is empty"),
@@ -182,10 +188,17 @@ mod tests {
             (&[b'x'; 5000], "value is longer than 4096 bytes"),
         ];
         for (value, problem) in cases {
-            let e = read(Some(&secret(&[("clientId", b"id"), ("clientSecret", value)])), &r, "ns")
-                .unwrap_err();
+            let e = read(
+                Some(&secret(&[("clientId", b"id"), ("clientSecret", value)])),
+                &r,
+                "ns",
+            )
+            .unwrap_err();
             assert_eq!(e.reason(), "CredentialsInvalid");
-            assert_eq!(e.to_string(), format!("credentials Secret creds key clientSecret: {problem}"));
+            assert_eq!(
+                e.to_string(),
+                format!("credentials Secret creds key clientSecret: {problem}")
+            );
         }
     }
 }

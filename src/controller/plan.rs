@@ -219,7 +219,15 @@ mod tests {
     #[test]
     fn fresh_token_is_kept_until_renewal() {
         let t = Timing::default();
-        let plan = decide(ts("2026-11-27T08:10:00Z"), &owned(Some(token("d"))), "d", Some(1), RULE, None, &t);
+        let plan = decide(
+            ts("2026-11-27T08:10:00Z"),
+            &owned(Some(token("d"))),
+            "d",
+            Some(1),
+            RULE,
+            None,
+            &t,
+        );
         assert_eq!(
             plan,
             Plan::Keep {
@@ -233,17 +241,42 @@ mod tests {
     fn a_token_is_requested_when_missing_damaged_changed_or_due() {
         let t = Timing::default();
         let now = ts("2026-11-27T08:10:00Z");
-        assert_eq!(decide(now, &TargetState::Absent, "d", Some(1), RULE, None, &t), Plan::Request(Need::Missing));
-        assert_eq!(decide(now, &owned(None), "d", Some(1), RULE, None, &t), Plan::Request(Need::Damaged));
         assert_eq!(
-            decide(now, &owned(Some(token("old"))), "d", Some(1), RULE, None, &t),
+            decide(now, &TargetState::Absent, "d", Some(1), RULE, None, &t),
+            Plan::Request(Need::Missing)
+        );
+        assert_eq!(
+            decide(now, &owned(None), "d", Some(1), RULE, None, &t),
+            Plan::Request(Need::Damaged)
+        );
+        assert_eq!(
+            decide(
+                now,
+                &owned(Some(token("old"))),
+                "d",
+                Some(1),
+                RULE,
+                None,
+                &t
+            ),
             Plan::Request(Need::InputsChanged)
         );
         assert_eq!(
-            decide(ts("2026-11-27T08:40:12Z"), &owned(Some(token("d"))), "d", Some(1), RULE, None, &t),
+            decide(
+                ts("2026-11-27T08:40:12Z"),
+                &owned(Some(token("d"))),
+                "d",
+                Some(1),
+                RULE,
+                None,
+                &t
+            ),
             Plan::Request(Need::RenewalDue)
         );
-        assert_eq!(decide(now, &TargetState::Foreign, "d", Some(1), RULE, None, &t), Plan::Conflict);
+        assert_eq!(
+            decide(now, &TargetState::Foreign, "d", Some(1), RULE, None, &t),
+            Plan::Conflict
+        );
     }
 
     #[test]
@@ -252,19 +285,43 @@ mod tests {
         let f = failure("d", false, "2026-11-27T08:46:00Z");
         let target = owned(Some(token("d")));
         assert_eq!(
-            decide(ts("2026-11-27T08:45:30Z"), &target, "d", Some(1), RULE, Some(&f), &t),
+            decide(
+                ts("2026-11-27T08:45:30Z"),
+                &target,
+                "d",
+                Some(1),
+                RULE,
+                Some(&f),
+                &t
+            ),
             Plan::Wait {
                 need: Need::RenewalDue,
                 until: ts("2026-11-27T08:46:00Z")
             }
         );
         assert_eq!(
-            decide(ts("2026-11-27T08:46:00Z"), &target, "d", Some(1), RULE, Some(&f), &t),
+            decide(
+                ts("2026-11-27T08:46:00Z"),
+                &target,
+                "d",
+                Some(1),
+                RULE,
+                Some(&f),
+                &t
+            ),
             Plan::Request(Need::RenewalDue)
         );
         // New credentials: no reason to wait.
         assert_eq!(
-            decide(ts("2026-11-27T08:45:30Z"), &target, "new", Some(1), RULE, Some(&f), &t),
+            decide(
+                ts("2026-11-27T08:45:30Z"),
+                &target,
+                "new",
+                Some(1),
+                RULE,
+                Some(&f),
+                &t
+            ),
             Plan::Request(Need::InputsChanged)
         );
     }
@@ -283,7 +340,15 @@ mod tests {
             Plan::Request(Need::Missing)
         );
         assert_eq!(
-            decide(now, &TargetState::Absent, "other", Some(1), RULE, Some(&f), &t),
+            decide(
+                now,
+                &TargetState::Absent,
+                "other",
+                Some(1),
+                RULE,
+                Some(&f),
+                &t
+            ),
             Plan::Request(Need::Missing)
         );
     }
@@ -292,15 +357,59 @@ mod tests {
     fn failure_record_counts_and_schedules() {
         let t = Timing::default();
         let now = ts("2026-11-27T08:00:00Z");
-        let f1 = Failure::record(None, now, "d".into(), Some(1), "TokenEndpointUnavailable", "m".into(), false, None, &t, 1.0);
+        let f1 = Failure::record(
+            None,
+            now,
+            "d".into(),
+            Some(1),
+            "TokenEndpointUnavailable",
+            "m".into(),
+            false,
+            None,
+            &t,
+            1.0,
+        );
         assert_eq!(f1.attempts, 1);
         assert_eq!(f1.retry_at, ts("2026-11-27T08:00:01Z"));
-        let f2 = Failure::record(Some(&f1), now, "d".into(), Some(1), "TokenEndpointUnavailable", "m".into(), false, None, &t, 1.0);
+        let f2 = Failure::record(
+            Some(&f1),
+            now,
+            "d".into(),
+            Some(1),
+            "TokenEndpointUnavailable",
+            "m".into(),
+            false,
+            None,
+            &t,
+            1.0,
+        );
         assert_eq!(f2.attempts, 2);
         assert_eq!(f2.retry_at, ts("2026-11-27T08:00:02Z"));
-        let limited = Failure::record(Some(&f2), now, "d".into(), Some(1), "RateLimited", "m".into(), false, Some(Duration::from_secs(7)), &t, 0.0);
+        let limited = Failure::record(
+            Some(&f2),
+            now,
+            "d".into(),
+            Some(1),
+            "RateLimited",
+            "m".into(),
+            false,
+            Some(Duration::from_secs(7)),
+            &t,
+            0.0,
+        );
         assert_eq!(limited.retry_at, ts("2026-11-27T08:00:07Z"));
-        let stalled = Failure::record(None, now, "d".into(), Some(1), "InvalidClient", "m".into(), true, None, &t, 0.0);
+        let stalled = Failure::record(
+            None,
+            now,
+            "d".into(),
+            Some(1),
+            "InvalidClient",
+            "m".into(),
+            true,
+            None,
+            &t,
+            0.0,
+        );
         assert_eq!(stalled.retry_at, ts("2026-11-27T09:00:00Z"));
     }
 
@@ -309,7 +418,15 @@ mod tests {
         let t = Timing::default();
         let mut tok = token("d");
         tok.expires_at = ts("2026-11-27T08:00:03Z");
-        let plan = decide(ts("2026-11-27T08:00:02Z"), &owned(Some(tok)), "d", Some(1), RULE, None, &t);
+        let plan = decide(
+            ts("2026-11-27T08:00:02Z"),
+            &owned(Some(tok)),
+            "d",
+            Some(1),
+            RULE,
+            None,
+            &t,
+        );
         // renewal_time clamps to expiry (08:00:03) since the floor lies after it.
         assert_eq!(
             plan,

@@ -42,7 +42,9 @@ struct Outcome {
 /// only Kubernetes API failures return an error.
 #[instrument(skip_all, fields(namespace = field::Empty, name = field::Empty))]
 pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = conn.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let namespace = conn
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let name = conn.name_any();
     let uid = conn.uid().ok_or(Error::MissingField("metadata.uid"))?;
     Span::current().record("namespace", namespace.as_str());
@@ -132,8 +134,19 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
                     }
                 }
                 Plan::Request(need) => {
-                    request(&ctx, &conn, &secrets, &target, &creds, &digest, need, rule, failure.as_ref(), now)
-                        .await?
+                    request(
+                        &ctx,
+                        &conn,
+                        &secrets,
+                        &target,
+                        &creds,
+                        &digest,
+                        need,
+                        rule,
+                        failure.as_ref(),
+                        now,
+                    )
+                    .await?
                 }
             }
         }
@@ -149,10 +162,12 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
         renew_at: outcome.renew_at,
         problem: outcome.problem.as_ref(),
         failed_attempts: failure.as_ref().map_or(0, |f| f.attempts),
-        last_failure: failure
-            .as_ref()
-            .map(|f| f.at)
-            .or_else(|| outcome.problem.as_ref().and(first_seen(conn.status.as_ref(), now))),
+        last_failure: failure.as_ref().map(|f| f.at).or_else(|| {
+            outcome
+                .problem
+                .as_ref()
+                .and(first_seen(conn.status.as_ref(), now))
+        }),
     };
     let new_status = status::compute(conn.status.as_ref(), &facts);
     let ready = status::is_ready(Some(&new_status));
@@ -160,7 +175,14 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
         ctx.metrics.error(&namespace, &name, problem.reason);
         // One Warning per new problem; repeats of the same one are aggregated by the recorder.
         if previous_reason(conn.status.as_ref()) != Some(problem.reason) {
-            publish(&ctx, &conn, EventType::Warning, problem.reason, &problem.message).await;
+            publish(
+                &ctx,
+                &conn,
+                EventType::Warning,
+                problem.reason,
+                &problem.message,
+            )
+            .await;
             warn!(reason = problem.reason, message = %problem.message, "connection not healthy");
         }
     }
@@ -168,8 +190,14 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
         &namespace,
         &name,
         ready,
-        outcome.token.as_ref().map(|t| t.expires_at.as_second() as f64),
-        outcome.renew_at.filter(|_| ready).map(|t| t.as_second() as f64),
+        outcome
+            .token
+            .as_ref()
+            .map(|t| t.expires_at.as_second() as f64),
+        outcome
+            .renew_at
+            .filter(|_| ready)
+            .map(|t| t.as_second() as f64),
     );
     if conn.status.as_ref() != Some(&new_status) {
         write_status(&ctx, &conn, &namespace, new_status).await?;
@@ -223,7 +251,9 @@ fn previous_reason(status: Option<&PingOneConnectionStatus>) -> Option<&str> {
     status
         .conditions
         .iter()
-        .find(|c| (c.type_ == status::STALLED || c.type_ == status::RECONCILING) && c.status == "True")
+        .find(|c| {
+            (c.type_ == status::STALLED || c.type_ == status::RECONCILING) && c.status == "True"
+        })
         .map(|c| c.reason.as_str())
 }
 
@@ -322,7 +352,8 @@ async fn request(
         }
         Err(error) => {
             let reason = error.reason();
-            ctx.metrics.token_request(&namespace, &name, reason, elapsed);
+            ctx.metrics
+                .token_request(&namespace, &name, reason, elapsed);
             let f = Failure::record(
                 failure.filter(|f| f.inputs_digest == digest),
                 now,
@@ -380,7 +411,13 @@ async fn repair_metadata(
         return Ok(());
     }
     info!("restoring the token Secret's labels and annotations");
-    let secret = token_secret::build(conn, token, access_token, renew_at, resource_version.clone());
+    let secret = token_secret::build(
+        conn,
+        token,
+        access_token,
+        renew_at,
+        resource_version.clone(),
+    );
     apply_secret(ctx, secrets, &secret).await
 }
 
@@ -415,7 +452,13 @@ async fn write_status(
     Ok(())
 }
 
-async fn publish(ctx: &Context, conn: &PingOneConnection, type_: EventType, reason: &str, note: &str) {
+async fn publish(
+    ctx: &Context,
+    conn: &PingOneConnection,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
     let event = Event {
         type_,
         reason: reason.into(),

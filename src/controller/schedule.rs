@@ -110,13 +110,37 @@ mod tests {
     fn jitter_brings_renewal_forward_by_at_most_a_tenth() {
         let issued = ts("2026-11-27T08:00:00Z");
         let expires = ts("2026-11-27T09:00:00Z");
-        let base = renewal_time(issued, expires, RenewBefore::Percentage(33), 0.0, Duration::ZERO);
-        let max = renewal_time(issued, expires, RenewBefore::Percentage(33), 0.1, Duration::ZERO);
+        let base = renewal_time(
+            issued,
+            expires,
+            RenewBefore::Percentage(33),
+            0.0,
+            Duration::ZERO,
+        );
+        let max = renewal_time(
+            issued,
+            expires,
+            RenewBefore::Percentage(33),
+            0.1,
+            Duration::ZERO,
+        );
         assert_eq!(base.duration_since(max), SignedDuration::from_secs(360));
         // Out-of-range jitter is clamped, never later than without jitter.
-        let over = renewal_time(issued, expires, RenewBefore::Percentage(33), 5.0, Duration::ZERO);
+        let over = renewal_time(
+            issued,
+            expires,
+            RenewBefore::Percentage(33),
+            5.0,
+            Duration::ZERO,
+        );
         assert_eq!(over, max);
-        let under = renewal_time(issued, expires, RenewBefore::Percentage(33), -1.0, Duration::ZERO);
+        let under = renewal_time(
+            issued,
+            expires,
+            RenewBefore::Percentage(33),
+            -1.0,
+            Duration::ZERO,
+        );
         assert_eq!(under, base);
     }
 
@@ -146,11 +170,23 @@ mod tests {
     fn never_renews_sooner_than_the_floor() {
         let issued = ts("2026-11-27T08:00:00Z");
         let expires = ts("2026-11-27T08:00:05Z");
-        let t = renewal_time(issued, expires, RenewBefore::Percentage(90), 0.1, Duration::from_secs(10));
+        let t = renewal_time(
+            issued,
+            expires,
+            RenewBefore::Percentage(90),
+            0.1,
+            Duration::from_secs(10),
+        );
         // The floor would be after expiry: renew at expiry at the latest.
         assert_eq!(t, expires);
         let expires = ts("2026-11-27T08:00:30Z");
-        let t = renewal_time(issued, expires, RenewBefore::Percentage(90), 0.1, Duration::from_secs(10));
+        let t = renewal_time(
+            issued,
+            expires,
+            RenewBefore::Percentage(90),
+            0.1,
+            Duration::from_secs(10),
+        );
         assert_eq!(t, ts("2026-11-27T08:00:10Z"));
     }
 

@@ -72,9 +72,16 @@ pub fn is_ready(status: Option<&PingOneConnectionStatus>) -> bool {
 
 /// The status for `facts`, keeping condition transition times from `previous` where the
 /// condition's status did not change.
-pub fn compute(previous: Option<&PingOneConnectionStatus>, facts: &Facts<'_>) -> PingOneConnectionStatus {
+pub fn compute(
+    previous: Option<&PingOneConnectionStatus>,
+    facts: &Facts<'_>,
+) -> PingOneConnectionStatus {
     let valid_token = facts.token.filter(|t| facts.now < t.expires_at);
-    let ready = facts.token_current && valid_token.is_some() && !facts.problem.is_some_and(|p| p.reason == super::REASON_TARGET_CONFLICT);
+    let ready = facts.token_current
+        && valid_token.is_some()
+        && facts
+            .problem
+            .is_none_or(|p| p.reason != super::REASON_TARGET_CONFLICT);
 
     let (ready_reason, ready_message) = match (ready, facts.problem, valid_token) {
         (true, _, Some(t)) => (
@@ -204,7 +211,10 @@ mod tests {
         let t = token();
         let s = compute(None, &facts(Some(&t), None));
         let ready = cond(&s, READY);
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "TokenIssued"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "TokenIssued")
+        );
         assert!(ready.message.contains("2026-11-27T09:00:00Z"));
         assert_eq!(ready.observed_generation, Some(3));
         assert_eq!(cond(&s, RECONCILING).status, "False");
@@ -231,7 +241,10 @@ mod tests {
         let s = compute(None, &f);
         assert_eq!(cond(&s, READY).status, "True");
         let r = cond(&s, RECONCILING);
-        assert_eq!((r.status.as_str(), r.reason.as_str()), ("True", "TokenEndpointUnavailable"));
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("True", "TokenEndpointUnavailable")
+        );
         assert!(r.message.contains("retrying at 2026-11-27T08:10:04Z"));
         assert_eq!(cond(&s, STALLED).status, "False");
         assert_eq!(s.failed_attempts, 2);
@@ -251,7 +264,10 @@ mod tests {
         f.token_current = false;
         let s = compute(None, &f);
         let ready = cond(&s, READY);
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidClient"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "InvalidClient")
+        );
         assert_eq!(cond(&s, STALLED).status, "True");
         assert_eq!(cond(&s, RECONCILING).status, "False");
         assert_eq!(s.renewal_time, None);
@@ -286,7 +302,13 @@ mod tests {
         let mut failing = facts(Some(&t), Some(&p));
         failing.now = ts("2026-11-27T08:30:00Z");
         let third = compute(Some(&second), &failing);
-        assert_eq!(cond(&third, READY).last_transition_time, cond(&first, READY).last_transition_time);
-        assert_eq!(cond(&third, STALLED).last_transition_time, Time(ts("2026-11-27T08:30:00Z")));
+        assert_eq!(
+            cond(&third, READY).last_transition_time,
+            cond(&first, READY).last_transition_time
+        );
+        assert_eq!(
+            cond(&third, STALLED).last_transition_time,
+            Time(ts("2026-11-27T08:30:00Z"))
+        );
     }
 }

@@ -62,6 +62,8 @@ pub struct IssuedToken {
 }
 
 /// What the target Secret name currently holds.
+// One value per reconcile, never stored: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum TargetState {
     /// No Secret of that name.
@@ -223,7 +225,10 @@ pub fn desired_annotations(
     annotations.insert(ISSUED_AT.into(), rfc3339(token.issued_at));
     annotations.insert(EXPIRES_AT.into(), rfc3339(token.expires_at));
     annotations.insert(RENEW_AT.into(), rfc3339(renew_at));
-    annotations.insert(RENEWAL_JITTER.into(), format!("{:.4}", token.renewal_jitter));
+    annotations.insert(
+        RENEWAL_JITTER.into(),
+        format!("{:.4}", token.renewal_jitter),
+    );
     annotations.insert(INPUTS_DIGEST.into(), token.inputs_digest.clone());
     annotations.insert(TOKEN_DIGEST.into(), token_digest(access_token));
     annotations
@@ -288,14 +293,15 @@ pub fn build(
 }
 
 fn owner_reference(conn: &PingOneConnection) -> OwnerReference {
-    conn.controller_owner_ref(&()).unwrap_or_else(|| OwnerReference {
-        api_version: PingOneConnection::api_version(&()).into_owned(),
-        kind: PingOneConnection::kind(&()).into_owned(),
-        name: conn.name_any(),
-        uid: conn.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    })
+    conn.controller_owner_ref(&())
+        .unwrap_or_else(|| OwnerReference {
+            api_version: PingOneConnection::api_version(&()).into_owned(),
+            kind: PingOneConnection::kind(&()).into_owned(),
+            name: conn.name_any(),
+            uid: conn.uid().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        })
 }
 
 impl IssuedToken {
@@ -409,14 +415,17 @@ mod tests {
             .insert("access_token".into(), ByteString(b"forged".to_vec()));
         assert!(matches!(
             inspect(Some(&edited), "uid-1"),
-            TargetState::Owned { token: None, access_token: None, .. }
+            TargetState::Owned {
+                token: None,
+                access_token: None,
+                ..
+            }
         ));
         let mut edited = s.clone();
-        edited
-            .data
-            .as_mut()
-            .unwrap()
-            .insert("expires_at".into(), ByteString(b"2030-01-01T00:00:00Z".to_vec()));
+        edited.data.as_mut().unwrap().insert(
+            "expires_at".into(),
+            ByteString(b"2030-01-01T00:00:00Z".to_vec()),
+        );
         assert!(matches!(
             inspect(Some(&edited), "uid-1"),
             TargetState::Owned { token: None, .. }
@@ -434,43 +443,126 @@ mod tests {
         let mut c = conn();
         c.spec.target.secret_template = Some(SecretTemplate {
             labels: [("team".to_string(), "payments".to_string())].into(),
-            annotations: [("reloader.stakater.com/match".to_string(), "true".to_string())]
-                .into(),
+            annotations: [(
+                "reloader.stakater.com/match".to_string(),
+                "true".to_string(),
+            )]
+            .into(),
         });
         let s = build(&c, &token(), "x", token().expires_at, None);
         assert_eq!(s.labels()["team"], "payments");
         assert_eq!(s.annotations()["reloader.stakater.com/match"], "true");
         let labels = desired_labels(&c);
         let annotations = desired_annotations(&c, &token(), "x", token().expires_at);
-        assert!(!metadata_drifted(s.labels(), s.annotations(), &labels, &annotations));
+        assert!(!metadata_drifted(
+            s.labels(),
+            s.annotations(),
+            &labels,
+            &annotations
+        ));
         let mut other = c.clone();
         other.spec.target.secret_template = None;
         let s2 = build(&other, &token(), "x", token().expires_at, None);
-        assert!(metadata_drifted(s2.labels(), s2.annotations(), &labels, &annotations));
+        assert!(metadata_drifted(
+            s2.labels(),
+            s2.annotations(),
+            &labels,
+            &annotations
+        ));
     }
 
     #[test]
     fn inputs_digest_changes_with_every_input_and_hides_them() {
         use TokenEndpointAuthMethod::*;
-        let base = inputs_digest("auth.pingone.eu", "env", "id", "secret", &[], ClientSecretPost);
+        let base = inputs_digest(
+            "auth.pingone.eu",
+            "env",
+            "id",
+            "secret",
+            &[],
+            ClientSecretPost,
+        );
         assert!(base.starts_with("sha256:") && !base.contains("secret"));
         let variants = [
-            inputs_digest("auth.pingone.com", "env", "id", "secret", &[], ClientSecretPost),
-            inputs_digest("auth.pingone.eu", "env2", "id", "secret", &[], ClientSecretPost),
-            inputs_digest("auth.pingone.eu", "env", "id2", "secret", &[], ClientSecretPost),
-            inputs_digest("auth.pingone.eu", "env", "id", "secret2", &[], ClientSecretPost),
-            inputs_digest("auth.pingone.eu", "env", "id", "secret", &["s".into()], ClientSecretPost),
-            inputs_digest("auth.pingone.eu", "env", "id", "secret", &[], ClientSecretBasic),
+            inputs_digest(
+                "auth.pingone.com",
+                "env",
+                "id",
+                "secret",
+                &[],
+                ClientSecretPost,
+            ),
+            inputs_digest(
+                "auth.pingone.eu",
+                "env2",
+                "id",
+                "secret",
+                &[],
+                ClientSecretPost,
+            ),
+            inputs_digest(
+                "auth.pingone.eu",
+                "env",
+                "id2",
+                "secret",
+                &[],
+                ClientSecretPost,
+            ),
+            inputs_digest(
+                "auth.pingone.eu",
+                "env",
+                "id",
+                "secret2",
+                &[],
+                ClientSecretPost,
+            ),
+            inputs_digest(
+                "auth.pingone.eu",
+                "env",
+                "id",
+                "secret",
+                &["s".into()],
+                ClientSecretPost,
+            ),
+            inputs_digest(
+                "auth.pingone.eu",
+                "env",
+                "id",
+                "secret",
+                &[],
+                ClientSecretBasic,
+            ),
             // Field boundaries matter: "ids" + "ecret" is not "id" + "secret".
-            inputs_digest("auth.pingone.eu", "env", "ids", "ecret", &[], ClientSecretPost),
+            inputs_digest(
+                "auth.pingone.eu",
+                "env",
+                "ids",
+                "ecret",
+                &[],
+                ClientSecretPost,
+            ),
         ];
         for v in variants {
             assert_ne!(v, base);
         }
         // Scope order and case of the domain do not.
         assert_eq!(
-            inputs_digest("AUTH.pingone.eu", "env", "id", "s", &["b".into(), "a".into()], ClientSecretPost),
-            inputs_digest("auth.pingone.eu", "env", "id", "s", &["a".into(), "b".into()], ClientSecretPost)
+            inputs_digest(
+                "AUTH.pingone.eu",
+                "env",
+                "id",
+                "s",
+                &["b".into(), "a".into()],
+                ClientSecretPost
+            ),
+            inputs_digest(
+                "auth.pingone.eu",
+                "env",
+                "id",
+                "s",
+                &["a".into(), "b".into()],
+                ClientSecretPost
+            )
         );
     }
 
@@ -485,7 +577,9 @@ mod tests {
         .normalised();
         let s = build(&conn(), &t, "x", t.expires_at, None);
         match inspect(Some(&s), "uid-1") {
-            TargetState::Owned { token: Some(back), .. } => assert_eq!(back, t),
+            TargetState::Owned {
+                token: Some(back), ..
+            } => assert_eq!(back, t),
             other => panic!("{other:?}"),
         }
     }

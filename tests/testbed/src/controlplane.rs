@@ -66,7 +66,7 @@ impl ControlPlane {
         if let Some(cp) = SHARED.get() {
             return cp;
         }
-        let cp = std::thread::spawn(|| Self::start_blocking())
+        let cp = std::thread::spawn(Self::start_blocking)
             .join()
             .expect("control plane start panicked")
             .unwrap_or_else(|e| panic!("starting the control plane failed: {e:#}"));
@@ -265,12 +265,15 @@ impl ControlPlane {
 
     fn exited(&self, name: &str) -> Option<std::process::ExitStatus> {
         let mut procs = self.processes.lock().unwrap_or_else(|e| e.into_inner());
-        procs.get_mut(name).and_then(|c| c.try_wait().ok().flatten())
+        procs
+            .get_mut(name)
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// The last `lines` lines of a component's log, for failure messages.
     pub fn log_tail(&self, component: &str, lines: usize) -> String {
-        let text = fs::read_to_string(self.dir.join(format!("{component}.log"))).unwrap_or_default();
+        let text =
+            fs::read_to_string(self.dir.join(format!("{component}.log"))).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }

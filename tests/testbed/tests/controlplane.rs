@@ -57,8 +57,16 @@ async fn api_server_is_ready_and_reports_the_built_release() {
     let client = cp.client().await.unwrap();
     let version = client.apiserver_version().await.unwrap();
     assert_eq!(version.git_version, "v1.36.3");
-    let out = cp.kubectl().args(["get", "--raw", "/readyz"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cp
+        .kubectl()
+        .args(["get", "--raw", "/readyz"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
 
@@ -70,8 +78,7 @@ async fn a_crd_installs_serves_and_validates() {
     let ns = cp.namespace("crd").await.unwrap();
     let client = cp.client().await.unwrap();
     let gvk = GroupVersionKind::gvk("testbed.example.com", "v1", "Widget");
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client, &ns, &ApiResource::from_gvk(&gvk));
+    let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &ApiResource::from_gvk(&gvk));
 
     let good: DynamicObject = serde_json::from_value(serde_json::json!({
         "apiVersion": "testbed.example.com/v1", "kind": "Widget",
@@ -152,10 +159,14 @@ async fn rbac_denies_a_serviceaccount_until_a_role_allows_it() {
         .create(&PostParams::default(), &binding)
         .await
         .unwrap();
-    eventually(Duration::from_secs(10), "list allowed after binding", || {
-        let secrets = secrets.clone();
-        async move { secrets.list(&ListParams::default()).await.is_ok() }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "list allowed after binding",
+        || {
+            let secrets = secrets.clone();
+            async move { secrets.list(&ListParams::default()).await.is_ok() }
+        },
+    )
     .await;
     // Still denied in another namespace, and still denied to write.
     let other: Api<Secret> = Api::namespaced(as_sa, "default");
@@ -204,7 +215,10 @@ async fn owned_secret_is_garbage_collected_after_its_owner_is_deleted() {
         },
         ..Default::default()
     };
-    secrets.create(&PostParams::default(), &owned).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &owned)
+        .await
+        .unwrap();
     let unowned = Secret {
         metadata: ObjectMeta {
             name: Some("unowned".into()),
@@ -212,9 +226,14 @@ async fn owned_secret_is_garbage_collected_after_its_owner_is_deleted() {
         },
         ..Default::default()
     };
-    secrets.create(&PostParams::default(), &unowned).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &unowned)
+        .await
+        .unwrap();
 
-    cms.delete("owner", &DeleteParams::background()).await.unwrap();
+    cms.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
     eventually(Duration::from_secs(60), "owned secret collected", || {
         let secrets = secrets.clone();
         async move { secrets.get_opt("owned").await.unwrap().is_none() }
@@ -238,7 +257,10 @@ async fn a_deleted_namespace_is_emptied_and_removed() {
     };
     cms.create(&PostParams::default(), &cm).await.unwrap();
     let namespaces: Api<Namespace> = Api::all(client);
-    namespaces.delete(&ns, &DeleteParams::default()).await.unwrap();
+    namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
     eventually(Duration::from_secs(60), "namespace removed", || {
         let namespaces = namespaces.clone();
         let ns = ns.clone();
@@ -285,7 +307,11 @@ fn an_owned_control_plane_stops_everything_when_a_test_panics() {
     .join();
     assert!(result.is_err(), "the thread should have panicked");
     let (dir, pids): (PathBuf, Vec<i32>) = rx.recv().unwrap();
-    assert_eq!(pids.len(), 3, "etcd, kube-apiserver, kube-controller-manager");
+    assert_eq!(
+        pids.len(),
+        3,
+        "etcd, kube-apiserver, kube-controller-manager"
+    );
     for pid in pids {
         assert!(!alive(pid), "process {pid} survived");
     }
@@ -297,7 +323,10 @@ fn an_owned_control_plane_stops_everything_when_a_test_panics() {
 #[ignore = "helper for shared_control_plane_is_torn_down_when_the_process_exits"]
 fn child_starts_shared_control_plane_and_panics() {
     let cp = ControlPlane::shared();
-    let pids: Vec<String> = process_ids(cp.dir()).iter().map(|p| p.to_string()).collect();
+    let pids: Vec<String> = process_ids(cp.dir())
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
     println!("CP-DIR={}", cp.dir().display());
     println!("CP-PIDS={}", pids.join(","));
     panic!("simulated test failure with a shared control plane");

@@ -1,0 +1,10 @@
+//! Integration tests of the operator on a real control plane (etcd, kube-apiserver,
+//! kube-controller-manager) and the PingOne stand-in. One control plane for the whole binary;
+//! each test has its own namespace, stand-in and operator instance.
+
+mod conditions;
+mod lifecycle;
+mod process;
+mod rotation;
+mod schema;
+mod support;

@@ -1,0 +1,241 @@
+//! The operator as it ships: the binary, run as a separate process with the ServiceAccount and
+//! RBAC from deploy/, serving health and metrics, stopping on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::*;
+
+const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/base");
+
+/// The operator binary, running; killed on drop. Its output lines are collected.
+pub struct OperatorProcess {
+    child: Child,
+    pub lines: Arc<Mutex<Vec<String>>>,
+    pub port: u16,
+}
+
+impl OperatorProcess {
+    pub fn start(env: &TestEnv, kubeconfig: &Path, extra: &[&str]) -> OperatorProcess {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pingone-operator"))
+            .arg("run")
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!("--namespaces={}", env.ns))
+            .arg(format!(
+                "--extra-ca-file={}",
+                env.standin.ca_path().display()
+            ))
+            .arg(format!(
+                "--host-override=auth.pingone.eu={}",
+                env.standin.addr()
+            ))
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg("--log-format=json")
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("operator binary starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        OperatorProcess { child, lines, port }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(mut self, timeout: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "operator did not exit within {timeout:?} of SIGTERM:\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Applies the shipped namespace, ServiceAccount and RBAC, and returns a kubeconfig for that
+/// ServiceAccount.
+pub async fn shipped_serviceaccount(env: &TestEnv) -> std::path::PathBuf {
+    let files = [
+        "namespace.yaml",
+        "serviceaccount.yaml",
+        "clusterrole.yaml",
+        "clusterrolebinding.yaml",
+        "leader-election-role.yaml",
+    ];
+    let mut cmd = env.cp.kubectl();
+    cmd.args(["apply", "--server-side", "--force-conflicts"]);
+    for f in files {
+        cmd.arg("-f").arg(format!("{DEPLOY}/{f}"));
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.cp
+        .serviceaccount_kubeconfig("pingone-operator", "pingone-operator")
+        .await
+        .unwrap()
+}
+
+async fn can_i(env: &TestEnv, args: &[&str]) -> bool {
+    let mut cmd = env.cp.kubectl();
+    cmd.args([
+        "auth",
+        "can-i",
+        "--as=system:serviceaccount:pingone-operator:pingone-operator",
+    ]);
+    cmd.args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binary_runs_with_exactly_the_shipped_rbac_serves_health_and_stops_on_sigterm() {
+    let env = TestEnv::new("process").await;
+    let kubeconfig = shipped_serviceaccount(&env).await;
+    let operator = OperatorProcess::start(&env, &kubeconfig, &[]);
+
+    let http = reqwest::Client::new();
+    let healthz = eventually(Duration::from_secs(20), "/healthz answers", || {
+        let http = http.clone();
+        let url = operator.url("/healthz");
+        async move { http.get(url).send().await.ok() }
+    })
+    .await;
+    assert_eq!(healthz.status(), 200);
+    let readyz = http.get(operator.url("/readyz")).send().await.unwrap();
+    assert_eq!(readyz.status(), 200);
+
+    env.create_connection("shipped", json!({})).await;
+    env.wait_ready("shipped").await;
+    // Events were written with the shipped RBAC.
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(env.client.clone(), &env.ns);
+    let listed = eventually(Duration::from_secs(10), "TokenIssued Event", || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("TokenIssued"))
+        }
+    })
+    .await;
+    assert_eq!(listed.regarding.unwrap().name.as_deref(), Some("shipped"));
+
+    let metrics = http.get(operator.url("/metrics")).send().await.unwrap();
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("openmetrics")
+    );
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("pingone_operator_ready_status{"), "{text}");
+    assert!(text.contains(&format!("namespace=\"{}\"", env.ns)));
+
+    let output = operator.output();
+    assert!(
+        !output.to_lowercase().contains("forbidden"),
+        "RBAC denial in logs:\n{output}"
+    );
+    assert!(!output.contains(CLIENT_SECRET), "client secret in logs");
+
+    // Not broader than needed.
+    for denied in [
+        vec!["delete", "secrets", "-A"],
+        vec!["update", "secrets", "-A"],
+        vec!["create", "pods", "-A"],
+        vec!["get", "configmaps", "-A"],
+        vec!["update", "pingoneconnections.pingone.tokenops.dev", "-A"],
+        vec!["delete", "pingoneconnections.pingone.tokenops.dev", "-A"],
+        vec![
+            "update",
+            "pingoneconnections.pingone.tokenops.dev",
+            "--subresource=status",
+            "-A",
+        ],
+        vec!["create", "leases.coordination.k8s.io", "-n", "default"],
+        vec!["create", "clusterrolebindings"],
+    ] {
+        assert!(
+            !can_i(&env, &denied).await,
+            "the shipped RBAC allows {denied:?}"
+        );
+    }
+    for allowed in [
+        vec![
+            "patch",
+            "pingoneconnections.pingone.tokenops.dev",
+            "--subresource=status",
+            "-A",
+        ],
+        vec!["watch", "secrets", "-A"],
+        vec![
+            "create",
+            "leases.coordination.k8s.io",
+            "-n",
+            "pingone-operator",
+        ],
+    ] {
+        assert!(
+            can_i(&env, &allowed).await,
+            "the shipped RBAC lacks {allowed:?}"
+        );
+    }
+
+    let status = operator.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}

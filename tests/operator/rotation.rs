@@ -1,0 +1,56 @@
+//! Rotation end to end with short-lived tokens.
+
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_20s_tokens_the_secret_always_holds_an_unexpired_token_for_two_minutes() {
+    let mut env = TestEnv::new("rotation").await;
+    env.standin.set_token_lifetime(Duration::from_secs(20));
+    env.start_operator();
+    env.create_connection("short", json!({})).await;
+    env.wait_ready("short").await;
+    let start = Instant::now();
+    let secrets = env.secrets();
+    let mut tokens = std::collections::BTreeSet::new();
+    let mut renewals = Vec::new();
+    while start.elapsed() < Duration::from_secs(120) {
+        let s = secrets.get("short-token").await.unwrap();
+        let token = data(&s, "access_token").unwrap();
+        let claims = env.standin.verify_token(&token).expect("valid JWT");
+        let exp = claims["exp"].as_i64().unwrap();
+        let now = jiff::Timestamp::now().as_second();
+        assert!(
+            exp > now,
+            "the Secret held an expired token (exp {exp}, now {now})"
+        );
+        if tokens.insert(token) {
+            let a = s.annotations();
+            renewals.push((
+                a["pingone.tokenops.dev/issued-at"].clone(),
+                a["pingone.tokenops.dev/renew-at"].clone(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Renewal 33% (6.6 s) before expiry, brought forward by up to 10% (2 s): 11.4-13.4 s after
+    // issue. Over 120 s that is 9 to 11 renewals, plus the first token.
+    let requests = env.standin.token_request_count();
+    assert!((9..=12).contains(&requests), "{requests} token requests");
+    for (issued, renew) in &renewals {
+        let issued: jiff::Timestamp = issued.parse().unwrap();
+        let renew: jiff::Timestamp = renew.parse().unwrap();
+        let after = renew.duration_since(issued).as_secs_f64();
+        assert!(
+            (11.0..=14.0).contains(&after),
+            "renewal {after}s after issue"
+        );
+    }
+    assert!(tokens.len() >= 8, "{} distinct tokens seen", tokens.len());
+    let conn = env.connections().get("short").await.unwrap();
+    assert_eq!(conn.status.unwrap().failed_attempts, 0);
+}

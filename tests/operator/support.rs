@@ -1,0 +1,287 @@
+//! Shared set-up of the operator's integration tests: the real control plane, a PingOne
+//! stand-in per test, a namespace per test, and the operator running in-process, watching only
+//! that namespace.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use pingone_operator::api::PingOneConnection;
+use pingone_operator::controller::{self, Context, ControllerConfig, schedule::Timing};
+use pingone_operator::metrics::Metrics;
+use pingone_operator::pingone::{REGIONAL_AUTH_DOMAINS, TokenClient, TokenClientConfig};
+use pingone_testbed::controlplane::ControlPlane;
+use pingone_testbed::standin::{ClientRegistration, StandIn, StandInConfig};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ENV_ID: &str = "cd91070f-c371-480e-80b2-753c735f8aa1";
+pub const CLIENT_ID: &str = "6f5b6ab5-0c4e-4ea4-9d3b-1c1f0f6a1d01";
+pub const CLIENT_SECRET: &str = "s3cr3t+/:%&= with spaces~";
+pub const CRD: &str = include_str!("../../crds/pingoneconnections.pingone.tokenops.dev.yaml");
+
+/// Polls `check` every 100 ms until it yields a value or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("{what}: not within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub struct TestEnv {
+    pub cp: &'static ControlPlane,
+    pub client: Client,
+    pub ns: String,
+    pub standin: StandIn,
+    operator: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Timing for tests: the production floor and backoff shapes, shorter caps.
+pub fn test_timing() -> Timing {
+    Timing {
+        min_interval: Duration::from_secs(2),
+        backoff_base: Duration::from_millis(500),
+        backoff_cap: Duration::from_secs(10),
+        stalled_recheck: Duration::from_secs(3600),
+    }
+}
+
+impl TestEnv {
+    /// A namespace of its own with a credentials Secret `creds` for a client registered in the
+    /// stand-in.
+    pub async fn new(prefix: &str) -> TestEnv {
+        Self::with_standin(prefix, StandInConfig::default()).await
+    }
+
+    pub async fn with_standin(prefix: &str, config: StandInConfig) -> TestEnv {
+        pingone_operator::pingone::install_crypto_provider();
+        let cp = ControlPlane::shared();
+        cp.install_crds(CRD).await.expect("CRD installs");
+        let client = cp.client().await.expect("client");
+        let ns = cp.namespace(prefix).await.expect("namespace");
+        let standin = StandIn::start(config).await.expect("stand-in starts");
+        standin.add_client(ClientRegistration::new(ENV_ID, CLIENT_ID, CLIENT_SECRET));
+        let env = TestEnv {
+            cp,
+            client,
+            ns,
+            standin,
+            operator: None,
+            metrics: Arc::new(Metrics::new()),
+        };
+        env.put_credentials("creds", CLIENT_ID, CLIENT_SECRET).await;
+        env
+    }
+
+    pub fn token_client(&self, extra_domains: &[&str]) -> TokenClient {
+        let addr = self.standin.addr();
+        let mut overrides: Vec<(String, std::net::SocketAddr)> = REGIONAL_AUTH_DOMAINS
+            .iter()
+            .map(|d| (d.to_string(), addr))
+            .collect();
+        overrides.extend(extra_domains.iter().map(|d| (d.to_string(), addr)));
+        TokenClient::new(TokenClientConfig {
+            extra_allowed_domains: extra_domains.iter().map(|d| d.to_string()).collect(),
+            extra_ca_pem: Some(self.standin.ca_pem().as_bytes().to_vec()),
+            host_overrides: overrides,
+            request_timeout: Duration::from_secs(5),
+            ..TokenClientConfig::default()
+        })
+        .expect("token client")
+    }
+
+    /// Starts the operator in-process, watching this test's namespace.
+    pub fn start_operator(&mut self) {
+        self.start_operator_with(test_timing(), &[]);
+    }
+
+    pub fn start_operator_with(&mut self, timing: Timing, extra_domains: &[&str]) {
+        assert!(self.operator.is_none(), "operator already running");
+        self.metrics = Arc::new(Metrics::new());
+        let ctx = Arc::new(Context::new(
+            self.client.clone(),
+            self.token_client(extra_domains),
+            self.metrics.clone(),
+            timing,
+        ));
+        let (tx, rx) = oneshot::channel::<()>();
+        let config = ControllerConfig {
+            namespaces: vec![self.ns.clone()],
+            concurrency: 8,
+        };
+        let handle = tokio::spawn(controller::run(ctx, config, async {
+            let _ = rx.await;
+        }));
+        self.operator = Some((handle, tx));
+    }
+
+    #[allow(dead_code)]
+    pub async fn stop_operator(&mut self) {
+        if let Some((handle, tx)) = self.operator.take() {
+            let _ = tx.send(());
+            tokio::time::timeout(Duration::from_secs(20), handle)
+                .await
+                .expect("operator stops within 20 s")
+                .expect("operator task");
+        }
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn connections(&self) -> Api<PingOneConnection> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub async fn put_credentials(&self, name: &str, id: &str, secret: &str) {
+        let s: Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name},
+            "stringData": {"clientId": id, "clientSecret": secret},
+        }))
+        .unwrap();
+        self.secrets()
+            .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&s))
+            .await
+            .expect("credentials Secret applied");
+    }
+
+    /// Creates a connection from a base spec (regional domain, the test environment, Secret
+    /// `creds`) merged with `overrides`.
+    pub async fn create_connection(
+        &self,
+        name: &str,
+        overrides: serde_json::Value,
+    ) -> PingOneConnection {
+        let obj = self.connection_object(name, overrides);
+        self.connections()
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("creating connection {name}: {e}"))
+    }
+
+    pub fn connection_object(&self, name: &str, overrides: serde_json::Value) -> PingOneConnection {
+        serde_json::from_value(self.connection_json(name, overrides)).expect("connection object")
+    }
+
+    /// The connection as JSON: the base spec merged with `overrides` (null removes a field).
+    pub fn connection_json(&self, name: &str, overrides: serde_json::Value) -> serde_json::Value {
+        let mut spec = serde_json::json!({
+            "authDomain": "auth.pingone.eu",
+            "environmentId": ENV_ID,
+            "credentialsSecretRef": {"name": "creds"},
+        });
+        merge(&mut spec, overrides);
+        serde_json::json!({
+            "apiVersion": "pingone.tokenops.dev/v1alpha1",
+            "kind": "PingOneConnection",
+            "metadata": {"name": name},
+            "spec": spec,
+        })
+    }
+
+    pub async fn delete_connection(&self, name: &str) {
+        self.connections()
+            .delete(name, &DeleteParams::background())
+            .await
+            .expect("delete connection");
+    }
+
+    /// Waits until the connection's condition `type_` has `status` (and `reason`, if given).
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+        timeout: Duration,
+    ) -> PingOneConnection {
+        let api = self.connections();
+        eventually(
+            timeout,
+            &format!("{name}: {type_}={status} {reason:?}"),
+            || {
+                let api = api.clone();
+                async move {
+                    let c = api.get(name).await.ok()?;
+                    let cond = c
+                        .status
+                        .as_ref()?
+                        .conditions
+                        .iter()
+                        .find(|c| c.type_ == type_)?
+                        .clone();
+                    (cond.status == status && reason.is_none_or(|r| cond.reason == r)).then_some(c)
+                }
+            },
+        )
+        .await
+    }
+
+    pub async fn wait_ready(&self, name: &str) -> PingOneConnection {
+        self.wait_condition(name, "Ready", "True", None, Duration::from_secs(30))
+            .await
+    }
+
+    pub async fn token_secret(&self, name: &str) -> Option<Secret> {
+        self.secrets().get_opt(name).await.expect("get secret")
+    }
+
+    pub fn condition<'a>(
+        conn: &'a PingOneConnection,
+        type_: &str,
+    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        conn.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+            .unwrap_or_else(|| panic!("{} has no {type_} condition", conn.name_any()))
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if let Some((handle, tx)) = self.operator.take() {
+            let _ = tx.send(());
+            handle.abort();
+        }
+    }
+}
+
+fn merge(base: &mut serde_json::Value, overrides: serde_json::Value) {
+    match (base, overrides) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                if v.is_null() {
+                    b.remove(&k);
+                } else {
+                    merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// A Secret's data value as text.
+pub fn data(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .map(|v| String::from_utf8(v.0.clone()).expect("UTF-8"))
+}
