@@ -35,3 +35,11 @@ clean:
 ## Regenerate the CRD YAML from the Rust types.
 crds:
 	$(CARGO) run -q --bin pingone-operator -- crd > crds/pingoneconnections.pingone.tokenops.dev.yaml
+
+## The main job end to end: local control plane, PingOne stand-in, the operator binary and
+## examples/; prints the Ready condition, the token Secret and metrics, then stops cleanly.
+demo:
+	$(CARGO) build --release --locked --bin pingone-operator -p pingone-operator
+	$(CARGO) build --release --locked -p pingone-testbed --bin pingone-demo
+	@bin=$$(bash tests/controlplane/build.sh) && \
+	  PINGONE_CONTROLPLANE_BIN=$$bin $${CARGO_TARGET_DIR:-target}/release/pingone-demo

@@ -85,6 +85,26 @@ pub struct RunArgs {
     #[arg(long, env = "PINGONE_STALLED_RECHECK", default_value = "1h", value_parser = parse_duration)]
     pub stalled_recheck: Duration,
 
+    /// Elect a leader among replicas with a Lease; only the leader reconciles.
+    #[arg(long, env = "PINGONE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Namespace of the leader election Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "pingone-operator")]
+    pub leader_election_namespace: String,
+
+    /// Name of the leader election Lease.
+    #[arg(
+        long,
+        env = "PINGONE_LEADER_ELECTION_LEASE",
+        default_value = "pingone-operator"
+    )]
+    pub leader_election_lease: String,
+
+    /// How long a leader's Lease lasts without renewal; a standby takes over after it.
+    #[arg(long, env = "PINGONE_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
     /// Timeout of a whole token request.
     #[arg(long, env = "PINGONE_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub request_timeout: Duration,

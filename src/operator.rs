@@ -11,6 +11,7 @@ use tracing::info;
 
 use crate::cli::RunArgs;
 use crate::controller::{self, Context, ControllerConfig, schedule::Timing};
+use crate::leader::{LeaderError, Leadership, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::pingone::{TokenClient, TokenClientConfig};
 use crate::server::{self, ServerState};
@@ -32,6 +33,12 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// Leader election failed.
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
+    /// Another replica took the lead; the process exits so that it restarts as a standby.
+    #[error("leadership lost")]
+    LeadershipLost,
     /// The health and metrics server failed.
     #[error("health and metrics server: {0}")]
     Server(std::io::Error),
@@ -107,6 +114,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
+    let stop_tx_for_server = stop_tx.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -122,18 +130,57 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         stopped(),
     ));
 
+    // Standbys are healthy and ready too: they serve metrics and take over when needed.
     ready.store(true, Ordering::Relaxed);
-    controller::run(
-        ctx,
-        ControllerConfig {
-            namespaces: args.namespaces.clone(),
-            concurrency: args.concurrency,
-        },
-        stopped(),
-    )
-    .await;
-    match server.await {
-        Ok(result) => result.map_err(StartError::Server),
-        Err(_) => Ok(()),
+    let config = ControllerConfig {
+        namespaces: args.namespaces.clone(),
+        concurrency: args.concurrency,
+    };
+    let mut outcome = Ok(());
+    if args.leader_election {
+        let lease = LeaseConfig {
+            namespace: args.leader_election_namespace.clone(),
+            name: args.leader_election_lease.clone(),
+            identity: identity(),
+            duration: args.lease_duration,
+            grace: args.lease_duration / 3,
+        };
+        let mut leadership = Leadership::start(ctx.client.clone(), &lease).await?;
+        info!(lease = %lease.name, identity = %lease.identity, "waiting for leadership");
+        if leadership.acquired(stopped()).await {
+            info!(identity = %lease.identity, "leading; starting the controller");
+            let lost = leadership.lost();
+            let stop = stopped();
+            let (lost_tx, mut lost_rx) = watch::channel(false);
+            controller::run(ctx, config, async move {
+                tokio::select! {
+                    _ = stop => {}
+                    _ = lost => {
+                        let _ = lost_tx.send(true);
+                    }
+                }
+            })
+            .await;
+            if *lost_rx.borrow_and_update() {
+                outcome = Err(StartError::LeadershipLost);
+            }
+        }
+        leadership.release().await;
+    } else {
+        controller::run(ctx, config, stopped()).await;
     }
+    let _ = stop_tx_for_server.send(true);
+    match server.await {
+        Ok(result) => result.map_err(StartError::Server)?,
+        Err(_) => {}
+    }
+    outcome
+}
+
+/// This replica's name: the pod name, else the host name, plus the process id.
+fn identity() -> String {
+    let base = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "pingone-operator".into());
+    format!("{base}-{}", std::process::id())
 }

@@ -21,7 +21,7 @@ pub use reconcile::reconcile;
 pub use watch::{ControllerConfig, run};
 
 use crate::metrics::Metrics;
-use crate::pingone::TokenClient;
+use crate::pingone::{SecretString, TokenClient};
 use plan::Failure;
 use schedule::Timing;
 
@@ -57,6 +57,12 @@ impl Error {
     }
 }
 
+/// A token PingOne issued whose Secret write failed.
+struct UnwrittenToken {
+    token: token_secret::IssuedToken,
+    access_token: SecretString,
+}
+
 /// State shared by every reconcile.
 pub struct Context {
     /// Kubernetes client.
@@ -71,6 +77,9 @@ pub struct Context {
     pub timing: Timing,
     /// Last failure per connection UID.
     failures: Mutex<HashMap<String, Failure>>,
+    /// Tokens obtained but not yet written (the Secret write failed), per connection UID, so
+    /// that a retry writes them instead of asking PingOne again.
+    unwritten: Mutex<HashMap<String, UnwrittenToken>>,
     /// Which connections a Secret matters to.
     pub index: SecretIndex,
 }
@@ -89,6 +98,7 @@ impl Context {
             metrics,
             timing,
             failures: Mutex::default(),
+            unwritten: Mutex::default(),
             index: SecretIndex::default(),
         }
     }
@@ -109,10 +119,25 @@ impl Context {
         };
     }
 
+    fn take_unwritten(&self, uid: &str) -> Option<UnwrittenToken> {
+        self.unwritten
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid)
+    }
+
+    fn put_unwritten(&self, uid: &str, token: UnwrittenToken) {
+        self.unwritten
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid.to_string(), token);
+    }
+
     /// Forgets everything about a deleted connection.
     pub fn forget(&self, namespace: &str, name: &str, uid: Option<&str>) {
         if let Some(uid) = uid {
             self.set_failure(uid, None);
+            self.take_unwritten(uid);
         }
         self.index.remove(namespace, name);
         self.metrics.forget(namespace, name);

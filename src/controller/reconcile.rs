@@ -16,7 +16,9 @@ use super::plan::{self, Failure, Need, Plan};
 use super::schedule;
 use super::status::{self, Facts, Problem};
 use super::token_secret::{self, IssuedToken, TargetState};
-use super::{Context, Error, FIELD_MANAGER, REASON_INVALID_SPEC, REASON_TARGET_CONFLICT};
+use super::{
+    Context, Error, FIELD_MANAGER, REASON_INVALID_SPEC, REASON_TARGET_CONFLICT, UnwrittenToken,
+};
 use crate::api::{PingOneConnection, PingOneConnectionStatus, TokenEndpointAuthMethod};
 use crate::pingone::{AuthMethod, TokenError, TokenRequest};
 
@@ -299,86 +301,128 @@ async fn request(
         scopes: &spec.scopes,
         method: auth_method(spec.token_endpoint_auth_method),
     };
-    let (result, elapsed) = ctx.tokens.request_token_timed(&request).await;
-    match result {
-        Ok(response) => {
-            ctx.metrics
-                .token_request(&namespace, &name, "success", elapsed);
-            let token = IssuedToken {
-                // Counted from before the request was sent: errs on the early side.
-                issued_at: now,
-                expires_at: schedule::add(now, response.expires_in),
-                renewal_jitter: rand::random::<f64>() * schedule::MAX_RENEWAL_JITTER,
-                inputs_digest: digest.to_string(),
-                token_type: response.token_type.clone(),
-                scopes: response.scope.clone(),
+    let reused = ctx.take_unwritten(&uid).filter(|u| {
+        u.token.inputs_digest == digest && now < plan::renewal_time(&u.token, rule, &ctx.timing)
+    });
+    let (token, access_token) = match reused {
+        Some(u) => {
+            info!("writing a token obtained before the Secret write failed");
+            (u.token, u.access_token)
+        }
+        None => {
+            let (result, elapsed) = ctx.tokens.request_token_timed(&request).await;
+            match result {
+                Ok(response) => {
+                    ctx.metrics
+                        .token_request(&namespace, &name, "success", elapsed);
+                    let token = IssuedToken {
+                        // Counted from before the request was sent: errs on the early side.
+                        issued_at: now,
+                        expires_at: schedule::add(now, response.expires_in),
+                        renewal_jitter: rand::random::<f64>() * schedule::MAX_RENEWAL_JITTER,
+                        inputs_digest: digest.to_string(),
+                        token_type: response.token_type.clone(),
+                        scopes: response.scope.clone(),
+                    }
+                    .normalised();
+                    (token, response.access_token)
+                }
+                Err(error) => {
+                    return Ok(failed(
+                        ctx, conn, target, digest, need, failure, now, error, elapsed,
+                    )
+                    .await);
+                }
             }
-            .normalised();
-            let renew_at = plan::renewal_time(&token, rule, &ctx.timing);
-            let resource_version = match target {
-                TargetState::Owned {
-                    resource_version, ..
-                } => resource_version.clone(),
-                _ => None,
-            };
-            let secret = token_secret::build(
-                conn,
-                &token,
-                response.access_token.expose(),
-                renew_at,
-                resource_version,
-            );
-            apply_secret(ctx, secrets, &secret).await?;
-            ctx.set_failure(&uid, None);
-            let (reason, verb) = match need {
-                Need::RenewalDue => ("TokenRenewed", "Renewed"),
-                _ => ("TokenIssued", "Issued"),
-            };
-            let note = format!(
-                "{verb} a token ({}) in Secret {}, valid until {}",
-                need.as_str(),
-                secret.name_any(),
-                token.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-            );
-            info!(reason, expires_at = %token.expires_at, renew_at = %renew_at, "{}", need.as_str());
-            publish(ctx, conn, EventType::Normal, reason, &note).await;
-            Ok(Outcome {
-                token: Some(token),
-                token_current: true,
-                renew_at: Some(renew_at),
-                problem: None,
-                next: Some(renew_at),
-            })
         }
-        Err(error) => {
-            let reason = error.reason();
-            ctx.metrics
-                .token_request(&namespace, &name, reason, elapsed);
-            let f = Failure::record(
-                failure.filter(|f| f.inputs_digest == digest),
-                now,
-                digest.to_string(),
-                conn.metadata.generation,
-                reason,
-                failure_message(&error),
-                error.needs_person() || !error.is_retryable(),
-                error.retry_after(),
-                &ctx.timing,
-                rand::random::<f64>(),
-            );
-            warn!(reason, attempts = f.attempts, retry_at = %f.retry_at, "token request failed: {}", f.message);
-            // A Warning for each failed request; the recorder folds repeats into a series.
-            publish(ctx, conn, EventType::Warning, reason, &f.message).await;
-            ctx.set_failure(&uid, Some(f.clone()));
-            let token = current_token(target);
-            Ok(Outcome {
-                token_current: need == Need::RenewalDue,
-                renew_at: None,
+    };
+    let renew_at = plan::renewal_time(&token, rule, &ctx.timing);
+    let resource_version = match target {
+        TargetState::Owned {
+            resource_version, ..
+        } => resource_version.clone(),
+        _ => None,
+    };
+    let secret = token_secret::build(
+        conn,
+        &token,
+        access_token.expose(),
+        renew_at,
+        resource_version,
+    );
+    if let Err(e) = apply_secret(ctx, secrets, &secret).await {
+        // Keep the token: the retry writes it instead of asking PingOne again.
+        ctx.put_unwritten(
+            &uid,
+            UnwrittenToken {
                 token,
-                problem: Some(problem_of(&f)),
-                next: Some(f.retry_at),
-            })
-        }
+                access_token,
+            },
+        );
+        return Err(e);
+    }
+    ctx.set_failure(&uid, None);
+    let (reason, verb) = match need {
+        Need::RenewalDue => ("TokenRenewed", "Renewed"),
+        _ => ("TokenIssued", "Issued"),
+    };
+    let note = format!(
+        "{verb} a token ({}) in Secret {}, valid until {}",
+        need.as_str(),
+        secret.name_any(),
+        token.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    );
+    info!(reason, expires_at = %token.expires_at, renew_at = %renew_at, "{}", need.as_str());
+    publish(ctx, conn, EventType::Normal, reason, &note).await;
+    Ok(Outcome {
+        token: Some(token),
+        token_current: true,
+        renew_at: Some(renew_at),
+        problem: None,
+        next: Some(renew_at),
+    })
+}
+
+/// Records a failed token request and reports it.
+#[allow(clippy::too_many_arguments)]
+async fn failed(
+    ctx: &Context,
+    conn: &PingOneConnection,
+    target: &TargetState,
+    digest: &str,
+    need: Need,
+    failure: Option<&Failure>,
+    now: Timestamp,
+    error: TokenError,
+    elapsed: Duration,
+) -> Outcome {
+    let namespace = conn.namespace().unwrap_or_default();
+    let name = conn.name_any();
+    let reason = error.reason();
+    ctx.metrics
+        .token_request(&namespace, &name, reason, elapsed);
+    let f = Failure::record(
+        failure.filter(|f| f.inputs_digest == digest),
+        now,
+        digest.to_string(),
+        conn.metadata.generation,
+        reason,
+        failure_message(&error),
+        error.needs_person() || !error.is_retryable(),
+        error.retry_after(),
+        &ctx.timing,
+        rand::random::<f64>(),
+    );
+    warn!(reason, attempts = f.attempts, retry_at = %f.retry_at, "token request failed: {}", f.message);
+    // A Warning for each failed request; the recorder folds repeats into a series.
+    publish(ctx, conn, EventType::Warning, reason, &f.message).await;
+    ctx.set_failure(&conn.uid().unwrap_or_default(), Some(f.clone()));
+    Outcome {
+        token_current: need == Need::RenewalDue,
+        renew_at: None,
+        token: current_token(target),
+        problem: Some(problem_of(&f)),
+        next: Some(f.retry_at),
     }
 }
 

@@ -70,6 +70,9 @@ pub fn renewal_time(
         .checked_sub(SignedDuration::from_secs_f64(before + jitter))
         .unwrap_or(issued_at);
     let earliest = add(issued_at, min_interval).min(expires_at);
+    // Whole seconds, rounded down (earlier, never later): it is stored with second precision,
+    // and a recomputed value must equal the stored one or every reconcile would rewrite status.
+    let renew = Timestamp::from_second(renew.as_second()).unwrap_or(renew);
     renew.max(earliest)
 }
 
@@ -188,6 +191,19 @@ mod tests {
             Duration::from_secs(10),
         );
         assert_eq!(t, ts("2026-11-27T08:00:10Z"));
+    }
+
+    #[test]
+    fn renewal_times_are_whole_seconds() {
+        let t = renewal_time(
+            ts("2026-11-27T08:00:00Z"),
+            ts("2026-11-27T09:00:00Z"),
+            RenewBefore::Percentage(33),
+            0.01234,
+            Duration::from_secs(10),
+        );
+        assert_eq!(t.subsec_nanosecond(), 0);
+        assert_eq!(t, ts("2026-11-27T08:39:27Z"));
     }
 
     #[test]

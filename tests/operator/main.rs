@@ -5,6 +5,7 @@
 mod conditions;
 mod lifecycle;
 mod process;
+mod resilience;
 mod rotation;
 mod schema;
 mod support;

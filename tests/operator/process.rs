@@ -22,7 +22,22 @@ pub struct OperatorProcess {
 }
 
 impl OperatorProcess {
-    pub fn start(env: &TestEnv, kubeconfig: &Path, extra: &[&str]) -> OperatorProcess {
+    /// With the admin kubeconfig; a leader election Lease of its own in the test namespace.
+    pub fn start(env: &TestEnv, extra: &[&str]) -> OperatorProcess {
+        Self::start_with_lease(
+            env,
+            env.cp.kubeconfig(),
+            (&env.ns, "pingone-operator"),
+            extra,
+        )
+    }
+
+    pub fn start_with_lease(
+        env: &TestEnv,
+        kubeconfig: &Path,
+        (lease_namespace, lease): (&str, &str),
+        extra: &[&str],
+    ) -> OperatorProcess {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -42,6 +57,8 @@ impl OperatorProcess {
             ))
             .arg(format!("--listen=127.0.0.1:{port}"))
             .arg("--log-format=json")
+            .arg(format!("--leader-election-lease={lease}"))
+            .arg(format!("--leader-election-namespace={lease_namespace}"))
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -70,6 +87,42 @@ impl OperatorProcess {
 
     pub fn output(&self) -> String {
         self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) {
+        let lines = self.lines.clone();
+        eventually(timeout, &format!("log line with {needle:?}"), || {
+            let found = lines.lock().unwrap().iter().any(|l| l.contains(needle));
+            async move { found.then_some(()) }
+        })
+        .await
+    }
+
+    /// Number of log lines containing `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// The /metrics text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Kills the process with SIGKILL: no clean-up of any kind.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -145,7 +198,11 @@ async fn can_i(env: &TestEnv, args: &[&str]) -> bool {
 async fn the_binary_runs_with_exactly_the_shipped_rbac_serves_health_and_stops_on_sigterm() {
     let env = TestEnv::new("process").await;
     let kubeconfig = shipped_serviceaccount(&env).await;
-    let operator = OperatorProcess::start(&env, &kubeconfig, &[]);
+    // The shipped RBAC allows Leases in the operator's namespace only; each test has a Lease of
+    // its own there so that tests do not wait for each other.
+    let lease = format!("lease-{}", env.ns);
+    let operator =
+        OperatorProcess::start_with_lease(&env, &kubeconfig, ("pingone-operator", &lease), &[]);
 
     let http = reqwest::Client::new();
     let healthz = eventually(Duration::from_secs(20), "/healthz answers", || {

@@ -68,8 +68,16 @@ impl TestEnv {
     }
 
     pub async fn with_standin(prefix: &str, config: StandInConfig) -> TestEnv {
+        Self::build(ControlPlane::shared(), prefix, config).await
+    }
+
+    /// On a control plane of the test's own (for tests that restart it).
+    pub async fn on(cp: &'static ControlPlane, prefix: &str) -> TestEnv {
+        Self::build(cp, prefix, StandInConfig::default()).await
+    }
+
+    async fn build(cp: &'static ControlPlane, prefix: &str, config: StandInConfig) -> TestEnv {
         pingone_operator::pingone::install_crypto_provider();
-        let cp = ControlPlane::shared();
         cp.install_crds(CRD).await.expect("CRD installs");
         let client = cp.client().await.expect("client");
         let ns = cp.namespace(prefix).await.expect("namespace");

@@ -281,8 +281,20 @@ impl ControlPlane {
     /// Stops the API server and starts it again on the same port (etcd keeps the data), then
     /// waits until it is ready. For tests of how clients survive an API server restart.
     pub fn restart_apiserver(&self, downtime: Duration) -> Result<()> {
+        self.restart_apiserver_with(downtime, || {})
+    }
+
+    /// Like [`ControlPlane::restart_apiserver`], running `while_down` while it is stopped
+    /// (e.g. to compact etcd so that watches cannot resume).
+    pub fn restart_apiserver_with(
+        &self,
+        downtime: Duration,
+        while_down: impl FnOnce(),
+    ) -> Result<()> {
         self.stop("kube-apiserver");
-        std::thread::sleep(downtime);
+        let started = Instant::now();
+        while_down();
+        std::thread::sleep(downtime.saturating_sub(started.elapsed()));
         self.spawn_apiserver()?;
         self.wait_ready()
     }
@@ -316,6 +328,11 @@ impl ControlPlane {
     /// `https://127.0.0.1:PORT`.
     pub fn api_url(&self) -> &str {
         &self.api_url
+    }
+
+    /// `http://127.0.0.1:PORT` of etcd (for tests that compact it).
+    pub fn etcd_url(&self) -> &str {
+        &self.etcd_url
     }
 
     /// The cluster CA (PEM) that signed the API server's certificate.

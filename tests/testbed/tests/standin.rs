@@ -1153,19 +1153,38 @@ async fn shutdown_stops_serving_and_drop_removes_the_ca_file() {
     assert!(!ca_path.exists());
 }
 
+/// Kills the child process if the test fails before it is stopped.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn get(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("child")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 #[tokio::test]
 async fn standalone_binary_serves_until_sigterm() {
     init();
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = dir.path().join("ca.pem");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pingone-standin"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pingone-standin"))
         .args([
             "--listen",
             "127.0.0.1:0",
             "--ca-out",
             ca.to_str().expect("utf-8 path"),
             "--client",
-            &format!("{ENV}:{BASIC_ID}:{BASIC_SECRET}:basic"),
+            // Client ids are UUIDs in PingOne; the secret may hold ':'.
+            &format!("{ENV}:binary-basic:{BASIC_SECRET}:basic"),
             "--client",
             &format!("{ENV}:{POST_ID}:{POST_SECRET}"),
             "--custom-domain",
@@ -1178,7 +1197,8 @@ async fn standalone_binary_serves_until_sigterm() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("binary starts");
-    let stdout = child.stdout.take().expect("stdout");
+    let mut child = KillOnDrop(Some(child));
+    let stdout = child.get().stdout.take().expect("stdout");
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
         std::io::BufReader::new(stdout)
@@ -1211,7 +1231,7 @@ async fn standalone_binary_serves_until_sigterm() {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client");
-    let resp = token_basic(&http, BASIC_ID, BASIC_SECRET).await;
+    let resp = token_basic(&http, "binary-basic", BASIC_SECRET).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(json(resp).await["expires_in"], 600);
     let resp = post_form(
@@ -1222,6 +1242,7 @@ async fn standalone_binary_serves_until_sigterm() {
     .await;
     assert_eq!(resp.status(), StatusCode::OK);
 
+    let mut child = child.0.take().expect("child");
     let pid = i32::try_from(child.id()).expect("pid");
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);

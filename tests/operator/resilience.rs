@@ -1,0 +1,352 @@
+//! The operator under operator and Kubernetes faults: leader election, SIGKILL, restarts, an API
+//! server restart with a compacted etcd (watches must re-list).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+use pingone_testbed::controlplane::ControlPlane;
+use pingone_testbed::standin::{ClientRegistration, Fault};
+use serde_json::json;
+
+use crate::process::OperatorProcess;
+use crate::support::*;
+
+/// Sum of every series of metric `name` in an OpenMetrics text.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Watches a token Secret in the background and records whether it ever held an expired token.
+struct ExpiryGuard {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl ExpiryGuard {
+    fn start(secrets: Api<Secret>, name: &str) -> ExpiryGuard {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let name = name.to_string();
+        let task = tokio::spawn(async move {
+            let mut problems = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                // Reads fail while the API server is down; only what is read counts.
+                if let Ok(s) = secrets.get(&name).await {
+                    let expires: jiff::Timestamp = data(&s, "expires_at").unwrap().parse().unwrap();
+                    if expires <= jiff::Timestamp::now() {
+                        problems.push(format!("expired token seen (expires_at {expires})"));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            problems
+        });
+        ExpiryGuard { stop, task }
+    }
+
+    async fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_leader_reconciles_and_a_standby_takes_over() {
+    let env = TestEnv::new("ha").await;
+    let args = ["--lease-duration=6s"];
+    let a = OperatorProcess::start(&env, &args);
+    a.wait_log("leading; starting the controller", Duration::from_secs(20))
+        .await;
+    let b = OperatorProcess::start(&env, &args);
+    b.wait_log("waiting for leadership", Duration::from_secs(20))
+        .await;
+
+    env.create_connection("first", json!({})).await;
+    env.wait_ready("first").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        metric_sum(
+            &a.metrics().await,
+            "pingone_operator_kubernetes_writes_total"
+        ) >= 2.0
+    );
+    let standby = b.metrics().await;
+    assert_eq!(
+        metric_sum(&standby, "pingone_operator_reconciles_total"),
+        0.0,
+        "the standby reconciled"
+    );
+    assert_eq!(
+        metric_sum(&standby, "pingone_operator_kubernetes_writes_total"),
+        0.0,
+        "the standby wrote"
+    );
+    assert_eq!(b.count_log("leading; starting the controller"), 0);
+
+    // The leader dies without a word: the standby takes over once the lease expires.
+    let killed = Instant::now();
+    a.kill();
+    b.wait_log("leading; starting the controller", Duration::from_secs(15))
+        .await;
+    let takeover = killed.elapsed();
+    println!("takeover after SIGKILL of the leader: {takeover:?} (lease 6 s)");
+    assert!(
+        takeover <= Duration::from_secs(6 + 3),
+        "takeover took {takeover:?}"
+    );
+    env.create_connection("second", json!({})).await;
+    env.wait_ready("second").await;
+
+    // A graceful shutdown releases the lease, and another replica takes it.
+    let c = OperatorProcess::start(&env, &args);
+    c.wait_log("waiting for leadership", Duration::from_secs(20))
+        .await;
+    let stopped = Instant::now();
+    let status = b.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    let lease = leases.get("pingone-operator").await.unwrap();
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert!(
+        holder.is_empty() || c.count_log("leading; starting") > 0,
+        "lease still held by {holder:?} after a graceful exit"
+    );
+    c.wait_log("leading; starting the controller", Duration::from_secs(15))
+        .await;
+    println!(
+        "handover after SIGTERM of the leader: {:?}",
+        stopped.elapsed()
+    );
+    env.create_connection("third", json!({})).await;
+    env.wait_ready("third").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_in_the_middle_of_a_rotation_costs_at_most_one_extra_request() {
+    let env = TestEnv::new("sigkill").await;
+    env.standin.set_token_lifetime(Duration::from_secs(20));
+    let first = OperatorProcess::start(&env, &["--leader-election=false"]);
+    env.create_connection("k", json!({})).await;
+    env.wait_ready("k").await;
+    let guard = ExpiryGuard::start(env.secrets(), "k-token");
+    assert_eq!(env.standin.token_request_count(), 1);
+
+    // The renewal request hangs at PingOne for 3 s; the operator dies while it waits.
+    env.standin
+        .push_fault(Fault::Delay(Duration::from_secs(3)), 1);
+    eventually(Duration::from_secs(20), "renewal request in flight", || {
+        let pending = env.standin.pending_faults();
+        async move { (pending == 0).then_some(()) }
+    })
+    .await;
+    first.kill();
+    let before = env.secrets().get("k-token").await.unwrap();
+
+    let second = OperatorProcess::start(&env, &["--leader-election=false"]);
+    let secrets = env.secrets();
+    eventually(
+        Duration::from_secs(15),
+        "token renewed after restart",
+        || {
+            let secrets = secrets.clone();
+            let old = data(&before, "access_token");
+            async move {
+                let s = secrets.get("k-token").await.ok()?;
+                (data(&s, "access_token") != old).then_some(())
+            }
+        },
+    )
+    .await;
+    // First token, maybe the renewal lost with the killed process (the stand-in counts it only
+    // if it answered before the connection died), the renewal after restart.
+    let count = env.standin.token_request_count();
+    assert!((2..=3).contains(&count), "{count} requests");
+    // And the schedule goes on normally: one more renewal, not a burst.
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    let count = env.standin.token_request_count();
+    assert!((3..=4).contains(&count), "{count} requests");
+    let problems = guard.finish().await;
+    assert!(problems.is_empty(), "{problems:?}");
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_with_fresh_tokens_requests_and_writes_nothing() {
+    let env = TestEnv::new("restart").await;
+    let first = OperatorProcess::start(&env, &["--leader-election=false"]);
+    for i in 0..5 {
+        env.create_connection(&format!("c{i}"), json!({})).await;
+    }
+    for i in 0..5 {
+        env.wait_ready(&format!("c{i}")).await;
+    }
+    assert!(first.terminate(Duration::from_secs(15)).await.success());
+    let requests = env.standin.token_request_count();
+    assert_eq!(requests, 5);
+    let versions: Vec<String> = {
+        let mut v = Vec::new();
+        for i in 0..5 {
+            v.push(
+                env.secrets()
+                    .get(&format!("c{i}-token"))
+                    .await
+                    .unwrap()
+                    .resource_version()
+                    .unwrap(),
+            );
+        }
+        v
+    };
+
+    let second = OperatorProcess::start(&env, &["--leader-election=false"]);
+    let started = Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "every connection reconciled",
+        || {
+            let url = second.url("/metrics");
+            async move {
+                let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+                (metric_sum(&text, "pingone_operator_reconciles_total") >= 5.0).then_some(())
+            }
+        },
+    )
+    .await;
+    println!(
+        "restart: all 5 connections reconciled after {:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        env.standin.token_request_count(),
+        requests,
+        "token requests after restart"
+    );
+    let text = second.metrics().await;
+    assert_eq!(
+        metric_sum(&text, "pingone_operator_kubernetes_writes_total"),
+        0.0,
+        "{text}"
+    );
+    for (i, rv) in versions.iter().enumerate() {
+        let s = env.secrets().get(&format!("c{i}-token")).await.unwrap();
+        assert_eq!(s.resource_version().as_ref(), Some(rv));
+    }
+}
+
+/// etcd's current revision, through its JSON gateway.
+async fn etcd_revision(cp: &ControlPlane) -> i64 {
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v3/kv/range", cp.etcd_url()))
+        .json(&json!({"key": "AA=="}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["header"]["revision"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_server_restart_over_a_compacted_etcd_is_survived_without_extra_requests() {
+    // A control plane of its own: restarting the shared one would disturb other tests.
+    let cp: &'static ControlPlane = Box::leak(Box::new(
+        tokio::task::spawn_blocking(ControlPlane::start_blocking)
+            .await
+            .unwrap()
+            .expect("own control plane"),
+    ));
+    let mut env = TestEnv::on(cp, "apirestart").await;
+    // Long enough that the token outlives the API server's downtime: nothing can be written
+    // while it is down.
+    env.standin.set_token_lifetime(Duration::from_secs(40));
+    env.start_operator();
+    env.create_connection("r", json!({})).await;
+    env.wait_ready("r").await;
+    let guard = ExpiryGuard::start(env.secrets(), "r-token");
+    let started = Instant::now();
+
+    // Writes the operator's watches have not seen, then the history compacted away while the API
+    // server is down: resuming a watch from its old resourceVersion must fail (410 Gone) and
+    // the watcher re-list.
+    for i in 0..20 {
+        env.put_credentials(&format!("noise-{i}"), "x", "y").await;
+    }
+    let revision = etcd_revision(cp).await;
+    let cp_ref = cp;
+    let down = Instant::now();
+    tokio::task::spawn_blocking(move || {
+        cp_ref
+            .restart_apiserver_with(Duration::from_secs(5), || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let r = reqwest::Client::new()
+                        .post(format!("{}/v3/kv/compaction", cp_ref.etcd_url()))
+                        .json(&json!({"revision": revision.to_string(), "physical": true}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(r.status().is_success(), "compaction: {}", r.status());
+                });
+            })
+            .expect("API server restarts")
+    })
+    .await
+    .unwrap();
+    println!("API server down and back in {:?}", down.elapsed());
+
+    // The watches work again: a credentials change is picked up within seconds.
+    env.standin
+        .add_client(ClientRegistration::new(ENV_ID, CLIENT_ID, "after-restart"));
+    env.put_credentials("creds", CLIENT_ID, "after-restart")
+        .await;
+    let secrets = env.secrets();
+    let old = secrets.get("r-token").await.unwrap();
+    let old_digest = old.annotations()["pingone.tokenops.dev/inputs-digest"].clone();
+    eventually(
+        Duration::from_secs(15),
+        "new credentials used after the restart",
+        || {
+            let secrets = secrets.clone();
+            let old_digest = old_digest.clone();
+            async move {
+                let s = secrets.get("r-token").await.ok()?;
+                (s.annotations()["pingone.tokenops.dev/inputs-digest"] != old_digest).then_some(())
+            }
+        },
+    )
+    .await;
+    // Let renewals run on schedule for a while.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let requests = env.standin.token_request_count();
+    // First token + one for the credentials change + renewals at most every 22.8 s (57% of
+    // the lifetime: 33% renew-before plus at most 10% jitter).
+    let allowed = 2 + (elapsed / 22.8).ceil() as usize;
+    assert!(
+        requests <= allowed,
+        "{requests} requests in {elapsed:.0} s (allowed {allowed})"
+    );
+    let problems = guard.finish().await;
+    assert!(problems.is_empty(), "{problems:?}");
+    env.wait_ready("r").await;
+}
