@@ -170,9 +170,8 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         controller::run(ctx, config, stopped()).await;
     }
     let _ = stop_tx_for_server.send(true);
-    match server.await {
-        Ok(result) => result.map_err(StartError::Server)?,
-        Err(_) => {}
+    if let Ok(result) = server.await {
+        result.map_err(StartError::Server)?;
     }
     outcome
 }
