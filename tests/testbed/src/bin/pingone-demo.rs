@@ -171,7 +171,7 @@ fn run(args: &Args, operator_log: &Path) -> Result<()> {
     let mut apply = vec!["apply".to_string()];
     for file in files {
         apply.push("-f".into());
-        apply.push(args.examples.join(file).display().to_string());
+        apply.push(shown_path(&args.examples.join(file)));
     }
     let apply: Vec<&str> = apply.iter().map(String::as_str).collect();
     print!("{}", kubectl.run(&apply)?);
@@ -583,6 +583,15 @@ fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
         .and_then(|s| s.parse().ok())
         .context("HTTP response without a status")?;
     Ok((status, body.to_owned()))
+}
+
+/// `path` as a user would type it: relative to the current directory when inside it.
+fn shown_path(path: &Path) -> String {
+    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf));
+    relative.unwrap_or(path).display().to_string()
 }
 
 /// The last `n` lines of `text`.

@@ -25,6 +25,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A token request is evaluated in this order: method (`POST`, else 405), rate limit (429),
+//! the next fault, environment (404), content type, client authentication (`invalid_client`
+//! 401, or `invalid_request` 400 for two methods at once), `grant_type`, `scope`. Faults that
+//! rewrite a success ([`Fault::MissingField`], [`Fault::ExpiresIn`]) or [`Fault::Delay`] go
+//! through the normal checks; the others answer whatever the request was.
+//!
 //! The same server has a small admin API under `/__standin/` for the standalone
 //! `pingone-standin` binary (see [`admin`]).
 

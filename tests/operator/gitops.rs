@@ -1,0 +1,1 @@
+//! GitOps integration: Helm chart, kstatus, Argo CD health.
