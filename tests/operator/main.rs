@@ -3,6 +3,7 @@
 //! each test has its own namespace, stand-in and operator instance.
 
 mod conditions;
+mod faults;
 mod gitops;
 mod lifecycle;
 mod process;

@@ -118,11 +118,17 @@ impl TestEnv {
     }
 
     pub fn start_operator_with(&mut self, timing: Timing, extra_domains: &[&str]) {
+        let tokens = self.token_client(extra_domains);
+        self.start_operator_custom(tokens, timing);
+    }
+
+    /// With a PingOne client of the test's making (wrong CA, other overrides).
+    pub fn start_operator_custom(&mut self, tokens: TokenClient, timing: Timing) {
         assert!(self.operator.is_none(), "operator already running");
         self.metrics = Arc::new(Metrics::new());
         let ctx = Arc::new(Context::new(
             self.client.clone(),
-            self.token_client(extra_domains),
+            tokens,
             self.metrics.clone(),
             timing,
         ));

@@ -1,0 +1,310 @@
+//! Token endpoint faults: the operator keeps the valid token, stays Ready while it can, retries
+//! on schedule (backoff, Retry-After) or not at all (what only a person can fix), and recovers.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use pingone_operator::controller::schedule::Timing;
+use pingone_operator::pingone::{REGIONAL_AUTH_DOMAINS, TokenClient, TokenClientConfig};
+use pingone_testbed::standin::Fault;
+use serde_json::json;
+
+use crate::support::*;
+
+/// Lifetime of the tokens in these tests: renewal falls due after 40 × (1 − 0.33 − ≤0.10) ≈
+/// 23–27 s, leaving time to ride out a fault before the token expires.
+const LIFETIME: Duration = Duration::from_secs(40);
+
+/// A connection with a valid token meets `fault` at its renewal: the token stays in the Secret,
+/// Ready stays True, Reconciling reports `reason`; when the fault ends the next retry renews.
+async fn renewal_survives(prefix: &str, fault: Fault, reason: &str) {
+    let mut env = TestEnv::new(prefix).await;
+    env.standin.set_token_lifetime(LIFETIME);
+    env.start_operator();
+    env.create_connection("c", json!({})).await;
+    env.wait_ready("c").await;
+    let original = env.token_secret("c-token").await.unwrap();
+    let token = data(&original, "access_token").unwrap();
+
+    env.standin.set_persistent_fault(Some(fault.clone()));
+    let conn = env
+        .wait_condition("c", "Reconciling", "True", Some(reason), Duration::from_secs(40))
+        .await;
+    // The failed renewal changed nothing that consumers read.
+    assert_eq!(TestEnv::condition(&conn, "Ready").status, "True", "{fault:?}");
+    assert_eq!(TestEnv::condition(&conn, "Stalled").status, "False", "{fault:?}");
+    let status = conn.status.clone().unwrap();
+    assert!(status.failed_attempts >= 1 && status.last_failure_time.is_some());
+    let message = &TestEnv::condition(&conn, "Reconciling").message;
+    assert!(message.contains("retrying at"), "{message}");
+    assert!(!message.contains(CLIENT_SECRET) && !message.contains(&token));
+    let during = env.token_secret("c-token").await.unwrap();
+    assert_eq!(data(&during, "access_token").as_deref(), Some(token.as_str()), "{fault:?}");
+
+    // The fault ends: the next retry (backoff capped at 10 s in tests) renews.
+    env.standin.set_persistent_fault(None);
+    let cleared = Instant::now();
+    let secrets = env.secrets();
+    eventually(Duration::from_secs(12), "renewed after the fault", || {
+        let secrets = secrets.clone();
+        let token = token.clone();
+        async move {
+            let s = secrets.get("c-token").await.ok()?;
+            (data(&s, "access_token")? != token).then_some(())
+        }
+    })
+    .await;
+    println!("{fault:?}: renewed {:?} after the fault ended", cleared.elapsed());
+    let conn = env
+        .wait_condition("c", "Reconciling", "False", None, Duration::from_secs(5))
+        .await;
+    let status = conn.status.unwrap();
+    assert_eq!(status.failed_attempts, 0);
+    assert!(status.last_failure_time.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewal_rides_out_http_500() {
+    renewal_survives("f500", Fault::status(500), "TokenEndpointUnavailable").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewal_rides_out_http_502() {
+    renewal_survives("f502", Fault::status(502), "TokenEndpointUnavailable").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewal_rides_out_http_503() {
+    renewal_survives("f503", Fault::status(503), "TokenEndpointUnavailable").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewal_rides_out_http_504() {
+    renewal_survives("f504", Fault::status(504), "TokenEndpointUnavailable").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewal_rides_out_a_timeout() {
+    // The test client gives up after 5 s.
+    renewal_survives("ftimeout", Fault::Delay(Duration::from_secs(8)), "TokenEndpointUnavailable").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewal_rides_out_a_reset_connection() {
+    renewal_survives("freset", Fault::DropConnection, "TokenEndpointUnavailable").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewal_rides_out_malformed_json() {
+    renewal_survives("fjson", Fault::MalformedJson, "TokenEndpointError").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewal_rides_out_a_missing_access_token() {
+    renewal_survives("fmissing", Fault::MissingField("access_token".into()), "TokenEndpointError").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewal_rides_out_expires_in_zero() {
+    renewal_survives("fzero", Fault::ExpiresIn(0), "TokenEndpointError").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewal_rides_out_an_absurd_expires_in() {
+    renewal_survives("fabsurd", Fault::ExpiresIn(10_000_000_000), "TokenEndpointError").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewal_rides_out_an_oversized_body() {
+    renewal_survives("fbig", Fault::Oversized(1024 * 1024), "TokenEndpointError").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_is_not_followed() {
+    let mut env = TestEnv::new("redirect").await;
+    env.standin
+        .set_persistent_fault(Some(Fault::Redirect(format!("https://auth.pingone.com/{ENV_ID}/as/token"))));
+    env.start_operator();
+    env.create_connection("c", json!({})).await;
+    let conn = env
+        .wait_condition("c", "Reconciling", "True", Some("TokenEndpointError"), Duration::from_secs(20))
+        .await;
+    assert!(TestEnv::condition(&conn, "Reconciling").message.contains("302"));
+    let requests = env.standin.requests();
+    assert!(
+        requests.iter().all(|r| r.status == 302 && r.sni.as_deref() == Some("auth.pingone.eu")),
+        "a redirect was followed: {requests:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limiting_waits_exactly_for_retry_after() {
+    let mut env = TestEnv::new("ratelimit").await;
+    env.standin.push_fault(Fault::status_with_retry_after(429, 4), 1);
+    env.start_operator();
+    env.create_connection("c", json!({})).await;
+    let conn = env
+        .wait_condition("c", "Reconciling", "True", Some("RateLimited"), Duration::from_secs(20))
+        .await;
+    assert_eq!(TestEnv::condition(&conn, "Ready").status, "False");
+    env.wait_ready("c").await;
+    let requests = env.standin.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[0].status, 429);
+    let waited = requests[1]
+        .time
+        .duration_since(requests[0].time)
+        .unwrap_or_default();
+    // Retry-After is in whole seconds and the status times are too; the request times are exact.
+    assert!(waited >= Duration::from_millis(3900), "retried after {waited:?}");
+    assert!(waited <= Duration::from_secs(7), "retried only after {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejected_requests_stall_without_retries_until_something_changes() {
+    let mut env = TestEnv::new("stall").await;
+    env.standin.set_persistent_fault(Some(Fault::Status {
+        status: 400,
+        retry_after: None,
+        body: Some(r#"{"error":"unauthorized_client","error_description":"Client not authorized for grant type"}"#.into()),
+    }));
+    env.start_operator();
+    env.create_connection("c", json!({})).await;
+    let conn = env
+        .wait_condition("c", "Stalled", "True", Some("UnauthorizedClient"), Duration::from_secs(20))
+        .await;
+    assert!(TestEnv::condition(&conn, "Stalled").message.contains("400"));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(env.standin.token_request_count(), 1, "no retry storm");
+    // A spec change is something a person did: one new attempt.
+    env.standin.set_persistent_fault(None);
+    let api = env.connections();
+    api.patch(
+        "c",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"renewal": {"renewBeforePercentage": 40}}})),
+    )
+    .await
+    .unwrap();
+    env.wait_ready("c").await;
+    assert_eq!(env.standin.token_request_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_connection_is_retried_with_backoff() {
+    let mut env = TestEnv::new("refused").await;
+    // Nothing listens on this port.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let tokens = TokenClient::new(TokenClientConfig {
+        extra_ca_pem: Some(env.standin.ca_pem().as_bytes().to_vec()),
+        host_overrides: REGIONAL_AUTH_DOMAINS.iter().map(|d| (d.to_string(), closed)).collect(),
+        ..TokenClientConfig::default()
+    })
+    .unwrap();
+    env.start_operator_custom(tokens, test_timing());
+    env.create_connection("c", json!({})).await;
+    let conn = env
+        .wait_condition("c", "Reconciling", "True", Some("TokenEndpointUnavailable"), Duration::from_secs(20))
+        .await;
+    let message = &TestEnv::condition(&conn, "Reconciling").message;
+    assert!(message.contains("auth.pingone.eu"), "{message}");
+    // Retried: the attempts count up.
+    let api = env.connections();
+    eventually(Duration::from_secs(15), "several attempts", || {
+        let api = api.clone();
+        async move { (api.get("c").await.ok()?.status?.failed_attempts >= 3).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_from_an_unknown_ca_is_refused() {
+    let mut env = TestEnv::new("tls").await;
+    // The system roots only: the stand-in's test CA is not trusted.
+    let addr = env.standin.addr();
+    let tokens = TokenClient::new(TokenClientConfig {
+        host_overrides: REGIONAL_AUTH_DOMAINS.iter().map(|d| (d.to_string(), addr)).collect(),
+        ..TokenClientConfig::default()
+    })
+    .unwrap();
+    env.start_operator_custom(tokens, test_timing());
+    env.create_connection("c", json!({})).await;
+    let conn = env
+        .wait_condition("c", "Reconciling", "True", Some("TokenEndpointUnavailable"), Duration::from_secs(20))
+        .await;
+    let message = TestEnv::condition(&conn, "Reconciling").message.to_lowercase();
+    assert!(message.contains("certificate"), "{message}");
+    assert_eq!(env.standin.token_request_count(), 0, "no request over an unverified connection");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_are_never_sent_to_a_host_outside_the_allow_list() {
+    let mut env = TestEnv::new("allowlist").await;
+    // A listener that counts every connection made to it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trap = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let tokens = TokenClient::new(TokenClientConfig {
+        extra_ca_pem: Some(env.standin.ca_pem().as_bytes().to_vec()),
+        host_overrides: vec![("login.attacker.example".into(), trap), ("auth.pingone.eu".into(), trap)],
+        ..TokenClientConfig::default()
+    })
+    .unwrap();
+    env.start_operator_custom(tokens, test_timing());
+    env.create_connection("c", json!({"authDomain": "login.attacker.example"})).await;
+    let conn = env
+        .wait_condition("c", "Stalled", "True", Some("AuthDomainNotAllowed"), Duration::from_secs(20))
+        .await;
+    assert!(TestEnv::condition(&conn, "Ready").message.contains("login.attacker.example"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 0, "a connection reached the trap");
+}
+
+/// The most requests the production backoff (1 s doubling to 5 min, equal jitter) allows in
+/// `window`: every delay at its shortest (half the nominal delay).
+fn max_attempts(window: Duration, timing: &Timing) -> usize {
+    let mut t = Duration::ZERO;
+    let mut attempts = 1;
+    loop {
+        let delay = pingone_operator::controller::schedule::backoff(attempts as u32, timing, 0.0);
+        t += delay;
+        if t > window {
+            return attempts;
+        }
+        attempts += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_minutes_of_503_cost_no_more_requests_than_the_backoff_schedule() {
+    let mut env = TestEnv::new("backoff").await;
+    env.standin.set_persistent_fault(Some(Fault::status(503)));
+    let timing = Timing::default();
+    env.start_operator_with(timing, &[]);
+    let started = SystemTime::now();
+    env.create_connection("c", json!({})).await;
+    let window = Duration::from_secs(600);
+    tokio::time::sleep(window).await;
+    let sent = env
+        .standin
+        .requests()
+        .iter()
+        .filter(|r| r.time.duration_since(started).is_ok_and(|d| d <= window))
+        .count();
+    let allowed = max_attempts(window, &timing);
+    println!("10 minutes of 503: {sent} requests (the schedule allows at most {allowed})");
+    assert!(sent <= allowed, "{sent} requests, schedule allows {allowed}");
+    // And it did keep trying: at the longest delays (1, 2, 4, … 300 s) that is 10 attempts.
+    assert!(sent >= 9, "only {sent} attempts");
+    let conn = env.connections().get("c").await.unwrap();
+    let message = &TestEnv::condition(&conn, "Reconciling").message;
+    assert!(message.contains("HTTP 503"), "{message}");
+}
