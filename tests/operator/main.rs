@@ -5,6 +5,7 @@
 mod conditions;
 mod faults;
 mod gitops;
+mod hostile;
 mod lifecycle;
 mod process;
 mod resilience;

@@ -32,10 +32,31 @@ impl OperatorProcess {
         )
     }
 
+    /// Like [`OperatorProcess::start`] with `RUST_LOG` set to `filter`.
+    pub fn start_logging(env: &TestEnv, filter: &str, extra: &[&str]) -> OperatorProcess {
+        Self::spawn(
+            env,
+            env.cp.kubeconfig(),
+            (&env.ns, "pingone-operator"),
+            filter,
+            extra,
+        )
+    }
+
     pub fn start_with_lease(
         env: &TestEnv,
         kubeconfig: &Path,
+        lease: (&str, &str),
+        extra: &[&str],
+    ) -> OperatorProcess {
+        Self::spawn(env, kubeconfig, lease, "info", extra)
+    }
+
+    fn spawn(
+        env: &TestEnv,
+        kubeconfig: &Path,
         (lease_namespace, lease): (&str, &str),
+        log_filter: &str,
         extra: &[&str],
     ) -> OperatorProcess {
         let port = TcpListener::bind("127.0.0.1:0")
@@ -60,7 +81,7 @@ impl OperatorProcess {
             .arg(format!("--leader-election-lease={lease}"))
             .arg(format!("--leader-election-namespace={lease_namespace}"))
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -24,12 +24,21 @@ mkdir -p "$bin"
 tmp=$(mktemp -d "$cache_root/.build.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 helm_version=$(awk '$1 == "helm.sh/helm/v3" {print $2; exit}' go.mod)
+# helm's default Kubernetes version (capabilities of `helm template`, deprecation checks of
+# `helm lint`) follows the client-go it is built with, as helm's own Makefile does: v0.37 -> 1.37.
+client_go=$(awk '$1 == "k8s.io/client-go" {print $2; exit}' go.mod)
+k8s_minor=$(echo "${client_go#v}" | cut -d. -f2)
 start=$(date +%s)
 echo "building test tools (helm $helm_version, kstatus) into $bin (first time only; a few minutes on 2 cores)" >&2
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
-# helm reports the version stamped here (a module build would otherwise say v3.x-dev-ish).
-go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-  -o "$tmp/" tool >&2
+# Stamp helm's exact release (a module build otherwise reports only "v3.22") and Kubernetes
+# version (otherwise 1.20).
+h=helm.sh/helm/v3
+ldflags="-s -w -X $h/internal/version.version=$helm_version -X $h/internal/version.gitTreeState=clean"
+for p in pkg/chartutil pkg/lint/rules; do
+  ldflags="$ldflags -X $h/$p.k8sVersionMajor=1 -X $h/$p.k8sVersionMinor=$k8s_minor"
+done
+go build -trimpath -ldflags "$ldflags" -o "$tmp/" tool >&2
 for t in "${tools[@]}"; do mv "$tmp/$t" "$bin/$t"; done
 echo "test tools built in $(( $(date +%s) - start ))s" >&2
 echo "$bin"

@@ -191,11 +191,11 @@ fn run(args: &Args, operator_log: &Path) -> Result<()> {
     match wait {
         Ok(out) => print!("{out}"),
         Err(e) => {
-            let conditions = kubectl
-                .json(&["-n", ns, "get", &connection])
-                .map(|c| format_conditions(&c))
-                .unwrap_or_default();
-            return Err(e.context(format!("not Ready; conditions now:\n{conditions}")));
+            // What the operator says about it is the most useful thing to show.
+            if let Ok(status) = kubectl.json(&["-n", ns, "get", &connection]) {
+                print!("{}", format_conditions(&status));
+            }
+            return Err(e.context(format!("{connection} did not become Ready")));
         }
     }
     println!(
@@ -484,6 +484,8 @@ impl Operator {
             .arg(format!("--listen={listen}"))
             .arg("--log-format=text")
             .env("POD_NAMESPACE", OPERATOR_NAMESPACE)
+            // The log goes to a file: no colour codes.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);

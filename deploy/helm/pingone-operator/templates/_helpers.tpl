@@ -1,0 +1,98 @@
+{{/* Chart name, truncated to the 63 characters a label value may have. */}}
+{{- define "pingone-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: the prefix of every resource name. The release name alone when it already contains
+the chart name.
+*/}}
+{{- define "pingone-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* chart-version label value. */}}
+{{- define "pingone-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every object. */}}
+{{- define "pingone-operator.labels" -}}
+helm.sh/chart: {{ include "pingone-operator.chart" . }}
+{{ include "pingone-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ (default .Chart.AppVersion .Values.image.tag) | trunc 63 | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: pingone-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Labels that select the operator pods; never change them in an upgrade. */}}
+{{- define "pingone-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "pingone-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The ServiceAccount the operator runs as. */}}
+{{- define "pingone-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "pingone-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create=false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the leader election Lease. */}}
+{{- define "pingone-operator.leaseName" -}}
+{{- default (include "pingone-operator.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/* Where the extra CA bundle is mounted. */}}
+{{- define "pingone-operator.extraCADir" -}}
+/etc/pingone-operator/extra-ca
+{{- end }}
+
+{{/*
+The operator's permissions: the same rules as deploy/base/clusterrole.yaml (a test compares
+them). Used by the ClusterRole, or by a Role per watched namespace with rbac.namespaced.
+*/}}
+{{- define "pingone-operator.rules" -}}
+# Connections: watched, and their status written (server-side apply is a PATCH).
+- apiGroups: ["pingone.tokenops.dev"]
+  resources: ["pingoneconnections"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["pingone.tokenops.dev"]
+  resources: ["pingoneconnections/status"]
+  verbs: ["patch"]
+# Secrets: watched metadata-only, the credentials and token Secrets read one at a time, the
+# token Secret created and updated with server-side apply. No delete: garbage collection removes
+# token Secrets through their owner reference.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Events about connections.
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/* Fails rendering on values that contradict each other. */}}
+{{- define "pingone-operator.validate" -}}
+{{- if and .Values.rbac.namespaced (empty .Values.watchNamespaces) }}
+{{- fail "rbac.namespaced=true grants permissions only in watchNamespaces: set watchNamespaces (the operator cannot watch all namespaces with namespaced RBAC)" }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
+{{- fail "metrics.serviceMonitor.enabled=true needs metrics.service.enabled=true" }}
+{{- end }}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
+{{- fail "replicaCount > 1 needs leaderElection.enabled=true (replicas would reconcile the same connections at once)" }}
+{{- end }}
+{{- end }}
