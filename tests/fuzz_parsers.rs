@@ -113,12 +113,10 @@ proptest! {
             client_id_key: "clientId".into(),
             client_secret_key: "clientSecret".into(),
         };
-        if let Err(e) = credentials::read(Some(&s), &reference, "ns") {
-            if let Ok(text) = String::from_utf8(secret) {
-                if text.len() >= 4 {
-                    prop_assert!(!e.to_string().contains(&text));
-                }
-            }
+        if let (Err(e), Ok(text)) = (credentials::read(Some(&s), &reference, "ns"), String::from_utf8(secret))
+            && text.len() >= 4
+        {
+            prop_assert!(!e.to_string().contains(&text));
         }
     }
 
