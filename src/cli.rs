@@ -105,6 +105,11 @@ pub struct RunArgs {
     #[arg(long, env = "PINGONE_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
 
+    /// At most this many token requests per second per auth domain and environment; more wait
+    /// their turn (0: no limit). PingOne's rate limits are shared by the whole license.
+    #[arg(long, env = "PINGONE_MAX_REQUESTS_PER_SECOND", default_value_t = crate::pingone::DEFAULT_MAX_REQUESTS_PER_SECOND)]
+    pub max_requests_per_second: u32,
+
     /// Timeout of a whole token request.
     #[arg(long, env = "PINGONE_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub request_timeout: Duration,

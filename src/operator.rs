@@ -74,6 +74,7 @@ pub fn token_client(args: &RunArgs) -> Result<TokenClient, StartError> {
         extra_ca_pem,
         host_overrides: args.host_overrides.clone(),
         request_timeout: args.request_timeout,
+        max_requests_per_second: args.max_requests_per_second,
         ..TokenClientConfig::default()
     })?)
 }

@@ -12,6 +12,8 @@ use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+use super::ratelimit::RateLimiter;
+
 use super::domain::{AuthDomainPolicy, normalize_domain, token_url_normalised};
 use super::error::{ClientBuildError, TokenError, sanitize_text};
 use super::response::{
@@ -92,6 +94,9 @@ impl fmt::Debug for TokenRequest<'_> {
     }
 }
 
+/// Default cap on token requests per second per auth domain and environment.
+pub const DEFAULT_MAX_REQUESTS_PER_SECOND: u32 = 100;
+
 /// Configuration of a [`TokenClient`].
 #[derive(Debug, Clone)]
 pub struct TokenClientConfig {
@@ -112,6 +117,9 @@ pub struct TokenClientConfig {
     pub max_body_bytes: usize,
     /// The `User-Agent` header.
     pub user_agent: String,
+    /// At most this many token requests per second per auth domain and environment (0: no
+    /// limit); requests beyond it wait their turn.
+    pub max_requests_per_second: u32,
 }
 
 impl Default for TokenClientConfig {
@@ -124,6 +132,7 @@ impl Default for TokenClientConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             user_agent: DEFAULT_USER_AGENT.to_owned(),
+            max_requests_per_second: DEFAULT_MAX_REQUESTS_PER_SECOND,
         }
     }
 }
@@ -139,6 +148,7 @@ pub struct TokenClient {
     http: reqwest::Client,
     policy: Arc<AuthDomainPolicy>,
     max_body_bytes: usize,
+    limiter: Arc<RateLimiter>,
 }
 
 impl TokenClient {
@@ -198,6 +208,7 @@ impl TokenClient {
             http,
             policy: Arc::new(policy),
             max_body_bytes: config.max_body_bytes,
+            limiter: Arc::new(RateLimiter::new(config.max_requests_per_second)),
         })
     }
 
@@ -222,10 +233,15 @@ impl TokenClient {
         &self,
         req: &TokenRequest<'_>,
     ) -> (Result<TokenResponse, TokenError>, Duration) {
-        let started = Instant::now();
+        let mut started = Instant::now();
         let (result, status) = match self.policy.allowed(req.auth_domain) {
             Ok(domain) => match token_url_normalised(&domain, req.environment_id) {
-                Ok(url) => self.send(&domain, url, req).await,
+                Ok(url) => {
+                    // Queued time is not request time: the duration metric measures PingOne.
+                    self.limiter.acquire(&domain, req.environment_id).await;
+                    started = Instant::now();
+                    self.send(&domain, url, req).await
+                }
                 Err(error) => (Err(error), None),
             },
             Err(error) => (Err(error), None),

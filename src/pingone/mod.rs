@@ -8,18 +8,21 @@
 mod client;
 mod domain;
 mod error;
+mod ratelimit;
 mod response;
 mod secret;
 
 pub use client::{
-    AuthMethod, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_USER_AGENT, TokenClient, TokenClientConfig, TokenRequest, install_crypto_provider,
+    AuthMethod, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_REQUESTS_PER_SECOND,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, TokenClient, TokenClientConfig, TokenRequest,
+    install_crypto_provider,
 };
 pub use domain::{
     AuthDomainPolicy, REGIONAL_AUTH_DOMAINS, is_environment_id, is_regional, normalize_domain,
     token_url,
 };
 pub use error::{ClientBuildError, MAX_DESCRIPTION_CHARS, TokenError};
+pub use ratelimit::RateLimiter;
 pub use response::{
     MAX_EXPIRES_IN, MAX_RETRY_AFTER, MIN_EXPIRES_IN, TokenResponse, classify_error_response,
     parse_retry_after, parse_token_response,
