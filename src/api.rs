@@ -101,6 +101,57 @@ pub struct PingOneConnectionSpec {
     /// renews when 33% of the token's lifetime is left.
     #[serde(default)]
     pub renewal: RenewalSpec,
+
+    /// Workloads in the same namespace to restart (a rolling restart, like kubectl rollout
+    /// restart) after each token rotation, for consumers that read the token once at start-up
+    /// (environment variables, files read once). Restarts are debounced and never caused by an
+    /// operator restart. Needs the operator's optional rollout-restart RBAC.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub rollout_restart_targets: Vec<RolloutRestartTarget>,
+}
+
+/// A workload to restart after each rotation.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRestartTarget {
+    /// Kind of the workload.
+    pub kind: WorkloadKind,
+    /// Name of the workload, in the connection's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub name: String,
+}
+
+/// Workload kinds that can be restarted (apps/v1).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum WorkloadKind {
+    /// apps/v1 Deployment.
+    Deployment,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
+    /// apps/v1 DaemonSet.
+    DaemonSet,
+}
+
+impl WorkloadKind {
+    /// The kind's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::DaemonSet => "DaemonSet",
+        }
+    }
+
+    /// The plural resource name.
+    pub fn plural(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "deployments",
+            WorkloadKind::StatefulSet => "statefulsets",
+            WorkloadKind::DaemonSet => "daemonsets",
+        }
+    }
 }
 
 /// A reference to the Secret with the client credentials, in the connection's namespace.
@@ -384,6 +435,7 @@ mod tests {
                 scopes: vec![],
                 target: TargetSpec::default(),
                 renewal: RenewalSpec::default(),
+                rollout_restart_targets: vec![],
             },
         );
         assert_eq!(c.target_secret_name(), "billing-token");

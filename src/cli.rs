@@ -39,8 +39,8 @@ pub enum LogFormat {
 /// Flags of `run`. Every flag can also be set through the environment variable shown.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Kubeconfig file; without it, in-cluster configuration or the default kubeconfig is used.
-    #[arg(long, env = "KUBECONFIG")]
+    /// Kubeconfig file; without it, $KUBECONFIG, ~/.kube/config or the in-cluster configuration.
+    #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
 
     /// Namespaces to watch (comma separated); all when empty.
@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// After a failure that needs a person (e.g. invalid_client), try again this often anyway.
     #[arg(long, env = "PINGONE_STALLED_RECHECK", default_value = "1h", value_parser = parse_duration)]
     pub stalled_recheck: Duration,
+
+    /// At most one rolling restart of a spec.rolloutRestartTargets workload per this interval.
+    #[arg(long, env = "PINGONE_ROLLOUT_RESTART_DEBOUNCE", default_value = "30s", value_parser = parse_duration)]
+    pub rollout_restart_debounce: Duration,
 
     /// Elect a leader among replicas with a Lease; only the leader reconciles.
     #[arg(long, env = "PINGONE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]

@@ -47,6 +47,17 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// A connection and a workload kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    /// Namespace of the connection.
+    pub namespace: String,
+    /// Name of the connection.
+    pub name: String,
+    /// Kind of the restarted workload.
+    pub kind: String,
+}
+
 /// Outcome only.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -80,6 +91,8 @@ pub struct Metrics {
     pub kubernetes_writes: Family<WriteLabels, Counter>,
     /// Reconciles run.
     pub reconciles: Counter,
+    /// Rolling restarts of workloads after rotations.
+    pub rollout_restarts: Family<RolloutLabels, Counter>,
     /// Results and reasons seen per connection, so that `forget` can remove their series.
     seen: Mutex<HashMap<ConnectionLabels, BTreeSet<String>>>,
 }
@@ -106,6 +119,7 @@ impl Metrics {
             reconcile_errors: Family::default(),
             kubernetes_writes: Family::default(),
             reconciles: Counter::default(),
+            rollout_restarts: Family::default(),
             seen: Mutex::default(),
         };
         registry.register(
@@ -144,6 +158,11 @@ impl Metrics {
             m.kubernetes_writes.clone(),
         );
         registry.register("reconciles", "Reconciles run", m.reconciles.clone());
+        registry.register(
+            "rollout_restarts",
+            "Rolling restarts of spec.rolloutRestartTargets after token rotations",
+            m.rollout_restarts.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         m
     }
@@ -190,6 +209,18 @@ impl Metrics {
     pub fn write(&self, kind: &str) {
         self.kubernetes_writes
             .get_or_create(&WriteLabels { kind: kind.into() })
+            .inc();
+    }
+
+    /// Counts a rolling restart of a workload of `kind`.
+    pub fn rollout_restart(&self, namespace: &str, name: &str, kind: &str) {
+        self.remember(namespace, name, &format!("rollout:{kind}"));
+        self.rollout_restarts
+            .get_or_create(&RolloutLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                kind: kind.into(),
+            })
             .inc();
     }
 
@@ -241,6 +272,14 @@ impl Metrics {
             .remove(&labels)
             .unwrap_or_default();
         for value in seen {
+            if let Some(kind) = value.strip_prefix("rollout:") {
+                self.rollout_restarts.remove(&RolloutLabels {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    kind: kind.into(),
+                });
+                continue;
+            }
             self.token_requests.remove(&ResultLabels {
                 namespace: namespace.into(),
                 name: name.into(),

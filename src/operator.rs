@@ -104,6 +104,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         min_interval: args.min_renewal_interval,
         backoff_cap: args.backoff_cap,
         stalled_recheck: args.stalled_recheck,
+        rollout_debounce: args.rollout_restart_debounce,
         ..Timing::default()
     };
     let ctx = Arc::new(Context::new(client, tokens, metrics.clone(), timing));

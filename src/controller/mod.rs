@@ -5,6 +5,7 @@ pub mod credentials;
 mod index;
 pub mod plan;
 mod reconcile;
+pub mod rollout;
 pub mod schedule;
 pub mod status;
 pub mod token_secret;

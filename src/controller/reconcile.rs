@@ -13,7 +13,7 @@ use tracing::{Span, field, info, instrument, warn};
 
 use super::credentials::{self, Credentials};
 use super::plan::{self, Failure, Need, Plan};
-use super::schedule;
+use super::{rollout, schedule};
 use super::status::{self, Facts, Problem};
 use super::token_secret::{self, IssuedToken, TargetState};
 use super::{
@@ -38,11 +38,15 @@ struct Outcome {
     problem: Option<Problem>,
     /// Wake up no later than this.
     next: Option<Timestamp>,
+    /// A token request failed in this reconcile (already logged and reported).
+    request_failed: bool,
+    /// The token was issued by this reconcile.
+    issued: bool,
 }
 
 /// Reconciles one connection. Token failures are reported in status and retried on schedule;
 /// only Kubernetes API failures return an error.
-#[instrument(skip_all, fields(namespace = field::Empty, name = field::Empty))]
+#[instrument(skip_all, fields(namespace = field::Empty, connection = field::Empty))]
 pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = conn
         .namespace()
@@ -50,7 +54,7 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
     let name = conn.name_any();
     let uid = conn.uid().ok_or(Error::MissingField("metadata.uid"))?;
     Span::current().record("namespace", namespace.as_str());
-    Span::current().record("name", name.as_str());
+    Span::current().record("connection", name.as_str());
     ctx.metrics.reconciles.inc();
 
     let now = now();
@@ -122,6 +126,8 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
                             .filter(|f| f.inputs_digest == digest)
                             .map(problem_of),
                         next: Some(renew_at),
+                        request_failed: false,
+                        issued: false,
                     }
                 }
                 Plan::Wait { need, until } => {
@@ -133,6 +139,8 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
                         token,
                         problem: failure.as_ref().map(problem_of),
                         next: Some(until),
+                        request_failed: false,
+                        issued: false,
                     }
                 }
                 Plan::Request(need) => {
@@ -154,6 +162,17 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
         }
     };
 
+    let mut outcome = outcome;
+    if let (Some(token), true) = (&outcome.token, outcome.token_current)
+        && !spec.rollout_restart_targets.is_empty()
+    {
+        if let Some(later) =
+            rollout::restart_targets(&ctx, &conn, token, outcome.issued, now).await
+        {
+            outcome.next = Some(outcome.next.map_or(later, |n| n.min(later)));
+        }
+    }
+
     let failure = ctx.failure(&uid);
     let facts = Facts {
         now,
@@ -173,10 +192,11 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
     };
     let new_status = status::compute(conn.status.as_ref(), &facts);
     let ready = status::is_ready(Some(&new_status));
-    if let Some(problem) = &outcome.problem {
-        ctx.metrics.error(&namespace, &name, problem.reason);
-        // One Warning per new problem; repeats of the same one are aggregated by the recorder.
+    if let Some(problem) = outcome.problem.as_ref().filter(|_| !outcome.request_failed) {
+        // Problems found without asking PingOne (credentials, conflict, spec): logged and
+        // reported when they appear, not on every reconcile that still sees them.
         if previous_reason(conn.status.as_ref()) != Some(problem.reason) {
+            ctx.metrics.error(&namespace, &name, problem.reason);
             publish(
                 &ctx,
                 &conn,
@@ -185,7 +205,7 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
                 &problem.message,
             )
             .await;
-            warn!(reason = problem.reason, message = %problem.message, "connection not healthy");
+            warn!(reason = problem.reason, detail = %problem.message, "connection not healthy");
         }
     }
     ctx.metrics.connection(
@@ -228,6 +248,8 @@ fn blocked(target: &TargetState, reason: &'static str, message: String) -> Outco
             retry_at: None,
         }),
         next: None,
+        request_failed: false,
+        issued: false,
     }
 }
 
@@ -380,6 +402,8 @@ async fn request(
         renew_at: Some(renew_at),
         problem: None,
         next: Some(renew_at),
+        request_failed: false,
+        issued: true,
     })
 }
 
@@ -401,6 +425,7 @@ async fn failed(
     let reason = error.reason();
     ctx.metrics
         .token_request(&namespace, &name, reason, elapsed);
+    ctx.metrics.error(&namespace, &name, reason);
     let f = Failure::record(
         failure.filter(|f| f.inputs_digest == digest),
         now,
@@ -423,6 +448,8 @@ async fn failed(
         token: current_token(target),
         problem: Some(problem_of(&f)),
         next: Some(f.retry_at),
+        request_failed: true,
+        issued: false,
     }
 }
 
@@ -496,7 +523,7 @@ async fn write_status(
     Ok(())
 }
 
-async fn publish(
+pub(super) async fn publish(
     ctx: &Context,
     conn: &PingOneConnection,
     type_: EventType,

@@ -23,6 +23,8 @@ pub struct Timing {
     pub backoff_cap: Duration,
     /// After a failure only a person can fix, check again this often anyway.
     pub stalled_recheck: Duration,
+    /// At most one rollout restart of a workload per this interval.
+    pub rollout_debounce: Duration,
 }
 
 impl Default for Timing {
@@ -32,6 +34,7 @@ impl Default for Timing {
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(300),
             stalled_recheck: Duration::from_secs(3600),
+            rollout_debounce: Duration::from_secs(30),
         }
     }
 }

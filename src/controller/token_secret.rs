@@ -338,6 +338,7 @@ mod tests {
                 scopes: vec![],
                 target: Default::default(),
                 renewal: Default::default(),
+                rollout_restart_targets: vec![],
             },
         );
         c.metadata.namespace = Some("payments".into());

@@ -6,6 +6,7 @@ mod conditions;
 mod faults;
 mod gitops;
 mod hostile;
+mod operability;
 mod lifecycle;
 mod process;
 mod resilience;

@@ -57,6 +57,7 @@ pub fn test_timing() -> Timing {
         backoff_base: Duration::from_millis(500),
         backoff_cap: Duration::from_secs(10),
         stalled_recheck: Duration::from_secs(3600),
+        rollout_debounce: Duration::from_secs(15),
     }
 }
 
