@@ -35,6 +35,8 @@ pub const REASON_TARGET_CONFLICT: &str = "TargetSecretConflict";
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 /// Reason when a Kubernetes API call failed.
 pub const REASON_KUBERNETES_ERROR: &str = "KubernetesApiError";
+/// Reason when a write lost a race with another writer (409); retried with fresh state.
+pub const REASON_KUBERNETES_CONFLICT: &str = "KubernetesConflict";
 
 /// Errors that end a reconcile early; it is retried by the error policy. Failures to get a
 /// token are not errors here: they are outcomes, reported in status.
@@ -52,6 +54,7 @@ impl Error {
     /// Stable reason for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
+            Error::Kube(kube::Error::Api(status)) if status.code == 409 => REASON_KUBERNETES_CONFLICT,
             Error::Kube(_) => REASON_KUBERNETES_ERROR,
             Error::MissingField(_) => REASON_INVALID_SPEC,
         }

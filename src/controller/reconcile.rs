@@ -225,9 +225,17 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
         write_status(&ctx, &conn, &namespace, new_status).await?;
     }
 
-    let wake = outcome
-        .next
-        .or(outcome.token.as_ref().map(|t| t.expires_at))
+    // Wake for what is due next, and at the latest when the token expires: Ready must turn
+    // False then even if nothing else happens.
+    let expiry = outcome
+        .token
+        .as_ref()
+        .map(|t| t.expires_at)
+        .filter(|t| *t > now);
+    let wake = [outcome.next, expiry]
+        .into_iter()
+        .flatten()
+        .min()
         .map(|t| schedule::until(now, t))
         .unwrap_or(ctx.timing.stalled_recheck)
         .min(ctx.timing.stalled_recheck);

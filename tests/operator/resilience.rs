@@ -350,3 +350,53 @@ async fn an_api_server_restart_over_a_compacted_etcd_is_survived_without_extra_r
     assert!(problems.is_empty(), "{problems:?}");
     env.wait_ready("r").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_conflict_is_retried_without_a_second_token_request() {
+    let mut env = TestEnv::new("conflict409").await;
+    env.standin.set_token_lifetime(Duration::from_secs(20));
+    env.start_operator();
+    env.create_connection("w", json!({})).await;
+    env.wait_ready("w").await;
+    let before = env.secrets().get("w-token").await.unwrap();
+
+    // The renewal request hangs for 3 s; meanwhile someone else writes the Secret, so the
+    // operator's write (made against the resourceVersion it read) conflicts.
+    env.standin.push_fault(Fault::Delay(Duration::from_secs(3)), 1);
+    eventually(Duration::from_secs(20), "renewal request in flight", || {
+        let pending = env.standin.pending_faults();
+        async move { (pending == 0).then_some(()) }
+    })
+    .await;
+    env.secrets()
+        .patch(
+            "w-token",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {"meddler": "was-here"}}})),
+        )
+        .await
+        .unwrap();
+    let secrets = env.secrets();
+    let renewed: Secret = eventually(Duration::from_secs(20), "renewed despite the conflict", || {
+        let secrets = secrets.clone();
+        let old = data(&before, "access_token");
+        async move {
+            let s = secrets.get("w-token").await.ok()?;
+            (data(&s, "access_token") != old).then_some(s)
+        }
+    })
+    .await;
+    assert!(
+        metric_sum(&env.metrics.encode(), "pingone_operator_reconcile_errors_total") >= 1.0,
+        "no conflict happened:\n{}",
+        env.metrics.encode()
+    );
+    assert!(env.metrics.encode().contains("reason=\"KubernetesConflict\""));
+    // The token obtained before the conflict was written: no second request.
+    assert_eq!(env.standin.token_request_count(), 2);
+    env.standin
+        .verify_token(&data(&renewed, "access_token").unwrap())
+        .unwrap();
+    // The other writer's label survives: server-side apply only owns the operator's fields.
+    assert_eq!(renewed.labels().get("meddler").map(String::as_str), Some("was-here"));
+}
