@@ -1,5 +1,7 @@
 //! Logging with tracing: human-readable by default, JSON on request.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
@@ -12,7 +14,12 @@ pub fn init(format: LogFormat) {
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_target(false))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    // Colour only for a person at a terminal, not in collected logs.
+                    .with_ansi(std::io::stdout().is_terminal()),
+            )
             .init(),
         LogFormat::Json => registry
             .with(
