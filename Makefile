@@ -5,7 +5,6 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-CONTROLPLANE_BIN = $(shell bash tests/controlplane/build.sh)
 
 .PHONY: all build controlplane test lint fmt crds demo bench clean
 
@@ -18,9 +17,13 @@ controlplane:
 	@bash tests/controlplane/build.sh
 
 ## Every test: unit, CRD, stand-in, control plane and operator integration tests.
+## The integration tests mostly wait (for renewals, for a ten-minute backoff window), so they
+## run many at a time; each has its own namespace, stand-in and operator.
+TEST_THREADS ?= 24
 test:
 	@bin=$$(bash tests/controlplane/build.sh) && \
-	  PINGONE_CONTROLPLANE_BIN=$$bin $(CARGO) test --workspace --all-targets --locked
+	  PINGONE_CONTROLPLANE_BIN=$$bin RUST_TEST_THREADS=$(TEST_THREADS) \
+	  $(CARGO) test --workspace --all-targets --locked
 
 lint:
 	$(CARGO) fmt --all -- --check
