@@ -21,8 +21,8 @@ controlplane:
 ## run many at a time; each has its own namespace, stand-in and operator.
 TEST_THREADS ?= 24
 test:
-	@bin=$$(bash tests/controlplane/build.sh) && \
-	  PINGONE_CONTROLPLANE_BIN=$$bin RUST_TEST_THREADS=$(TEST_THREADS) \
+	@bin=$$(bash tests/controlplane/build.sh) && tools=$$(bash tests/tools/build.sh) && \
+	  PINGONE_CONTROLPLANE_BIN=$$bin PINGONE_TOOLS_BIN=$$tools RUST_TEST_THREADS=$(TEST_THREADS) \
 	  $(CARGO) test --workspace --all-targets --locked
 
 lint:
@@ -38,6 +38,7 @@ clean:
 ## Regenerate the CRD YAML from the Rust types.
 crds:
 	$(CARGO) run -q --bin pingone-operator -- crd > crds/pingoneconnections.pingone.tokenops.dev.yaml
+	cp crds/pingoneconnections.pingone.tokenops.dev.yaml deploy/helm/pingone-operator/crds/
 
 ## The main job end to end: local control plane, PingOne stand-in, the operator binary and
 ## examples/; prints the Ready condition, the token Secret and metrics, then stops cleanly.

@@ -54,7 +54,9 @@ impl Error {
     /// Stable reason for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::Kube(kube::Error::Api(status)) if status.code == 409 => REASON_KUBERNETES_CONFLICT,
+            Error::Kube(kube::Error::Api(status)) if status.code == 409 => {
+                REASON_KUBERNETES_CONFLICT
+            }
             Error::Kube(_) => REASON_KUBERNETES_ERROR,
             Error::MissingField(_) => REASON_INVALID_SPEC,
         }

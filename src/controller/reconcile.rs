@@ -13,12 +13,12 @@ use tracing::{Span, field, info, instrument, warn};
 
 use super::credentials::{self, Credentials};
 use super::plan::{self, Failure, Need, Plan};
-use super::{rollout, schedule};
 use super::status::{self, Facts, Problem};
 use super::token_secret::{self, IssuedToken, TargetState};
 use super::{
     Context, Error, FIELD_MANAGER, REASON_INVALID_SPEC, REASON_TARGET_CONFLICT, UnwrittenToken,
 };
+use super::{rollout, schedule};
 use crate::api::{PingOneConnection, PingOneConnectionStatus, TokenEndpointAuthMethod};
 use crate::pingone::{AuthMethod, TokenError, TokenRequest};
 
@@ -73,104 +73,22 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
         secrets.get_opt(&target_name)
     )?;
     let target = token_secret::inspect(target_secret.as_ref(), &uid);
-    let failure = ctx.failure(&uid);
 
-    let outcome = match (
-        spec.renewal.renew_before(),
-        credentials::read(
-            credentials_secret.as_ref(),
-            &spec.credentials_secret_ref,
-            &namespace,
-        ),
-    ) {
-        (Err(message), _) => blocked(&target, REASON_INVALID_SPEC, message),
-        (_, Err(e)) => blocked(&target, e.reason(), e.to_string()),
-        (Ok(rule), Ok(creds)) => {
-            let digest = token_secret::inputs_digest(
-                &spec.auth_domain,
-                &spec.environment_id,
-                &creds.client_id,
-                &creds.client_secret,
-                &spec.scopes,
-                spec.token_endpoint_auth_method,
-            );
-            let plan = plan::decide(
-                now,
-                &target,
-                &digest,
-                generation,
-                rule,
-                failure.as_ref(),
-                &ctx.timing,
-            );
-            match plan {
-                Plan::Conflict => blocked(
-                    &target,
-                    REASON_TARGET_CONFLICT,
-                    format!(
-                        "Secret {target_name} exists and is not owned by this connection; the operator will not overwrite it. Delete or rename it, or set spec.target.secretName"
-                    ),
-                ),
-                Plan::Keep { token, renew_at } => {
-                    repair_metadata(&ctx, &secrets, &conn, &target, &token, renew_at).await?;
-                    // A success after failures (e.g. someone else fixed the Secret) clears them.
-                    if failure.as_ref().is_some_and(|f| f.inputs_digest != digest) {
-                        ctx.set_failure(&uid, None);
-                    }
-                    Outcome {
-                        token: Some(token),
-                        token_current: true,
-                        renew_at: Some(renew_at),
-                        problem: failure
-                            .as_ref()
-                            .filter(|f| f.inputs_digest == digest)
-                            .map(problem_of),
-                        next: Some(renew_at),
-                        request_failed: false,
-                        issued: false,
-                    }
-                }
-                Plan::Wait { need, until } => {
-                    let token = current_token(&target);
-                    let token_current = need == Need::RenewalDue;
-                    Outcome {
-                        renew_at: None,
-                        token_current,
-                        token,
-                        problem: failure.as_ref().map(problem_of),
-                        next: Some(until),
-                        request_failed: false,
-                        issued: false,
-                    }
-                }
-                Plan::Request(need) => {
-                    request(
-                        &ctx,
-                        &conn,
-                        &secrets,
-                        &target,
-                        &creds,
-                        &digest,
-                        need,
-                        rule,
-                        failure.as_ref(),
-                        now,
-                    )
-                    .await?
-                }
-            }
-        }
-    };
-
-    let mut outcome = outcome;
+    let mut outcome = act(
+        &ctx,
+        &conn,
+        &secrets,
+        &target,
+        credentials_secret.as_ref(),
+        now,
+    )
+    .await?;
+    // Workloads that read the token only at start-up are restarted for a new token.
     if let (Some(token), true) = (&outcome.token, outcome.token_current)
         && !spec.rollout_restart_targets.is_empty()
+        && let Some(later) = rollout::restart_targets(&ctx, &conn, token, outcome.issued, now).await
     {
-        if let Some(later) =
-            rollout::restart_targets(&ctx, &conn, token, outcome.issued, now).await
-        {
-            outcome.next = Some(outcome.next.map_or(later, |n| n.min(later)));
-        }
+        outcome.next = Some(outcome.next.map_or(later, |n| n.min(later)));
     }
 
     let failure = ctx.failure(&uid);
@@ -241,6 +159,108 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
         .min(ctx.timing.stalled_recheck);
     // Wake at the due time at the earliest; a timer firing a little late is harmless.
     Ok(Action::requeue(wake.max(Duration::from_millis(100))))
+}
+
+/// Decides what to do about the token and does it: nothing, a metadata repair, or a token
+/// request and the Secret write.
+async fn act(
+    ctx: &Context,
+    conn: &PingOneConnection,
+    secrets: &Api<Secret>,
+    target: &TargetState,
+    credentials_secret: Option<&Secret>,
+    now: Timestamp,
+) -> Result<Outcome, Error> {
+    let spec = &conn.spec;
+    let namespace = conn.namespace().unwrap_or_default();
+    let uid = conn.uid().unwrap_or_default();
+    let target_name = conn.target_secret_name();
+    let generation = conn.metadata.generation;
+    let failure = ctx.failure(&uid);
+    Ok(
+        match (
+            spec.renewal.renew_before(),
+            credentials::read(credentials_secret, &spec.credentials_secret_ref, &namespace),
+        ) {
+            (Err(message), _) => blocked(target, REASON_INVALID_SPEC, message),
+            (_, Err(e)) => blocked(target, e.reason(), e.to_string()),
+            (Ok(rule), Ok(creds)) => {
+                let digest = token_secret::inputs_digest(
+                    &spec.auth_domain,
+                    &spec.environment_id,
+                    &creds.client_id,
+                    &creds.client_secret,
+                    &spec.scopes,
+                    spec.token_endpoint_auth_method,
+                );
+                let plan = plan::decide(
+                    now,
+                    target,
+                    &digest,
+                    generation,
+                    rule,
+                    failure.as_ref(),
+                    &ctx.timing,
+                );
+                match plan {
+                    Plan::Conflict => blocked(
+                        target,
+                        REASON_TARGET_CONFLICT,
+                        format!(
+                            "Secret {target_name} exists and is not owned by this connection; the operator will not overwrite it. Delete or rename it, or set spec.target.secretName"
+                        ),
+                    ),
+                    Plan::Keep { token, renew_at } => {
+                        repair_metadata(ctx, secrets, conn, target, &token, renew_at).await?;
+                        // A success after failures (e.g. someone else fixed the Secret) clears them.
+                        if failure.as_ref().is_some_and(|f| f.inputs_digest != digest) {
+                            ctx.set_failure(&uid, None);
+                        }
+                        Outcome {
+                            token: Some(token),
+                            token_current: true,
+                            renew_at: Some(renew_at),
+                            problem: failure
+                                .as_ref()
+                                .filter(|f| f.inputs_digest == digest)
+                                .map(problem_of),
+                            next: Some(renew_at),
+                            request_failed: false,
+                            issued: false,
+                        }
+                    }
+                    Plan::Wait { need, until } => {
+                        let token = current_token(target);
+                        let token_current = need == Need::RenewalDue;
+                        Outcome {
+                            renew_at: None,
+                            token_current,
+                            token,
+                            problem: failure.as_ref().map(problem_of),
+                            next: Some(until),
+                            request_failed: false,
+                            issued: false,
+                        }
+                    }
+                    Plan::Request(need) => {
+                        request(
+                            ctx,
+                            conn,
+                            secrets,
+                            target,
+                            &creds,
+                            &digest,
+                            need,
+                            rule,
+                            failure.as_ref(),
+                            now,
+                        )
+                        .await?
+                    }
+                }
+            }
+        },
+    )
 }
 
 /// The outcome when no token can be requested (bad spec, credentials, conflict).

@@ -9,10 +9,10 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
 use kube::runtime::events::EventType;
-use kube::ResourceExt;
 use tracing::{info, warn};
 
 use super::schedule;
@@ -89,19 +89,39 @@ pub async fn restart_targets(
         let workload = match api.get_opt(&target.name).await {
             Ok(Some(w)) => w,
             Ok(None) => {
-                publish(ctx, conn, EventType::Warning, "RolloutRestartFailed", &format!("{what} not found")).await;
+                publish(
+                    ctx,
+                    conn,
+                    EventType::Warning,
+                    "RolloutRestartFailed",
+                    &format!("{what} not found"),
+                )
+                .await;
                 continue;
             }
             Err(e) => {
                 warn!(target = %what, error = %e, "reading a rollout restart target failed");
-                publish(ctx, conn, EventType::Warning, "RolloutRestartFailed", &format!("reading {what} failed: {}", short(&e))).await;
+                publish(
+                    ctx,
+                    conn,
+                    EventType::Warning,
+                    "RolloutRestartFailed",
+                    &format!("reading {what} failed: {}", short(&e)),
+                )
+                .await;
                 continue;
             }
         };
         let stamped = workload.data["spec"]["template"]["metadata"]["annotations"][RESTARTED_FOR]
             .as_str()
             .and_then(|s| s.parse().ok());
-        match decide(stamped, token.issued_at, fresh, now, ctx.timing.rollout_debounce) {
+        match decide(
+            stamped,
+            token.issued_at,
+            fresh,
+            now,
+            ctx.timing.rollout_debounce,
+        ) {
             Decision::Skip => {}
             Decision::Later(at) => next = Some(next.map_or(at, |n| n.min(at))),
             Decision::Restart => {
@@ -115,12 +135,30 @@ pub async fn restart_targets(
                 {
                     Ok(_) => {
                         info!(target = %what, "restarted after token rotation");
-                        ctx.metrics.rollout_restart(&namespace, &conn.name_any(), target.kind.as_str());
-                        publish(ctx, conn, EventType::Normal, "RolloutRestarted", &format!("Restarted {what} for the new token")).await;
+                        ctx.metrics.rollout_restart(
+                            &namespace,
+                            &conn.name_any(),
+                            target.kind.as_str(),
+                        );
+                        publish(
+                            ctx,
+                            conn,
+                            EventType::Normal,
+                            "RolloutRestarted",
+                            &format!("Restarted {what} for the new token"),
+                        )
+                        .await;
                     }
                     Err(e) => {
                         warn!(target = %what, error = %e, "restarting a workload failed");
-                        publish(ctx, conn, EventType::Warning, "RolloutRestartFailed", &format!("restarting {what} failed: {}", short(&e))).await;
+                        publish(
+                            ctx,
+                            conn,
+                            EventType::Warning,
+                            "RolloutRestartFailed",
+                            &format!("restarting {what} failed: {}", short(&e)),
+                        )
+                        .await;
                     }
                 }
             }
@@ -154,7 +192,10 @@ mod tests {
         assert_eq!(decide(Some(issued), issued, false, now, D), Decision::Skip);
         assert_eq!(decide(Some(issued), issued, true, now, D), Decision::Skip);
         // Stamped for an older token, long enough ago: restart.
-        assert_eq!(decide(Some(ts("2026-11-27T07:00:00Z")), issued, false, now, D), Decision::Restart);
+        assert_eq!(
+            decide(Some(ts("2026-11-27T07:00:00Z")), issued, false, now, D),
+            Decision::Restart
+        );
     }
 
     #[test]
@@ -173,6 +214,9 @@ mod tests {
             decide(Some(previous), issued, true, ts("2026-11-27T08:00:12Z"), D),
             Decision::Later(ts("2026-11-27T08:00:30Z"))
         );
-        assert_eq!(decide(Some(previous), issued, false, ts("2026-11-27T08:00:30Z"), D), Decision::Restart);
+        assert_eq!(
+            decide(Some(previous), issued, false, ts("2026-11-27T08:00:30Z"), D),
+            Decision::Restart
+        );
     }
 }

@@ -181,18 +181,38 @@ async fn revoked_credentials_keep_ready_until_the_token_expires_then_not() {
     let ready = env.wait_ready("c").await;
     let expires = ready.status.unwrap().expires_at.unwrap().0;
     // The secret is rotated in PingOne but not yet in the cluster.
-    env.standin.add_client(pingone_testbed::standin::ClientRegistration::new(ENV_ID, CLIENT_ID, "rotated-elsewhere"));
+    env.standin
+        .add_client(pingone_testbed::standin::ClientRegistration::new(
+            ENV_ID,
+            CLIENT_ID,
+            "rotated-elsewhere",
+        ));
     let conn = env
-        .wait_condition("c", "Stalled", "True", Some("InvalidClient"), Duration::from_secs(30))
+        .wait_condition(
+            "c",
+            "Stalled",
+            "True",
+            Some("InvalidClient"),
+            Duration::from_secs(30),
+        )
         .await;
     // The renewal failed, but the token in the Secret is still good.
     assert_eq!(TestEnv::condition(&conn, "Ready").status, "True");
     assert!(jiff::Timestamp::now() < expires);
     // When it expires, Ready turns False on its own.
     let conn = env
-        .wait_condition("c", "Ready", "False", Some("InvalidClient"), Duration::from_secs(25))
+        .wait_condition(
+            "c",
+            "Ready",
+            "False",
+            Some("InvalidClient"),
+            Duration::from_secs(25),
+        )
         .await;
     let flipped = TestEnv::condition(&conn, "Ready").last_transition_time.0;
     let late = flipped.duration_since(expires).as_secs_f64();
-    assert!((0.0..=2.0).contains(&late), "Ready turned False {late} s after expiry");
+    assert!(
+        (0.0..=2.0).contains(&late),
+        "Ready turned False {late} s after expiry"
+    );
 }

@@ -17,7 +17,11 @@ use crate::support::*;
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
@@ -27,58 +31,113 @@ async fn metrics_report_expiry_renewal_readiness_requests_and_errors() {
     env.put_credentials("bad", CLIENT_ID, "wrong").await;
     let operator = OperatorProcess::start(&env, &["--leader-election=false"]);
     env.create_connection("good", json!({})).await;
-    env.create_connection("bad", json!({"credentialsSecretRef": {"name": "bad"}})).await;
-    let good = env.wait_ready("good").await;
-    env.wait_condition("bad", "Stalled", "True", Some("InvalidClient"), Duration::from_secs(30))
+    env.create_connection("bad", json!({"credentialsSecretRef": {"name": "bad"}}))
         .await;
+    let good = env.wait_ready("good").await;
+    env.wait_condition(
+        "bad",
+        "Stalled",
+        "True",
+        Some("InvalidClient"),
+        Duration::from_secs(30),
+    )
+    .await;
 
-    let text = eventually(Duration::from_secs(10), "metrics for both connections", || {
-        let url = operator.url("/metrics");
-        async move {
-            let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-            text.contains("name=\"bad\"").then_some(text)
-        }
-    })
+    let text = eventually(
+        Duration::from_secs(10),
+        "metrics for both connections",
+        || {
+            let url = operator.url("/metrics");
+            async move {
+                let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+                text.contains("name=\"bad\"").then_some(text)
+            }
+        },
+    )
     .await;
     let ns = env.ns.as_str();
     let status = good.status.unwrap();
     let p = "pingone_operator_";
     assert_eq!(
-        metric(&text, &format!("{p}token_expiration_timestamp_seconds"), &[("namespace", ns), ("name", "good")]),
+        metric(
+            &text,
+            &format!("{p}token_expiration_timestamp_seconds"),
+            &[("namespace", ns), ("name", "good")]
+        ),
         Some(status.expires_at.unwrap().0.as_second() as f64)
     );
     assert_eq!(
-        metric(&text, &format!("{p}token_renewal_timestamp_seconds"), &[("namespace", ns), ("name", "good")]),
+        metric(
+            &text,
+            &format!("{p}token_renewal_timestamp_seconds"),
+            &[("namespace", ns), ("name", "good")]
+        ),
         Some(status.renewal_time.unwrap().0.as_second() as f64)
     );
-    assert_eq!(metric(&text, &format!("{p}ready_status"), &[("name", "good")]), Some(1.0));
-    assert_eq!(metric(&text, &format!("{p}ready_status"), &[("name", "bad")]), Some(0.0));
     assert_eq!(
-        metric(&text, &format!("{p}token_requests_total"), &[("name", "good"), ("result", "success")]),
+        metric(&text, &format!("{p}ready_status"), &[("name", "good")]),
         Some(1.0)
     );
     assert_eq!(
-        metric(&text, &format!("{p}token_requests_total"), &[("name", "bad"), ("result", "InvalidClient")]),
+        metric(&text, &format!("{p}ready_status"), &[("name", "bad")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("{p}token_requests_total"),
+            &[("name", "good"), ("result", "success")]
+        ),
         Some(1.0)
     );
     assert_eq!(
-        metric(&text, &format!("{p}reconcile_errors_total"), &[("name", "bad"), ("reason", "InvalidClient")]),
+        metric(
+            &text,
+            &format!("{p}token_requests_total"),
+            &[("name", "bad"), ("result", "InvalidClient")]
+        ),
         Some(1.0)
     );
-    assert_eq!(metric(&text, &format!("{p}token_request_duration_seconds_count"), &[("result", "success")]), Some(1.0));
+    assert_eq!(
+        metric(
+            &text,
+            &format!("{p}reconcile_errors_total"),
+            &[("name", "bad"), ("reason", "InvalidClient")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("{p}token_request_duration_seconds_count"),
+            &[("result", "success")]
+        ),
+        Some(1.0)
+    );
     assert!(metric_sum(&text, &format!("{p}token_request_duration_seconds_sum")) > 0.0);
     // No expiry series for a connection without a token.
-    assert_eq!(metric(&text, &format!("{p}token_expiration_timestamp_seconds"), &[("name", "bad")]), None);
+    assert_eq!(
+        metric(
+            &text,
+            &format!("{p}token_expiration_timestamp_seconds"),
+            &[("name", "bad")]
+        ),
+        None
+    );
 
     // Deleting a connection removes its series.
     env.delete_connection("bad").await;
-    eventually(Duration::from_secs(10), "series of a deleted connection removed", || {
-        let url = operator.url("/metrics");
-        async move {
-            let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-            (!text.contains("name=\"bad\"")).then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "series of a deleted connection removed",
+        || {
+            let url = operator.url("/metrics");
+            async move {
+                let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+                (!text.contains("name=\"bad\"")).then_some(())
+            }
+        },
+    )
     .await;
 }
 
@@ -102,19 +161,35 @@ async fn events_report_issue_renewal_and_failures_and_repeats_aggregate() {
                 .find(|e| e.reason.as_deref() == Some(reason))
         }
     };
-    let issued = eventually(Duration::from_secs(10), "TokenIssued", || find("TokenIssued")).await;
+    let issued = eventually(Duration::from_secs(10), "TokenIssued", || {
+        find("TokenIssued")
+    })
+    .await;
     assert_eq!(issued.type_.as_deref(), Some("Normal"));
-    assert_eq!(issued.regarding.as_ref().unwrap().name.as_deref(), Some("c"));
+    assert_eq!(
+        issued.regarding.as_ref().unwrap().name.as_deref(),
+        Some("c")
+    );
     assert!(issued.note.as_deref().unwrap().contains("c-token"));
-    let renewed = eventually(Duration::from_secs(20), "TokenRenewed", || find("TokenRenewed")).await;
+    let renewed = eventually(Duration::from_secs(20), "TokenRenewed", || {
+        find("TokenRenewed")
+    })
+    .await;
     assert_eq!(renewed.type_.as_deref(), Some("Normal"));
 
     // Repeated failures of one kind: one Event with a growing series, not one Event each.
     env.standin.set_persistent_fault(Some(Fault::status(503)));
-    let warning = eventually(Duration::from_secs(40), "repeated TokenEndpointUnavailable", || {
-        let f = find("TokenEndpointUnavailable");
-        async move { f.await.filter(|e| e.series.as_ref().is_some_and(|s| s.count >= 2)) }
-    })
+    let warning = eventually(
+        Duration::from_secs(40),
+        "repeated TokenEndpointUnavailable",
+        || {
+            let f = find("TokenEndpointUnavailable");
+            async move {
+                f.await
+                    .filter(|e| e.series.as_ref().is_some_and(|s| s.count >= 2))
+            }
+        },
+    )
     .await;
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
     assert!(warning.note.as_deref().unwrap().contains("503"));
@@ -144,7 +219,10 @@ async fn rollout_restart_targets_restart_after_rotations_only() {
     }))
     .unwrap();
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.ns);
-    deployments.create(&PostParams::default(), &deployment).await.unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
     env.start_operator();
     env.create_connection(
         "c",
@@ -157,14 +235,23 @@ async fn rollout_restart_targets_restart_after_rotations_only() {
             .as_ref()
             .and_then(|s| s.template.metadata.as_ref())
             .and_then(|m| m.annotations.as_ref())
-            .and_then(|a| a.get("pingone.tokenops.dev/restarted-for-token-issued-at").cloned())
+            .and_then(|a| {
+                a.get("pingone.tokenops.dev/restarted-for-token-issued-at")
+                    .cloned()
+            })
     };
-    let first = eventually(Duration::from_secs(10), "restart for the first token", || {
-        let deployments = deployments.clone();
-        async move { stamp(&deployments.get("billing").await.ok()?) }
-    })
+    let first = eventually(
+        Duration::from_secs(10),
+        "restart for the first token",
+        || {
+            let deployments = deployments.clone();
+            async move { stamp(&deployments.get("billing").await.ok()?) }
+        },
+    )
     .await;
-    let issued = env.token_secret("c-token").await.unwrap().annotations()["pingone.tokenops.dev/issued-at"].clone();
+    let issued =
+        env.token_secret("c-token").await.unwrap().annotations()["pingone.tokenops.dev/issued-at"]
+            .clone();
     assert_eq!(first, issued);
 
     // Rotations every ~12 s; restarts at most every 15 s (the test debounce).
@@ -174,9 +261,17 @@ async fn rollout_restart_targets_restart_after_rotations_only() {
         async move { stamp(&deployments.get("billing").await.ok()?).filter(|s| *s != first) }
     })
     .await;
-    let gap = second.parse::<jiff::Timestamp>().unwrap().duration_since(first.parse().unwrap());
+    let gap = second
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .duration_since(first.parse().unwrap());
     assert!(gap.as_secs() >= 12, "restarts {gap:?} apart");
-    assert!(metric_sum(&env.metrics.encode(), "pingone_operator_rollout_restarts_total") >= 2.0);
+    assert!(
+        metric_sum(
+            &env.metrics.encode(),
+            "pingone_operator_rollout_restarts_total"
+        ) >= 2.0
+    );
 
     // An operator restart restarts nothing.
     env.stop_operator().await;
@@ -186,7 +281,13 @@ async fn rollout_restart_targets_restart_after_rotations_only() {
     let after = deployments.get("billing").await.unwrap();
     assert_eq!(stamp(&after), stamp(&before));
     assert_eq!(after.metadata.generation, before.metadata.generation);
-    assert_eq!(metric_sum(&env.metrics.encode(), "pingone_operator_rollout_restarts_total"), 0.0);
+    assert_eq!(
+        metric_sum(
+            &env.metrics.encode(),
+            "pingone_operator_rollout_restarts_total"
+        ),
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -194,12 +295,26 @@ async fn logs_carry_one_span_per_reconcile_and_each_failure_once() {
     let env = TestEnv::new("logs").await;
     env.put_credentials("bad", CLIENT_ID, "wrong").await;
     let operator = OperatorProcess::start(&env, &["--leader-election=false"]);
-    env.create_connection("bad", json!({"credentialsSecretRef": {"name": "bad"}})).await;
-    env.create_connection("missing", json!({"credentialsSecretRef": {"name": "nope"}})).await;
-    env.wait_condition("bad", "Stalled", "True", Some("InvalidClient"), Duration::from_secs(30))
+    env.create_connection("bad", json!({"credentialsSecretRef": {"name": "bad"}}))
         .await;
-    env.wait_condition("missing", "Stalled", "True", Some("CredentialsNotFound"), Duration::from_secs(30))
+    env.create_connection("missing", json!({"credentialsSecretRef": {"name": "nope"}}))
         .await;
+    env.wait_condition(
+        "bad",
+        "Stalled",
+        "True",
+        Some("InvalidClient"),
+        Duration::from_secs(30),
+    )
+    .await;
+    env.wait_condition(
+        "missing",
+        "Stalled",
+        "True",
+        Some("CredentialsNotFound"),
+        Duration::from_secs(30),
+    )
+    .await;
     // Let a few more reconciles happen (status writes, Secret events).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let lines: Vec<serde_json::Value> = operator
@@ -207,15 +322,28 @@ async fn logs_carry_one_span_per_reconcile_and_each_failure_once() {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    assert!(!lines.is_empty(), "JSON logs expected:\n{}", operator.output());
+    assert!(
+        !lines.is_empty(),
+        "JSON logs expected:\n{}",
+        operator.output()
+    );
     let failures = |reason: &str, name: &str| {
         lines
             .iter()
-            .filter(|l| l["level"] == "WARN" && l["fields"]["reason"] == reason && l["span"]["connection"] == name)
+            .filter(|l| {
+                l["level"] == "WARN"
+                    && l["fields"]["reason"] == reason
+                    && l["span"]["connection"] == name
+            })
             .count()
     };
     assert_eq!(failures("InvalidClient", "bad"), 1, "{}", operator.output());
-    assert_eq!(failures("CredentialsNotFound", "missing"), 1, "{}", operator.output());
+    assert_eq!(
+        failures("CredentialsNotFound", "missing"),
+        1,
+        "{}",
+        operator.output()
+    );
     let warn = lines
         .iter()
         .find(|l| l["fields"]["reason"] == "InvalidClient")
@@ -223,7 +351,10 @@ async fn logs_carry_one_span_per_reconcile_and_each_failure_once() {
     assert_eq!(warn["span"]["namespace"], env.ns.as_str());
     assert_eq!(warn["span"]["connection"], "bad");
     assert_eq!(warn["span"]["name"], "reconcile");
-    assert!(!operator.output().contains("wrong\""), "client secret value in logs");
+    assert!(
+        !operator.output().contains("wrong\""),
+        "client secret value in logs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -231,8 +362,14 @@ async fn kubectl_explain_reads_well() {
     let env = TestEnv::new("explain").await;
     let mut cmd = env.cp.kubectl();
     cmd.args(["explain", "pingoneconnection.spec", "--recursive=false"]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     for needle in [
         "authDomain",
@@ -245,10 +382,15 @@ async fn kubectl_explain_reads_well() {
         "rolloutRestartTargets",
         "target",
     ] {
-        assert!(text.contains(needle), "kubectl explain lacks {needle}:\n{text}");
+        assert!(
+            text.contains(needle),
+            "kubectl explain lacks {needle}:\n{text}"
+        );
     }
     let mut cmd = env.cp.kubectl();
     cmd.args(["explain", "pingoneconnection.status.conditions"]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("Ready"));
 }

@@ -362,7 +362,8 @@ async fn a_write_conflict_is_retried_without_a_second_token_request() {
 
     // The renewal request hangs for 3 s; meanwhile someone else writes the Secret, so the
     // operator's write (made against the resourceVersion it read) conflicts.
-    env.standin.push_fault(Fault::Delay(Duration::from_secs(3)), 1);
+    env.standin
+        .push_fault(Fault::Delay(Duration::from_secs(3)), 1);
     eventually(Duration::from_secs(20), "renewal request in flight", || {
         let pending = env.standin.pending_faults();
         async move { (pending == 0).then_some(()) }
@@ -377,26 +378,40 @@ async fn a_write_conflict_is_retried_without_a_second_token_request() {
         .await
         .unwrap();
     let secrets = env.secrets();
-    let renewed: Secret = eventually(Duration::from_secs(20), "renewed despite the conflict", || {
-        let secrets = secrets.clone();
-        let old = data(&before, "access_token");
-        async move {
-            let s = secrets.get("w-token").await.ok()?;
-            (data(&s, "access_token") != old).then_some(s)
-        }
-    })
+    let renewed: Secret = eventually(
+        Duration::from_secs(20),
+        "renewed despite the conflict",
+        || {
+            let secrets = secrets.clone();
+            let old = data(&before, "access_token");
+            async move {
+                let s = secrets.get("w-token").await.ok()?;
+                (data(&s, "access_token") != old).then_some(s)
+            }
+        },
+    )
     .await;
     assert!(
-        metric_sum(&env.metrics.encode(), "pingone_operator_reconcile_errors_total") >= 1.0,
+        metric_sum(
+            &env.metrics.encode(),
+            "pingone_operator_reconcile_errors_total"
+        ) >= 1.0,
         "no conflict happened:\n{}",
         env.metrics.encode()
     );
-    assert!(env.metrics.encode().contains("reason=\"KubernetesConflict\""));
+    assert!(
+        env.metrics
+            .encode()
+            .contains("reason=\"KubernetesConflict\"")
+    );
     // The token obtained before the conflict was written: no second request.
     assert_eq!(env.standin.token_request_count(), 2);
     env.standin
         .verify_token(&data(&renewed, "access_token").unwrap())
         .unwrap();
     // The other writer's label survives: server-side apply only owns the operator's fields.
-    assert_eq!(renewed.labels().get("meddler").map(String::as_str), Some("was-here"));
+    assert_eq!(
+        renewed.labels().get("meddler").map(String::as_str),
+        Some("was-here")
+    );
 }

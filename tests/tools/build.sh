@@ -30,7 +30,7 @@ client_go=$(awk '$1 == "k8s.io/client-go" {print $2; exit}' go.mod)
 k8s_minor=$(echo "${client_go#v}" | cut -d. -f2)
 start=$(date +%s)
 echo "building test tools (helm $helm_version, kstatus) into $bin (first time only; a few minutes on 2 cores)" >&2
-export CGO_ENABLED=0 GOFLAGS=-mod=mod
+export CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
 # Stamp helm's exact release (a module build otherwise reports only "v3.22") and Kubernetes
 # version (otherwise 1.20).
 h=helm.sh/helm/v3
@@ -38,7 +38,8 @@ ldflags="-s -w -X $h/internal/version.version=$helm_version -X $h/internal/versi
 for p in pkg/chartutil pkg/lint/rules; do
   ldflags="$ldflags -X $h/$p.k8sVersionMajor=1 -X $h/$p.k8sVersionMinor=$k8s_minor"
 done
-go build -trimpath -ldflags "$ldflags" -o "$tmp/" tool >&2
+# Low priority: the first test that needs the tools builds them while other tests run.
+nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$tmp/" tool >&2
 for t in "${tools[@]}"; do mv "$tmp/$t" "$bin/$t"; done
 echo "test tools built in $(( $(date +%s) - start ))s" >&2
 echo "$bin"

@@ -82,6 +82,12 @@ them). Used by the ClusterRole, or by a Role per watched namespace with rbac.nam
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.rolloutRestart.enabled }}
+# spec.rolloutRestartTargets: stamp the pod template of the listed workloads.
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets", "daemonsets"]
+  verbs: ["get", "patch"]
+{{- end }}
 {{- end }}
 
 {{/* Fails rendering on values that contradict each other. */}}
