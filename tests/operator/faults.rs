@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use pingone_operator::controller::schedule::Timing;
-use pingone_operator::pingone::{REGIONAL_AUTH_DOMAINS, TokenClient, TokenClientConfig};
+use pingone_operator::pingone::TokenClientConfig;
 use pingone_testbed::standin::Fault;
 use serde_json::json;
 
@@ -269,15 +269,11 @@ async fn a_refused_connection_is_retried_with_backoff() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let tokens = TokenClient::new(TokenClientConfig {
+    let tokens = pingone_client(TokenClientConfig {
         extra_ca_pem: Some(env.standin.ca_pem().as_bytes().to_vec()),
-        host_overrides: REGIONAL_AUTH_DOMAINS
-            .iter()
-            .map(|d| (d.to_string(), closed))
-            .collect(),
+        host_overrides: regional_overrides(closed),
         ..TokenClientConfig::default()
-    })
-    .unwrap();
+    });
     env.start_operator_custom(tokens, test_timing());
     env.create_connection("c", json!({})).await;
     let conn = env
@@ -305,14 +301,10 @@ async fn a_certificate_from_an_unknown_ca_is_refused() {
     let mut env = TestEnv::new("tls").await;
     // The system roots only: the stand-in's test CA is not trusted.
     let addr = env.standin.addr();
-    let tokens = TokenClient::new(TokenClientConfig {
-        host_overrides: REGIONAL_AUTH_DOMAINS
-            .iter()
-            .map(|d| (d.to_string(), addr))
-            .collect(),
+    let tokens = pingone_client(TokenClientConfig {
+        host_overrides: regional_overrides(addr),
         ..TokenClientConfig::default()
-    })
-    .unwrap();
+    });
     env.start_operator_custom(tokens, test_timing());
     env.create_connection("c", json!({})).await;
     let conn = env
@@ -348,15 +340,14 @@ async fn credentials_are_never_sent_to_a_host_outside_the_allow_list() {
             count.fetch_add(1, Ordering::SeqCst);
         }
     });
-    let tokens = TokenClient::new(TokenClientConfig {
+    let tokens = pingone_client(TokenClientConfig {
         extra_ca_pem: Some(env.standin.ca_pem().as_bytes().to_vec()),
         host_overrides: vec![
             ("login.attacker.example".into(), trap),
             ("auth.pingone.eu".into(), trap),
         ],
         ..TokenClientConfig::default()
-    })
-    .unwrap();
+    });
     env.start_operator_custom(tokens, test_timing());
     env.create_connection("c", json!({"authDomain": "login.attacker.example"}))
         .await;

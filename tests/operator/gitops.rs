@@ -7,11 +7,10 @@
 //! on `lua5.4`.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -21,6 +20,8 @@ use pingone_operator::api::PingOneConnection;
 use pingone_operator::metrics::Metrics;
 use pingone_testbed::standin::Fault;
 use serde_json::{Value, json};
+
+use crate::process::OperatorProcess;
 use sha2::{Digest, Sha256};
 
 use crate::support::*;
@@ -676,68 +677,6 @@ spec:
                       scrapeTimeout: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
 "#;
 
-/// The operator binary started as the chart's container would be; killed on drop.
-struct ChartOperator {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    port: u16,
-}
-
-impl ChartOperator {
-    fn start(mut cmd: Command) -> ChartOperator {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = cmd
-            .arg(format!("--listen=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("operator binary starts");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for out in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        ChartOperator { child, lines, port }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn output(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    async fn terminate(mut self, timeout: Duration) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        eventually(timeout, "operator exits after SIGTERM", || {
-            let status = self.child.try_wait().unwrap();
-            async move { status }
-        })
-        .await
-    }
-}
-
-impl Drop for ChartOperator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn kubectl_can_i(env: &TestEnv, user: &str, args: &[&str]) -> bool {
     let mut cmd = env.cp.kubectl();
     cmd.args(["auth", "can-i", &format!("--as={user}")])
@@ -952,7 +891,7 @@ async fn the_operator_runs_from_the_chart(namespaced: bool) {
             "--host-override=auth.pingone.eu={}",
             env.standin.addr()
         ));
-    let operator = ChartOperator::start(cmd);
+    let operator = OperatorProcess::launch(cmd);
 
     let http = reqwest::Client::new();
     for path in ["/healthz", "/readyz"] {

@@ -59,13 +59,8 @@ impl OperatorProcess {
         log_filter: &str,
         extra: &[&str],
     ) -> OperatorProcess {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pingone-operator"))
-            .arg("run")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pingone-operator"));
+        cmd.arg("run")
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg(format!("--namespaces={}", env.ns))
             .arg(format!(
@@ -76,12 +71,24 @@ impl OperatorProcess {
                 "--host-override=auth.pingone.eu={}",
                 env.standin.addr()
             ))
-            .arg(format!("--listen=127.0.0.1:{port}"))
             .arg("--log-format=json")
             .arg(format!("--leader-election-lease={lease}"))
             .arg(format!("--leader-election-namespace={lease_namespace}"))
             .args(extra)
-            .env("RUST_LOG", log_filter)
+            .env("RUST_LOG", log_filter);
+        Self::launch(cmd)
+    }
+
+    /// Starts `cmd` (the operator's `run` with its flags) with a free `--listen` port, and
+    /// collects its output lines.
+    pub fn launch(mut cmd: Command) -> OperatorProcess {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = cmd
+            .arg(format!("--listen=127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

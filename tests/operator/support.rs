@@ -50,6 +50,23 @@ pub struct TestEnv {
     pub metrics: Arc<Metrics>,
 }
 
+/// The six regional domains, all sent to `addr`.
+pub fn regional_overrides(addr: std::net::SocketAddr) -> Vec<(String, std::net::SocketAddr)> {
+    REGIONAL_AUTH_DOMAINS
+        .iter()
+        .map(|d| (d.to_string(), addr))
+        .collect()
+}
+
+/// A PingOne client for tests: `config` with a 5 s request timeout.
+pub fn pingone_client(config: TokenClientConfig) -> TokenClient {
+    TokenClient::new(TokenClientConfig {
+        request_timeout: Duration::from_secs(5),
+        ..config
+    })
+    .expect("token client")
+}
+
 /// Timing for tests: the production floor and backoff shapes, shorter caps.
 pub fn test_timing() -> Timing {
     Timing {
@@ -96,21 +113,18 @@ impl TestEnv {
         env
     }
 
+    /// A PingOne client that reaches the stand-in under the regional names and
+    /// `extra_domains` (allowed too), trusting its CA.
     pub fn token_client(&self, extra_domains: &[&str]) -> TokenClient {
         let addr = self.standin.addr();
-        let mut overrides: Vec<(String, std::net::SocketAddr)> = REGIONAL_AUTH_DOMAINS
-            .iter()
-            .map(|d| (d.to_string(), addr))
-            .collect();
+        let mut overrides = regional_overrides(addr);
         overrides.extend(extra_domains.iter().map(|d| (d.to_string(), addr)));
-        TokenClient::new(TokenClientConfig {
+        pingone_client(TokenClientConfig {
             extra_allowed_domains: extra_domains.iter().map(|d| d.to_string()).collect(),
             extra_ca_pem: Some(self.standin.ca_pem().as_bytes().to_vec()),
             host_overrides: overrides,
-            request_timeout: Duration::from_secs(5),
             ..TokenClientConfig::default()
         })
-        .expect("token client")
     }
 
     /// Starts the operator in-process, watching this test's namespace.
