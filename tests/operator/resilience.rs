@@ -272,11 +272,16 @@ async fn an_api_server_restart_over_a_compacted_etcd_is_survived_without_extra_r
             .unwrap()
             .expect("own control plane"),
     ));
-    let mut env = TestEnv::on(cp, "apirestart").await;
+    let env = TestEnv::on(cp, "apirestart").await;
     // Long enough that the token outlives the API server's downtime: nothing can be written
     // while it is down.
     env.standin.set_token_lifetime(Duration::from_secs(40));
-    env.start_operator();
+    // A process, so its watcher logs show the re-list.
+    let operator = OperatorProcess::start_logging(
+        &env,
+        "info,kube_runtime=debug",
+        &["--leader-election=false", "--min-renewal-interval=2s"],
+    );
     env.create_connection("r", json!({})).await;
     env.wait_ready("r").await;
     let guard = ExpiryGuard::start(env.secrets(), "r-token");
@@ -349,6 +354,16 @@ async fn an_api_server_restart_over_a_compacted_etcd_is_survived_without_extra_r
     let problems = guard.finish().await;
     assert!(problems.is_empty(), "{problems:?}");
     env.wait_ready("r").await;
+    // The watches could not resume from their resourceVersion and re-listed.
+    let output = operator.output();
+    assert!(
+        output.contains("code: 410"),
+        "no 410 Gone seen by the watchers:\n{output}"
+    );
+    assert!(
+        operator.count_log("controller stopped") == 0,
+        "the controller stopped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
