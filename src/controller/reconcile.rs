@@ -101,12 +101,17 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
         renew_at: outcome.renew_at,
         problem: outcome.problem.as_ref(),
         failed_attempts: failure.as_ref().map_or(0, |f| f.attempts),
-        last_failure: failure.as_ref().map(|f| f.at).or_else(|| {
-            outcome
-                .problem
-                .as_ref()
-                .and(first_seen(conn.status.as_ref(), now))
-        }),
+        // A failed request's time, or for other problems when the status first reported one.
+        last_failure: match (&failure, &outcome.problem) {
+            (Some(f), _) => Some(f.at),
+            (None, Some(_)) => Some(
+                conn.status
+                    .as_ref()
+                    .and_then(|s| s.last_failure_time.as_ref())
+                    .map_or(now, |t| t.0),
+            ),
+            (None, None) => None,
+        },
     };
     let new_status = status::compute(conn.status.as_ref(), &facts);
     let ready = status::is_ready(Some(&new_status));
@@ -309,16 +314,6 @@ fn previous_reason(status: Option<&PingOneConnectionStatus>) -> Option<&str> {
         .map(|c| c.reason.as_str())
 }
 
-/// For problems that are not failed requests: when the status first reported a failure.
-fn first_seen(status: Option<&PingOneConnectionStatus>, now: Timestamp) -> Option<Timestamp> {
-    Some(
-        status
-            .and_then(|s| s.last_failure_time.as_ref())
-            .map(|t| t.0)
-            .unwrap_or(now),
-    )
-}
-
 fn auth_method(method: TokenEndpointAuthMethod) -> AuthMethod {
     match method {
         TokenEndpointAuthMethod::ClientSecretPost => AuthMethod::ClientSecretPost,
@@ -460,7 +455,7 @@ async fn failed(
         digest.to_string(),
         conn.metadata.generation,
         reason,
-        failure_message(&error),
+        error.to_string(),
         error.needs_person() || !error.is_retryable(),
         error.retry_after(),
         &ctx.timing,
@@ -479,10 +474,6 @@ async fn failed(
         request_failed: true,
         issued: false,
     }
-}
-
-fn failure_message(error: &TokenError) -> String {
-    error.to_string()
 }
 
 /// Re-applies the Secret when its operator-set labels or annotations drifted, keeping the token.
