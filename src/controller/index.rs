@@ -53,17 +53,17 @@ impl SecretIndex {
         }
     }
 
-    /// Forgets connection `namespace/name`.
-    pub fn remove(&self, namespace: &str, name: &str) {
+    /// Forgets connection `namespace/name`; returns the Secrets it referenced.
+    pub fn remove(&self, namespace: &str, name: &str) -> Vec<String> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = inner
+        let old = inner
             .by_connection
             .remove(&(namespace.to_string(), name.to_string()))
-        {
-            for secret in old {
-                Self::unlink(&mut inner, namespace, &secret, name);
-            }
+            .unwrap_or_default();
+        for secret in &old {
+            Self::unlink(&mut inner, namespace, secret, name);
         }
+        old
     }
 
     /// Names of the connections in `namespace` that reference Secret `secret`.

@@ -88,6 +88,9 @@ pub struct Context {
     unwritten: Mutex<HashMap<String, UnwrittenToken>>,
     /// Which connections a Secret matters to.
     pub index: SecretIndex,
+    /// resourceVersion of the last token Secret write per (namespace, name), to recognise the
+    /// watch event that echoes it.
+    own_writes: Mutex<HashMap<(String, String), String>>,
 }
 
 impl Context {
@@ -106,6 +109,7 @@ impl Context {
             failures: Mutex::default(),
             unwritten: Mutex::default(),
             index: SecretIndex::default(),
+            own_writes: Mutex::default(),
         }
     }
 
@@ -139,13 +143,42 @@ impl Context {
             .insert(uid.to_string(), token);
     }
 
+    fn record_own_write(&self, namespace: &str, name: &str, resource_version: Option<String>) {
+        let mut writes = self.own_writes.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (namespace.to_string(), name.to_string());
+        match resource_version {
+            Some(rv) => writes.insert(key, rv),
+            None => writes.remove(&key),
+        };
+    }
+
+    /// True when Secret `namespace/name` at `resource_version` is exactly what the operator
+    /// last wrote.
+    pub fn is_own_write(
+        &self,
+        namespace: &str,
+        name: &str,
+        resource_version: Option<&str>,
+    ) -> bool {
+        let Some(rv) = resource_version else {
+            return false;
+        };
+        self.own_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(namespace.to_string(), name.to_string()))
+            .is_some_and(|own| own == rv)
+    }
+
     /// Forgets everything about a deleted connection.
     pub fn forget(&self, namespace: &str, name: &str, uid: Option<&str>) {
         if let Some(uid) = uid {
             self.set_failure(uid, None);
             self.take_unwritten(uid);
         }
-        self.index.remove(namespace, name);
+        for secret in self.index.remove(namespace, name) {
+            self.record_own_write(namespace, &secret, None);
+        }
         self.metrics.forget(namespace, name);
     }
 }

@@ -364,7 +364,12 @@ async fn request(
                         // Counted from before the request was sent: errs on the early side.
                         issued_at: now,
                         expires_at: schedule::add(now, response.expires_in),
-                        renewal_jitter: rand::random::<f64>() * schedule::MAX_RENEWAL_JITTER,
+                        renewal_jitter: schedule::choose_jitter(
+                            need == Need::RenewalDue,
+                            rule,
+                            response.expires_in,
+                            rand::random::<f64>(),
+                        ),
                         inputs_digest: digest.to_string(),
                         token_type: response.token_type.clone(),
                         scopes: response.scope.clone(),
@@ -514,9 +519,14 @@ async fn repair_metadata(
 async fn apply_secret(ctx: &Context, secrets: &Api<Secret>, secret: &Secret) -> Result<(), Error> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     ctx.metrics.write("secret");
-    secrets
+    let written = secrets
         .patch(&secret.name_any(), &params, &Patch::Apply(secret))
         .await?;
+    ctx.record_own_write(
+        &written.namespace().unwrap_or_default(),
+        &written.name_any(),
+        written.resource_version(),
+    );
     Ok(())
 }
 

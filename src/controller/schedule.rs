@@ -6,9 +6,11 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::api::RenewBefore;
 
-/// Renewal is brought forward by a random share of the lifetime up to this fraction, so that
-/// connections created together do not renew together.
+/// A renewal is brought forward by a random share of the lifetime up to this fraction, so that
+/// renewals that drifted together come apart.
 pub const MAX_RENEWAL_JITTER: f64 = 0.10;
+/// Largest jitter any token can carry (see [`choose_jitter`]).
+pub const MAX_JITTER: f64 = 0.5;
 /// A `renewBefore` longer than the lifetime is capped at this share of it.
 const MAX_RENEW_BEFORE_SHARE: f64 = 0.90;
 
@@ -68,7 +70,7 @@ pub fn renewal_time(
         RenewBefore::Duration(d) => d.as_secs_f64().min(lifetime * MAX_RENEW_BEFORE_SHARE),
         RenewBefore::Percentage(p) => lifetime * f64::from(p.clamp(1, 90)) / 100.0,
     };
-    let jitter = jitter.clamp(0.0, MAX_RENEWAL_JITTER) * lifetime;
+    let jitter = jitter.clamp(0.0, MAX_JITTER) * lifetime;
     let renew = expires_at
         .checked_sub(SignedDuration::from_secs_f64(before + jitter))
         .unwrap_or(issued_at);
@@ -77,6 +79,32 @@ pub fn renewal_time(
     // and a recomputed value must equal the stored one or every reconcile would rewrite status.
     let renew = Timestamp::from_second(renew.as_second()).unwrap_or(renew);
     renew.max(earliest)
+}
+
+/// The share of the lifetime by which a token's renewal is brought forward, from `unit` in
+/// [0, 1).
+///
+/// A renewed token gets up to 10 % (DESIGN §4). A token that is *not* a renewal (a new
+/// connection, new credentials) gets up to half of the time before its normal renewal point,
+/// so its first renewal falls anywhere between half-way and the normal point. Connections
+/// created in one burst thus spread their renewals over a large part of the lifetime instead
+/// of the 10 % window, where they would otherwise stay bunched (a herd of short-lived tokens
+/// renewing in the same few seconds). The cost is one earlier-than-needed renewal per
+/// connection.
+pub fn choose_jitter(renewal: bool, rule: RenewBefore, lifetime: Duration, unit: f64) -> f64 {
+    let unit = unit.clamp(0.0, 1.0);
+    if renewal {
+        return unit * MAX_RENEWAL_JITTER;
+    }
+    let lifetime = lifetime.as_secs_f64();
+    let before = match rule {
+        RenewBefore::Duration(d) if lifetime > 0.0 => {
+            (d.as_secs_f64() / lifetime).min(MAX_RENEW_BEFORE_SHARE)
+        }
+        RenewBefore::Duration(_) => MAX_RENEW_BEFORE_SHARE,
+        RenewBefore::Percentage(p) => f64::from(p.clamp(1, 90)) / 100.0,
+    };
+    unit * ((1.0 - before) / 2.0).clamp(MAX_RENEWAL_JITTER, MAX_JITTER)
 }
 
 /// Delay before retry number `attempts` (1 = first retry) after a retryable failure:
@@ -113,7 +141,7 @@ mod tests {
     }
 
     #[test]
-    fn jitter_brings_renewal_forward_by_at_most_a_tenth() {
+    fn jitter_brings_renewal_forward_and_is_clamped() {
         let issued = ts("2026-11-27T08:00:00Z");
         let expires = ts("2026-11-27T09:00:00Z");
         let base = renewal_time(
@@ -139,7 +167,14 @@ mod tests {
             5.0,
             Duration::ZERO,
         );
-        assert_eq!(over, max);
+        let half = renewal_time(
+            issued,
+            expires,
+            RenewBefore::Percentage(33),
+            MAX_JITTER,
+            Duration::ZERO,
+        );
+        assert_eq!(over, half);
         let under = renewal_time(
             issued,
             expires,
@@ -148,6 +183,37 @@ mod tests {
             Duration::ZERO,
         );
         assert_eq!(under, base);
+    }
+
+    #[test]
+    fn first_tokens_spread_their_first_renewal_between_half_way_and_the_normal_point() {
+        let l = Duration::from_secs(3600);
+        let rule = RenewBefore::Percentage(33);
+        assert_eq!(choose_jitter(false, rule, l, 0.0), 0.0);
+        assert!((choose_jitter(false, rule, l, 1.0) - 0.335).abs() < 1e-9);
+        assert!((choose_jitter(true, rule, l, 1.0) - 0.1).abs() < 1e-9);
+        // Renewal at the latest 67% into the lifetime, at the earliest 33.5%.
+        let issued = ts("2026-11-27T08:00:00Z");
+        let expires = ts("2026-11-27T09:00:00Z");
+        let earliest = renewal_time(
+            issued,
+            expires,
+            rule,
+            choose_jitter(false, rule, l, 1.0),
+            Duration::ZERO,
+        );
+        assert_eq!(earliest, ts("2026-11-27T08:20:06Z"));
+        // A rule that renews late leaves a wide window; one that renews early a narrow one,
+        // but never narrower than a renewal's.
+        let late = choose_jitter(
+            false,
+            RenewBefore::Duration(Duration::from_secs(60)),
+            l,
+            1.0,
+        );
+        assert!(late > 0.45 && late <= 0.5, "{late}");
+        let early = choose_jitter(false, RenewBefore::Percentage(90), l, 1.0);
+        assert!((early - 0.1).abs() < 1e-9, "{early}");
     }
 
     #[test]

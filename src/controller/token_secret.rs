@@ -51,7 +51,7 @@ pub struct IssuedToken {
     pub issued_at: Timestamp,
     /// When it expires.
     pub expires_at: Timestamp,
-    /// Fraction of the lifetime (0 to 0.1) by which renewal is brought forward.
+    /// Fraction of the lifetime (0 to 0.5) by which renewal is brought forward.
     pub renewal_jitter: f64,
     /// [`inputs_digest`] of the inputs it was issued for.
     pub inputs_digest: String,
@@ -177,7 +177,7 @@ pub fn inspect(secret: Option<&Secret>, uid: &str) -> TargetState {
                 .get(RENEWAL_JITTER)?
                 .parse::<f64>()
                 .ok()
-                .filter(|j| (0.0..=0.1).contains(j))?,
+                .filter(|j| (0.0..=super::schedule::MAX_JITTER).contains(j))?,
             inputs_digest: annotations.get(INPUTS_DIGEST)?.clone(),
             token_type,
             scopes: text(KEY_SCOPE)
