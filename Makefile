@@ -47,3 +47,16 @@ demo:
 	$(CARGO) build --release --locked -p pingone-testbed --bin pingone-demo
 	@bin=$$(bash tests/controlplane/build.sh) && \
 	  PINGONE_CONTROLPLANE_BIN=$$bin $${CARGO_TARGET_DIR:-target}/release/pingone-demo
+
+## The scale benchmark (issue 6, docs/performance.md): the release operator binary against the
+## local control plane and the PingOne stand-in, each figure against a floor measured in the same
+## run; prints one table (also written to target/bench-results.md). About 25 minutes; pass
+## flags with e.g. `make bench BENCH_ARGS=--quick` (see `pingone-bench --help`). Exits 2 when a
+## goal is missed.
+BENCH_ARGS ?=
+bench:
+	$(CARGO) build --release --locked --bin pingone-operator -p pingone-operator
+	$(CARGO) build --release --locked -p pingone-testbed --bin pingone-bench
+	@bin=$$(bash tests/controlplane/build.sh) && \
+	  PINGONE_CONTROLPLANE_BIN=$$bin $${CARGO_TARGET_DIR:-target}/release/pingone-bench \
+	    --markdown $${CARGO_TARGET_DIR:-target}/bench-results.md $(BENCH_ARGS)

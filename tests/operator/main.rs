@@ -2,6 +2,7 @@
 //! kube-controller-manager) and the PingOne stand-in. One control plane for the whole binary;
 //! each test has its own namespace, stand-in and operator instance.
 
+mod bench_small;
 mod conditions;
 mod faults;
 mod gitops;

@@ -1,0 +1,298 @@
+//! The floor: a plain client doing the operator's unavoidable work for a connection, and nothing
+//! else: one token request to the stand-in (reqwest + rustls, pooled connections, trusting the
+//! stand-in's CA), one server-side apply of the token Secret, one server-side apply of the
+//! status, at the operator's concurrency and under the same per-environment request cap. It is
+//! told about each connection in-process (no watch, no reads), so it is a lower bound.
+//!
+//! It runs on a Tokio runtime of its own whose threads are named `bench-floor`, so that its CPU
+//! time can be read from `/proc/self/task`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+
+use super::objects::{Created, connections};
+use super::operator::threads_cpu_seconds;
+use super::{AUTH_DOMAIN, ENV_ID};
+use crate::controlplane::client_from_kubeconfig;
+use crate::standin::StandIn;
+
+const THREAD_NAME: &str = "bench-floor";
+const MANAGER: &str = "pingone-bench-floor";
+
+/// The plain client.
+pub struct Floor {
+    rt: Option<Runtime>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    kube: Client,
+    http: reqwest::Client,
+    token_url: String,
+    concurrency: usize,
+    interval: Option<Duration>,
+    next_slot: Mutex<tokio::time::Instant>,
+}
+
+#[derive(Deserialize)]
+struct TokenJson {
+    access_token: String,
+    token_type: String,
+    expires_in: u64,
+}
+
+impl Floor {
+    /// A floor with its own runtime, Kubernetes client and HTTP client.
+    pub async fn new(
+        kubeconfig: &Path,
+        standin: &StandIn,
+        concurrency: usize,
+        max_requests_per_second: u32,
+    ) -> Result<Floor> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(THREAD_NAME)
+            .enable_all()
+            .build()?;
+        let tls = standin.client_tls_config()?;
+        let addr = standin.addr();
+        let kubeconfig = kubeconfig.to_path_buf();
+        // Clients are made on the floor's runtime, so their connections and tasks live there.
+        let inner = rt
+            .spawn(async move {
+                let kube = client_from_kubeconfig(&kubeconfig).await?;
+                let http = reqwest::Client::builder()
+                    .use_preconfigured_tls(tls)
+                    .resolve(AUTH_DOMAIN, addr)
+                    .no_proxy()
+                    .timeout(Duration::from_secs(15))
+                    .build()?;
+                Ok::<_, anyhow::Error>((kube, http))
+            })
+            .await??;
+        Ok(Floor {
+            rt: Some(rt),
+            inner: Arc::new(Inner {
+                kube: inner.0,
+                http: inner.1,
+                token_url: format!("https://{AUTH_DOMAIN}/{ENV_ID}/as/token"),
+                concurrency: concurrency.max(1),
+                interval: (max_requests_per_second > 0)
+                    .then(|| Duration::from_secs(1) / max_requests_per_second),
+                next_slot: Mutex::new(tokio::time::Instant::now()),
+            }),
+        })
+    }
+
+    fn rt(&self) -> &Runtime {
+        self.rt.as_ref().expect("runtime present until drop")
+    }
+
+    /// CPU seconds used by the floor's threads so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        threads_cpu_seconds(THREAD_NAME)
+    }
+
+    /// Serves every connection sent on `rx` until it closes, `concurrency` at a time. Returns
+    /// how many it served.
+    pub fn serve(
+        &self,
+        rx: mpsc::UnboundedReceiver<Created>,
+    ) -> tokio::task::JoinHandle<Result<usize>> {
+        let inner = self.inner.clone();
+        self.rt().spawn(async move {
+            let stream = tokio_stream_from(rx);
+            stream
+                .map(|c| {
+                    let inner = inner.clone();
+                    async move { inner.issue(&c).await }
+                })
+                .buffer_unordered(inner.concurrency)
+                .try_fold(0usize, |n, ()| async move { Ok(n + 1) })
+                .await
+        })
+    }
+
+    /// What a restarted controller must at least read: the connections of `ns`, then each one's
+    /// credentials and token Secret, at the floor's concurrency. Returns how long it took.
+    pub async fn restart_reads(&self, ns: &str) -> Result<Duration> {
+        let inner = self.inner.clone();
+        let ns = ns.to_string();
+        self.rt()
+            .spawn(async move {
+                let start = Instant::now();
+                let list = connections(&inner.kube, &ns)
+                    .list(&ListParams::default())
+                    .await?;
+                let secrets: Api<Secret> = Api::namespaced(inner.kube.clone(), &ns);
+                stream::iter(list.items)
+                    .map(|c| {
+                        let secrets = secrets.clone();
+                        async move {
+                            let name = c.name_any();
+                            let creds = format!("{name}-creds");
+                            let token = format!("{name}-token");
+                            tokio::try_join!(secrets.get_opt(&creds), secrets.get_opt(&token))?;
+                            Ok::<_, anyhow::Error>(())
+                        }
+                    })
+                    .buffer_unordered(inner.concurrency)
+                    .try_collect::<()>()
+                    .await?;
+                Ok(start.elapsed())
+            })
+            .await?
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// The floor's stand-in for the operator's inputs digest.
+pub fn floor_digest(client_id: &str, client_secret: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(client_id.as_bytes());
+    h.update([0]);
+    h.update(client_secret.as_bytes());
+    let d = h.finalize();
+    format!(
+        "sha256:{}",
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+impl Inner {
+    async fn acquire(&self) {
+        let Some(interval) = self.interval else {
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        let slot = {
+            let mut next = self.next_slot.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = (*next).max(now);
+            *next = slot + interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+
+    /// Token request, token Secret apply, status apply.
+    async fn issue(&self, c: &Created) -> Result<()> {
+        self.acquire().await;
+        let issued = jiff::Timestamp::now();
+        let token: TokenJson = self
+            .http
+            .post(&self.token_url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", c.client_id.as_str()),
+                ("client_secret", c.client_secret.as_str()),
+            ])
+            .send()
+            .await
+            .context("floor token request")?
+            .error_for_status()?
+            .json()
+            .await?;
+        let expires = issued + jiff::SignedDuration::from_secs(token.expires_in as i64);
+        let renew = issued + jiff::SignedDuration::from_secs((token.expires_in * 6 / 10) as i64);
+        let ts = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(c.token_secret()),
+                labels: Some(BTreeMap::from([
+                    (
+                        "app.kubernetes.io/managed-by".into(),
+                        "pingone-operator".into(),
+                    ),
+                    ("pingone.tokenops.dev/connection".into(), c.name.clone()),
+                ])),
+                annotations: Some(BTreeMap::from([
+                    (
+                        super::INPUTS_DIGEST.into(),
+                        floor_digest(&c.client_id, &c.client_secret),
+                    ),
+                    ("pingone.tokenops.dev/issued-at".into(), ts(issued)),
+                    ("pingone.tokenops.dev/expires-at".into(), ts(expires)),
+                    ("pingone.tokenops.dev/renew-at".into(), ts(renew)),
+                ])),
+                owner_references: Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        api_version: "pingone.tokenops.dev/v1alpha1".into(),
+                        kind: "PingOneConnection".into(),
+                        name: c.name.clone(),
+                        uid: c.uid.clone(),
+                        controller: Some(true),
+                        block_owner_deletion: Some(true),
+                    },
+                ]),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            string_data: Some(BTreeMap::from([
+                ("access_token".into(), token.access_token),
+                ("token_type".into(), token.token_type.clone()),
+                ("expires_at".into(), ts(expires)),
+            ])),
+            ..Default::default()
+        };
+        let pp = PatchParams::apply(MANAGER).force();
+        Api::<Secret>::namespaced(self.kube.clone(), &c.namespace)
+            .patch(&c.token_secret(), &pp, &Patch::Apply(&secret))
+            .await
+            .context("floor Secret apply")?;
+        let now = ts(jiff::Timestamp::now());
+        let cond = |type_: &str, status: &str, reason: &str, message: &str| {
+            serde_json::json!({
+                "type": type_, "status": status, "reason": reason, "message": message,
+                "observedGeneration": 1, "lastTransitionTime": now,
+            })
+        };
+        let status = serde_json::json!({
+            "apiVersion": "pingone.tokenops.dev/v1alpha1",
+            "kind": "PingOneConnection",
+            "status": {
+                "observedGeneration": 1,
+                "conditions": [
+                    cond("Ready", "True", "TokenIssued", &format!("Secret {} holds a token valid until {}", c.token_secret(), ts(expires))),
+                    cond("Reconciling", "False", "TokenIssued", "Nothing to do until renewal"),
+                    cond("Stalled", "False", "TokenIssued", "No problem"),
+                ],
+                "tokenSecretName": c.token_secret(),
+                "issuedAt": ts(issued),
+                "expiresAt": ts(expires),
+                "renewalTime": ts(renew),
+                "failedAttempts": 0,
+                "tokenType": token.token_type,
+            },
+        });
+        connections(&self.kube, &c.namespace)
+            .patch_status(&c.name, &pp, &Patch::Apply(&status))
+            .await
+            .context("floor status apply")?;
+        Ok(())
+    }
+}
