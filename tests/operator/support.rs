@@ -158,7 +158,6 @@ impl TestEnv {
         self.operator = Some((handle, tx));
     }
 
-    #[allow(dead_code)]
     pub async fn stop_operator(&mut self) {
         if let Some((handle, tx)) = self.operator.take() {
             let _ = tx.send(());
