@@ -3,6 +3,7 @@
 
 pub mod credentials;
 mod index;
+mod own_writes;
 pub mod plan;
 mod reconcile;
 pub mod rollout;
@@ -23,6 +24,7 @@ pub use watch::{ControllerConfig, run};
 
 use crate::metrics::Metrics;
 use crate::pingone::{SecretString, TokenClient};
+use own_writes::{OwnWrites, WrittenStatus};
 use plan::Failure;
 use schedule::Timing;
 
@@ -88,9 +90,15 @@ pub struct Context {
     unwritten: Mutex<HashMap<String, UnwrittenToken>>,
     /// Which connections a Secret matters to.
     pub index: SecretIndex,
-    /// resourceVersion of the last token Secret write per (namespace, name), to recognise the
-    /// watch event that echoes it.
-    own_writes: Mutex<HashMap<(String, String), String>>,
+    /// The latest token Secret write per (namespace, name), to recognise the watch event that
+    /// echoes it.
+    pub own_writes: OwnWrites,
+    /// A hash of the last status written per connection UID, with the resourceVersion the write
+    /// produced (a hash, not a copy: the store already holds the status).
+    pub written_status: WrittenStatus,
+    /// Jitter for first tokens and for renewals, each evenly spread over the tokens issued.
+    first_jitter: schedule::Spread,
+    renewal_jitter: schedule::Spread,
 }
 
 impl Context {
@@ -109,7 +117,19 @@ impl Context {
             failures: Mutex::default(),
             unwritten: Mutex::default(),
             index: SecretIndex::default(),
-            own_writes: Mutex::default(),
+            own_writes: OwnWrites::default(),
+            written_status: WrittenStatus::default(),
+            first_jitter: schedule::Spread::new(rand::random()),
+            renewal_jitter: schedule::Spread::new(rand::random()),
+        }
+    }
+
+    /// A unit in [0, 1) for the jitter of a new token (see [`schedule::choose_jitter`]).
+    fn jitter_unit(&self, renewal: bool) -> f64 {
+        if renewal {
+            self.renewal_jitter.next()
+        } else {
+            self.first_jitter.next()
         }
     }
 
@@ -143,41 +163,15 @@ impl Context {
             .insert(uid.to_string(), token);
     }
 
-    fn record_own_write(&self, namespace: &str, name: &str, resource_version: Option<String>) {
-        let mut writes = self.own_writes.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (namespace.to_string(), name.to_string());
-        match resource_version {
-            Some(rv) => writes.insert(key, rv),
-            None => writes.remove(&key),
-        };
-    }
-
-    /// True when Secret `namespace/name` at `resource_version` is exactly what the operator
-    /// last wrote.
-    pub fn is_own_write(
-        &self,
-        namespace: &str,
-        name: &str,
-        resource_version: Option<&str>,
-    ) -> bool {
-        let Some(rv) = resource_version else {
-            return false;
-        };
-        self.own_writes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(namespace.to_string(), name.to_string()))
-            .is_some_and(|own| own == rv)
-    }
-
     /// Forgets everything about a deleted connection.
     pub fn forget(&self, namespace: &str, name: &str, uid: Option<&str>) {
         if let Some(uid) = uid {
             self.set_failure(uid, None);
             self.take_unwritten(uid);
+            self.written_status.forget(uid);
         }
         for secret in self.index.remove(namespace, name) {
-            self.record_own_write(namespace, &secret, None);
+            self.own_writes.forget(namespace, &secret);
         }
         self.metrics.forget(namespace, name);
     }

@@ -144,8 +144,14 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
             .filter(|_| ready)
             .map(|t| t.as_second() as f64),
     );
-    if conn.status.as_ref() != Some(&new_status) {
-        write_status(&ctx, &conn, &namespace, new_status).await?;
+    if conn.status.as_ref() != Some(&new_status)
+        && !ctx
+            .written_status
+            .is_current(&uid, conn.resource_version().as_deref(), &new_status)
+    {
+        let resource_version = write_status(&ctx, &conn, &namespace, &new_status).await?;
+        ctx.written_status
+            .remember(&uid, resource_version, &new_status);
     }
 
     // Wake for what is due next, and at the latest when the token expires: Ready must turn
@@ -216,7 +222,8 @@ async fn act(
                         ),
                     ),
                     Plan::Keep { token, renew_at } => {
-                        repair_metadata(ctx, secrets, conn, target, &token, renew_at).await?;
+                        let changed_meanwhile =
+                            repair_metadata(ctx, secrets, conn, target, &token, renew_at).await?;
                         // A success after failures (e.g. someone else fixed the Secret) clears them.
                         if failure.as_ref().is_some_and(|f| f.inputs_digest != digest) {
                             ctx.set_failure(&uid, None);
@@ -229,7 +236,7 @@ async fn act(
                                 .as_ref()
                                 .filter(|f| f.inputs_digest == digest)
                                 .map(problem_of),
-                            next: Some(renew_at),
+                            next: Some(if changed_meanwhile { now } else { renew_at }),
                             request_failed: false,
                             issued: false,
                         }
@@ -368,7 +375,7 @@ async fn request(
                             need == Need::RenewalDue,
                             rule,
                             response.expires_in,
-                            rand::random::<f64>(),
+                            ctx.jitter_unit(need == Need::RenewalDue),
                         ),
                         inputs_digest: digest.to_string(),
                         token_type: response.token_type.clone(),
@@ -400,17 +407,20 @@ async fn request(
         renew_at,
         resource_version,
     );
-    if let Err(e) = apply_secret(ctx, secrets, &secret).await {
-        // Keep the token: the retry writes it instead of asking PingOne again.
-        ctx.put_unwritten(
-            &uid,
-            UnwrittenToken {
-                token,
-                access_token,
-            },
-        );
-        return Err(e);
-    }
+    let changed_meanwhile = match apply_secret(ctx, secrets, &secret).await {
+        Ok(changed) => changed,
+        Err(e) => {
+            // Keep the token: the retry writes it instead of asking PingOne again.
+            ctx.put_unwritten(
+                &uid,
+                UnwrittenToken {
+                    token,
+                    access_token,
+                },
+            );
+            return Err(e);
+        }
+    };
     ctx.set_failure(&uid, None);
     let (reason, verb) = match need {
         Need::RenewalDue => ("TokenRenewed", "Renewed"),
@@ -429,7 +439,7 @@ async fn request(
         token_current: true,
         renew_at: Some(renew_at),
         problem: None,
-        next: Some(renew_at),
+        next: Some(if changed_meanwhile { now } else { renew_at }),
         request_failed: false,
         issued: true,
     })
@@ -482,6 +492,7 @@ async fn failed(
 }
 
 /// Re-applies the Secret when its operator-set labels or annotations drifted, keeping the token.
+/// True when someone else changed the Secret during the write (see [`apply_secret`]).
 async fn repair_metadata(
     ctx: &Context,
     secrets: &Api<Secret>,
@@ -489,7 +500,7 @@ async fn repair_metadata(
     target: &TargetState,
     token: &IssuedToken,
     renew_at: Timestamp,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let TargetState::Owned {
         access_token: Some(access_token),
         labels,
@@ -498,12 +509,12 @@ async fn repair_metadata(
         ..
     } = target
     else {
-        return Ok(());
+        return Ok(false);
     };
     let want_labels = token_secret::desired_labels(conn);
     let want_annotations = token_secret::desired_annotations(conn, token, access_token, renew_at);
     if !token_secret::metadata_drifted(labels, annotations, &want_labels, &want_annotations) {
-        return Ok(());
+        return Ok(false);
     }
     info!("restoring the token Secret's labels and annotations");
     let secret = token_secret::build(
@@ -516,26 +527,44 @@ async fn repair_metadata(
     apply_secret(ctx, secrets, &secret).await
 }
 
-async fn apply_secret(ctx: &Context, secrets: &Api<Secret>, secret: &Secret) -> Result<(), Error> {
+/// Writes the token Secret. True when someone else changed it while the write was in flight
+/// (their watch event was taken for the echo of this write): the caller reconciles again soon.
+async fn apply_secret(
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    secret: &Secret,
+) -> Result<bool, Error> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    let namespace = secret.namespace().unwrap_or_default();
+    let name = secret.name_any();
     ctx.metrics.write("secret");
-    let written = secrets
-        .patch(&secret.name_any(), &params, &Patch::Apply(secret))
-        .await?;
-    ctx.record_own_write(
-        &written.namespace().unwrap_or_default(),
-        &written.name_any(),
-        written.resource_version(),
+    // Registered before the write: its watch event can arrive before the response does.
+    ctx.own_writes.begin(
+        &namespace,
+        &name,
+        secret
+            .annotations()
+            .get(token_secret::TOKEN_DIGEST)
+            .map(String::as_str),
     );
-    Ok(())
+    match secrets.patch(&name, &params, &Patch::Apply(secret)).await {
+        Ok(written) => Ok(ctx
+            .own_writes
+            .end(&namespace, &name, written.resource_version())),
+        Err(e) => {
+            ctx.own_writes.end(&namespace, &name, None);
+            Err(e.into())
+        }
+    }
 }
 
+/// Writes the status; returns the resourceVersion the write produced.
 async fn write_status(
     ctx: &Context,
     conn: &PingOneConnection,
     namespace: &str,
-    status: PingOneConnectionStatus,
-) -> Result<(), Error> {
+    status: &PingOneConnectionStatus,
+) -> Result<Option<String>, Error> {
     let api: Api<PingOneConnection> = Api::namespaced(ctx.client.clone(), namespace);
     let patch = serde_json::json!({
         "apiVersion": PingOneConnection::api_version(&()),
@@ -543,13 +572,14 @@ async fn write_status(
         "status": status,
     });
     ctx.metrics.write("status");
-    api.patch_status(
-        &conn.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    let written = api
+        .patch_status(
+            &conn.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(written.resource_version())
 }
 
 pub(super) async fn publish(

@@ -21,7 +21,7 @@ use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{debug, info, warn};
 
-use super::token_secret::CONNECTION_LABEL;
+use super::token_secret::{self, CONNECTION_LABEL};
 use super::{Context, Error, reconcile};
 use crate::api::PingOneConnection;
 
@@ -86,9 +86,11 @@ pub async fn run(
 
     let secrets = secret_triggers(&client, &config.namespaces, ctx.clone(), reader.clone());
 
+    // The debounce folds the events of one change (a Secret written by kubectl apply, then its
+    // annotations) into one reconcile; 20 ms is enough for that and keeps apply → Ready short.
     let controller_config = kube::runtime::controller::Config::default()
         .concurrency(config.concurrency)
-        .debounce(Duration::from_millis(200));
+        .debounce(Duration::from_millis(20));
 
     info!(namespaces = ?config.namespaces, "controller starting");
     Controller::for_stream(connections, reader)
@@ -149,9 +151,13 @@ fn connections_for(
     // The echo of the operator's own write of a token Secret needs no reconcile (a deletion
     // always does).
     if !deleted
-        && ctx.is_own_write(
+        && ctx.own_writes.is_echo(
             &namespace,
             &secret.name_any(),
+            secret
+                .annotations()
+                .get(token_secret::TOKEN_DIGEST)
+                .map(String::as_str),
             secret.resource_version().as_deref(),
         )
     {
