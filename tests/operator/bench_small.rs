@@ -3,10 +3,11 @@
 //! what the benchmark counts, never how long anything took, so it runs in `make test` and
 //! cannot rot:
 //!
-//! - one token request, one Secret write and one status write per new connection;
+//! - one token request, one Secret write, one status write and one reconcile per new
+//!   connection;
 //! - over an idle window: no token request, no write, no reconcile (no reconcile loop);
-//! - one rotation round of short-lived tokens: one token request and exactly two writes (Secret
-//!   and status) per rotation, none between.
+//! - one rotation round of short-lived tokens: one token request, one reconcile and exactly two
+//!   writes (Secret and status) per rotation, none between.
 //!
 //! Tokens live 60 s and `--min-renewal-interval=45s` holds every renewal to 45 s after issue,
 //! so the idle window (right after all are Ready) ends long before the first renewal and the
@@ -158,8 +159,13 @@ async fn fifty_connections_one_token_and_two_writes_each_nothing_while_idle_two_
         "one token request, one Secret write and one status write per connection: {created:?}"
     );
 
-    // Trailing reconciles of the creation (e.g. the echo of a write) end within a second.
+    // One reconcile per new connection: the watch events of the operator's own writes (the
+    // token Secret, the status) trigger none.
     let created = quiet(&op).await;
+    assert_eq!(
+        created.reconciles, n,
+        "one reconcile per new connection: {created:?}"
+    );
 
     // Idle: the next renewal is 45 s after issue; nothing may happen before.
     tokio::time::sleep(IDLE).await;
@@ -203,6 +209,11 @@ async fn fifty_connections_one_token_and_two_writes_each_nothing_while_idle_two_
         ),
         (rotations, rotations),
         "exactly one Secret write and one status write per rotation: {rotated:?}"
+    );
+    assert_eq!(
+        rotated.reconciles - created.reconciles,
+        rotations,
+        "one reconcile per rotation (the echo of the Secret write triggers none): {rotated:?}"
     );
     let mut per_client = std::collections::BTreeMap::<String, usize>::new();
     for r in env.standin.requests() {
