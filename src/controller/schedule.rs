@@ -1,4 +1,5 @@
-//! When to renew a token and when to retry after a failure. Pure functions of time.
+//! When to renew a token and when to retry after a failure: pure functions of time, and
+//! [`Spread`], the source of evenly spread jitter.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -136,7 +137,7 @@ impl Spread {
 
     /// The next point, in [0, 1).
     pub fn next(&self) -> f64 {
-        // Bounded so the product keeps its fractional precision (about 1e-7 at 2^32 steps).
+        // Bounded so the product keeps its fractional precision (better than 1e-6 at 2^32 steps).
         let n = self.next.fetch_add(1, Ordering::Relaxed) % (1 << 32);
         let x = (self.start + n as f64 * GOLDEN_STEP).fract();
         if x < 1.0 { x } else { 0.0 }
