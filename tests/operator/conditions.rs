@@ -13,13 +13,7 @@ use crate::support::*;
 /// message containing `needle`.
 async fn expect_stalled(env: &TestEnv, name: &str, reason: &str, needle: &str) {
     let conn = env
-        .wait_condition(
-            name,
-            "Stalled",
-            "True",
-            Some(reason),
-            Duration::from_secs(30),
-        )
+        .wait_stalled(name, reason, Duration::from_secs(30))
         .await;
     let ready = TestEnv::condition(&conn, "Ready");
     assert_eq!(ready.status, "False", "{name}");
@@ -152,14 +146,8 @@ async fn kubectl_wait_succeeds_for_a_good_connection_and_times_out_for_a_bad_one
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
 
-    env.wait_condition(
-        "bad",
-        "Stalled",
-        "True",
-        Some("InvalidClient"),
-        Duration::from_secs(30),
-    )
-    .await;
+    env.wait_stalled("bad", "InvalidClient", Duration::from_secs(30))
+        .await;
     let mut bad = kubectl("bad", "3s");
     let out = tokio::task::spawn_blocking(move || bad.output().unwrap())
         .await
@@ -188,13 +176,7 @@ async fn revoked_credentials_keep_ready_until_the_token_expires_then_not() {
             "rotated-elsewhere",
         ));
     let conn = env
-        .wait_condition(
-            "c",
-            "Stalled",
-            "True",
-            Some("InvalidClient"),
-            Duration::from_secs(30),
-        )
+        .wait_stalled("c", "InvalidClient", Duration::from_secs(30))
         .await;
     // The renewal failed, but the token in the Secret is still good.
     assert_eq!(TestEnv::condition(&conn, "Ready").status, "True");

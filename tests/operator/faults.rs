@@ -30,13 +30,7 @@ async fn renewal_survives(prefix: &str, fault: Fault, reason: &str) {
 
     env.standin.set_persistent_fault(Some(fault.clone()));
     let conn = env
-        .wait_condition(
-            "c",
-            "Reconciling",
-            "True",
-            Some(reason),
-            Duration::from_secs(40),
-        )
+        .wait_reconciling("c", reason, Duration::from_secs(40))
         .await;
     // The failed renewal changed nothing that consumers read.
     assert_eq!(
@@ -167,13 +161,7 @@ async fn a_redirect_is_not_followed() {
     env.start_operator();
     env.create_connection("c", json!({})).await;
     let conn = env
-        .wait_condition(
-            "c",
-            "Reconciling",
-            "True",
-            Some("TokenEndpointError"),
-            Duration::from_secs(20),
-        )
+        .wait_reconciling("c", "TokenEndpointError", Duration::from_secs(20))
         .await;
     assert!(
         TestEnv::condition(&conn, "Reconciling")
@@ -197,13 +185,7 @@ async fn rate_limiting_waits_exactly_for_retry_after() {
     env.start_operator();
     env.create_connection("c", json!({})).await;
     let conn = env
-        .wait_condition(
-            "c",
-            "Reconciling",
-            "True",
-            Some("RateLimited"),
-            Duration::from_secs(20),
-        )
+        .wait_reconciling("c", "RateLimited", Duration::from_secs(20))
         .await;
     assert_eq!(TestEnv::condition(&conn, "Ready").status, "False");
     env.wait_ready("c").await;
@@ -236,13 +218,7 @@ async fn rejected_requests_stall_without_retries_until_something_changes() {
     env.start_operator();
     env.create_connection("c", json!({})).await;
     let conn = env
-        .wait_condition(
-            "c",
-            "Stalled",
-            "True",
-            Some("UnauthorizedClient"),
-            Duration::from_secs(20),
-        )
+        .wait_stalled("c", "UnauthorizedClient", Duration::from_secs(20))
         .await;
     assert!(TestEnv::condition(&conn, "Stalled").message.contains("400"));
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -277,13 +253,7 @@ async fn a_refused_connection_is_retried_with_backoff() {
     env.start_operator_custom(tokens, test_timing());
     env.create_connection("c", json!({})).await;
     let conn = env
-        .wait_condition(
-            "c",
-            "Reconciling",
-            "True",
-            Some("TokenEndpointUnavailable"),
-            Duration::from_secs(20),
-        )
+        .wait_reconciling("c", "TokenEndpointUnavailable", Duration::from_secs(20))
         .await;
     let message = &TestEnv::condition(&conn, "Reconciling").message;
     assert!(message.contains("auth.pingone.eu"), "{message}");
@@ -308,13 +278,7 @@ async fn a_certificate_from_an_unknown_ca_is_refused() {
     env.start_operator_custom(tokens, test_timing());
     env.create_connection("c", json!({})).await;
     let conn = env
-        .wait_condition(
-            "c",
-            "Reconciling",
-            "True",
-            Some("TokenEndpointUnavailable"),
-            Duration::from_secs(20),
-        )
+        .wait_reconciling("c", "TokenEndpointUnavailable", Duration::from_secs(20))
         .await;
     let message = TestEnv::condition(&conn, "Reconciling")
         .message
@@ -352,13 +316,7 @@ async fn credentials_are_never_sent_to_a_host_outside_the_allow_list() {
     env.create_connection("c", json!({"authDomain": "login.attacker.example"}))
         .await;
     let conn = env
-        .wait_condition(
-            "c",
-            "Stalled",
-            "True",
-            Some("AuthDomainNotAllowed"),
-            Duration::from_secs(20),
-        )
+        .wait_stalled("c", "AuthDomainNotAllowed", Duration::from_secs(20))
         .await;
     assert!(
         TestEnv::condition(&conn, "Ready")

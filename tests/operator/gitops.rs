@@ -1162,23 +1162,15 @@ async fn connection_states(prefix: &str) -> States {
         json!({"credentialsSecretRef": {"name": "no-such-secret"}}),
     )
     .await;
-    env.wait_condition(
-        "stalled",
-        "Stalled",
-        "True",
-        Some("CredentialsNotFound"),
-        Duration::from_secs(30),
-    )
-    .await;
+    env.wait_stalled("stalled", "CredentialsNotFound", Duration::from_secs(30))
+        .await;
     let stalled = live(&env, "stalled").await;
 
     env.standin.set_persistent_fault(Some(Fault::status(503)));
     env.create_connection("retrying", json!({})).await;
-    env.wait_condition(
+    env.wait_reconciling(
         "retrying",
-        "Reconciling",
-        "True",
-        Some("TokenEndpointUnavailable"),
+        "TokenEndpointUnavailable",
         Duration::from_secs(30),
     )
     .await;

@@ -67,13 +67,7 @@ async fn a_connection_cannot_reach_a_secret_in_another_namespace() {
     );
     env.start_operator();
     let conn = env
-        .wait_condition(
-            "x",
-            "Stalled",
-            "True",
-            Some("CredentialsNotFound"),
-            Duration::from_secs(30),
-        )
+        .wait_stalled("x", "CredentialsNotFound", Duration::from_secs(30))
         .await;
     let message = &TestEnv::condition(&conn, "Ready").message;
     assert!(
@@ -121,13 +115,7 @@ async fn credential_values_the_schema_cannot_check_get_a_clear_condition() {
     env.start_operator();
     for (name, _, problem) in &cases {
         let conn = env
-            .wait_condition(
-                name,
-                "Stalled",
-                "True",
-                Some("CredentialsInvalid"),
-                Duration::from_secs(30),
-            )
+            .wait_stalled(name, "CredentialsInvalid", Duration::from_secs(30))
             .await;
         let message = &TestEnv::condition(&conn, "Ready").message;
         assert!(
@@ -194,14 +182,8 @@ async fn no_secret_or_token_appears_in_logs_events_or_status() {
         ("domain", "AuthDomainNotAllowed"),
         ("half", "CredentialsKeyMissing"),
     ] {
-        env.wait_condition(
-            name,
-            "Stalled",
-            "True",
-            Some(reason),
-            Duration::from_secs(30),
-        )
-        .await;
+        env.wait_stalled(name, reason, Duration::from_secs(30))
+            .await;
     }
     // Rotation of the secret, and a tampered token Secret.
     env.standin

@@ -381,13 +381,7 @@ async fn a_secret_owned_by_someone_else_is_never_overwritten() {
     env.start_operator();
     env.create_connection("taken", json!({})).await;
     let conn = env
-        .wait_condition(
-            "taken",
-            "Stalled",
-            "True",
-            Some("TargetSecretConflict"),
-            Duration::from_secs(30),
-        )
+        .wait_stalled("taken", "TargetSecretConflict", Duration::from_secs(30))
         .await;
     let ready = TestEnv::condition(&conn, "Ready");
     assert_eq!(

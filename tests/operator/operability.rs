@@ -34,14 +34,8 @@ async fn metrics_report_expiry_renewal_readiness_requests_and_errors() {
     env.create_connection("bad", json!({"credentialsSecretRef": {"name": "bad"}}))
         .await;
     let good = env.wait_ready("good").await;
-    env.wait_condition(
-        "bad",
-        "Stalled",
-        "True",
-        Some("InvalidClient"),
-        Duration::from_secs(30),
-    )
-    .await;
+    env.wait_stalled("bad", "InvalidClient", Duration::from_secs(30))
+        .await;
 
     let text = eventually(
         Duration::from_secs(10),
@@ -296,22 +290,10 @@ async fn logs_carry_one_span_per_reconcile_and_each_failure_once() {
         .await;
     env.create_connection("missing", json!({"credentialsSecretRef": {"name": "nope"}}))
         .await;
-    env.wait_condition(
-        "bad",
-        "Stalled",
-        "True",
-        Some("InvalidClient"),
-        Duration::from_secs(30),
-    )
-    .await;
-    env.wait_condition(
-        "missing",
-        "Stalled",
-        "True",
-        Some("CredentialsNotFound"),
-        Duration::from_secs(30),
-    )
-    .await;
+    env.wait_stalled("bad", "InvalidClient", Duration::from_secs(30))
+        .await;
+    env.wait_stalled("missing", "CredentialsNotFound", Duration::from_secs(30))
+        .await;
     // Let a few more reconciles happen (status writes, Secret events).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let lines: Vec<serde_json::Value> = operator

@@ -261,6 +261,28 @@ impl TestEnv {
         .await
     }
 
+    /// Waits until `name` is Stalled=True with `reason`.
+    pub async fn wait_stalled(
+        &self,
+        name: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> PingOneConnection {
+        self.wait_condition(name, "Stalled", "True", Some(reason), timeout)
+            .await
+    }
+
+    /// Waits until `name` is Reconciling=True with `reason`.
+    pub async fn wait_reconciling(
+        &self,
+        name: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> PingOneConnection {
+        self.wait_condition(name, "Reconciling", "True", Some(reason), timeout)
+            .await
+    }
+
     pub async fn wait_ready(&self, name: &str) -> PingOneConnection {
         self.wait_condition(name, "Ready", "True", None, Duration::from_secs(30))
             .await
