@@ -75,6 +75,7 @@ pub fn token_client(args: &RunArgs) -> Result<TokenClient, StartError> {
         host_overrides: args.host_overrides.clone(),
         request_timeout: args.request_timeout,
         max_requests_per_second: args.max_requests_per_second,
+        environment_max_requests_per_second: args.environment_max_requests_per_second.clone(),
         ..TokenClientConfig::default()
     })?)
 }

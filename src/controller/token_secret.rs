@@ -69,7 +69,10 @@ pub enum TargetState {
     /// No Secret of that name.
     Absent,
     /// A Secret that this connection does not own: the operator must leave it alone.
-    Foreign,
+    Foreign {
+        /// Who owns it, for the message: `Kind/name` of its owner, or what created it.
+        owner: String,
+    },
     /// A Secret owned by this connection.
     Owned {
         /// The token in it, or None when its data or annotations are missing or were edited.
@@ -143,13 +146,43 @@ pub fn is_owned_by(secret: &Secret, uid: &str) -> bool {
         .any(|o| o.uid == uid && o.controller == Some(true))
 }
 
+/// Who owns `secret`, in words: `Kind/name` of its controller (or first) owner reference, or,
+/// without one, the field manager that created it.
+pub fn owner_of(secret: &Secret) -> String {
+    let refs = secret
+        .metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default();
+    if let Some(o) = refs
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .or_else(|| refs.first())
+    {
+        return format!("{}/{}", o.kind, o.name);
+    }
+    let creator = secret
+        .metadata
+        .managed_fields
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find_map(|m| m.manager.clone());
+    match creator {
+        Some(manager) => format!("no owner (created by {manager})"),
+        None => "no owner".to_string(),
+    }
+}
+
 /// Reads what an existing Secret holds for the connection with UID `uid`.
 pub fn inspect(secret: Option<&Secret>, uid: &str) -> TargetState {
     let Some(secret) = secret else {
         return TargetState::Absent;
     };
     if !is_owned_by(secret, uid) {
-        return TargetState::Foreign;
+        return TargetState::Foreign {
+            owner: owner_of(secret),
+        };
     }
     let annotations = secret.annotations().clone();
     let data = secret.data.as_ref();
@@ -398,10 +431,20 @@ mod tests {
     #[test]
     fn secrets_of_others_are_foreign() {
         let s = build(&conn(), &token(), "x", token().expires_at, None);
-        assert_eq!(inspect(Some(&s), "another-uid"), TargetState::Foreign);
+        assert_eq!(
+            inspect(Some(&s), "another-uid"),
+            TargetState::Foreign {
+                owner: "PingOneConnection/billing".into()
+            }
+        );
         let mut unowned = s.clone();
         unowned.metadata.owner_references = None;
-        assert_eq!(inspect(Some(&unowned), "uid-1"), TargetState::Foreign);
+        assert_eq!(
+            inspect(Some(&unowned), "uid-1"),
+            TargetState::Foreign {
+                owner: "no owner".into()
+            }
+        );
         assert_eq!(inspect(None, "uid-1"), TargetState::Absent);
     }
 

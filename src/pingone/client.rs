@@ -120,6 +120,9 @@ pub struct TokenClientConfig {
     /// At most this many token requests per second per auth domain and environment (0: no
     /// limit); requests beyond it wait their turn.
     pub max_requests_per_second: u32,
+    /// Environments (by id) with a request rate of their own, overriding
+    /// `max_requests_per_second`.
+    pub environment_max_requests_per_second: Vec<(String, u32)>,
 }
 
 impl Default for TokenClientConfig {
@@ -133,6 +136,7 @@ impl Default for TokenClientConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             user_agent: DEFAULT_USER_AGENT.to_owned(),
             max_requests_per_second: DEFAULT_MAX_REQUESTS_PER_SECOND,
+            environment_max_requests_per_second: Vec::new(),
         }
     }
 }
@@ -208,7 +212,10 @@ impl TokenClient {
             http,
             policy: Arc::new(policy),
             max_body_bytes: config.max_body_bytes,
-            limiter: Arc::new(RateLimiter::new(config.max_requests_per_second)),
+            limiter: Arc::new(RateLimiter::new(
+                config.max_requests_per_second,
+                &config.environment_max_requests_per_second,
+            )),
         })
     }
 
@@ -222,25 +229,74 @@ impl TokenClient {
         self.request_token_timed(req).await.0
     }
 
-    /// Requests a token and also returns how long the attempt took (for the request duration
-    /// metric, which should count failures too).
-    ///
-    /// The domain is checked against the policy before anything else; a refused or malformed
-    /// domain returns at once with no I/O. Callers computing an expiry time should count
-    /// `expires_in` from the moment they called this (`now - elapsed` afterwards), which errs on
-    /// the early side.
+    /// Reserves a slot of the request budget of the request's auth domain and environment (see
+    /// [`RateLimiter`]): when the request may be sent. `None` when the domain is refused or
+    /// malformed: nothing will be sent, so no slot is needed.
+    pub fn reserve_slot(
+        &self,
+        auth_domain: &str,
+        environment_id: &str,
+        now: tokio::time::Instant,
+    ) -> Option<tokio::time::Instant> {
+        let domain = self.policy.allowed(auth_domain).ok()?;
+        Some(self.limiter.reserve(&domain, environment_id, now))
+    }
+
+    /// True when a slot from [`TokenClient::reserve_slot`] is still good (no 429 paused the
+    /// budget past it since).
+    pub fn slot_still_valid(
+        &self,
+        auth_domain: &str,
+        environment_id: &str,
+        slot: tokio::time::Instant,
+    ) -> bool {
+        match self.policy.allowed(auth_domain) {
+            Ok(domain) => self.limiter.still_valid(&domain, environment_id, slot),
+            Err(_) => true,
+        }
+    }
+
+    /// Requests a token, waiting for the request budget first, and also returns how long the
+    /// attempt took (for the request duration metric, which should count failures too; queued
+    /// time is not counted).
     pub async fn request_token_timed(
         &self,
         req: &TokenRequest<'_>,
     ) -> (Result<TokenResponse, TokenError>, Duration) {
-        let mut started = Instant::now();
+        if let Ok(domain) = self.policy.allowed(req.auth_domain) {
+            self.limiter.acquire(&domain, req.environment_id).await;
+        }
+        self.request_admitted_timed(req).await
+    }
+
+    /// Requests a token now: the caller already holds a slot of the budget
+    /// ([`TokenClient::reserve_slot`]). Returns how long the attempt took.
+    ///
+    /// The domain is checked against the policy before anything else; a refused or malformed
+    /// domain returns at once with no I/O. A 429 with `Retry-After` pauses the budget of the
+    /// whole environment. Callers computing an expiry time should count `expires_in` from the
+    /// moment they called this, which errs on the early side.
+    pub async fn request_admitted_timed(
+        &self,
+        req: &TokenRequest<'_>,
+    ) -> (Result<TokenResponse, TokenError>, Duration) {
+        let started = Instant::now();
         let (result, status) = match self.policy.allowed(req.auth_domain) {
             Ok(domain) => match token_url_normalised(&domain, req.environment_id) {
                 Ok(url) => {
-                    // Queued time is not request time: the duration metric measures PingOne.
-                    self.limiter.acquire(&domain, req.environment_id).await;
-                    started = Instant::now();
-                    self.send(&domain, url, req).await
+                    let answer = self.send(&domain, url, req).await;
+                    if let Err(TokenError::RateLimited {
+                        retry_after: Some(wait),
+                        ..
+                    }) = &answer.0
+                    {
+                        self.limiter.pause(
+                            &domain,
+                            req.environment_id,
+                            tokio::time::Instant::now() + *wait,
+                        );
+                    }
+                    answer
                 }
                 Err(error) => (Err(error), None),
             },

@@ -181,16 +181,17 @@ async fn revoked_credentials_keep_ready_until_the_token_expires_then_not() {
     // The renewal failed, but the token in the Secret is still good.
     assert_eq!(TestEnv::condition(&conn, "Ready").status, "True");
     assert!(jiff::Timestamp::now() < expires);
-    // When it expires, Ready turns False on its own.
+    // When it expires, Ready turns False on its own, saying so; the cause stays in Stalled.
     let conn = env
         .wait_condition(
             "c",
             "Ready",
             "False",
-            Some("InvalidClient"),
+            Some("TokenExpired"),
             Duration::from_secs(25),
         )
         .await;
+    assert_eq!(TestEnv::condition(&conn, "Stalled").reason, "InvalidClient");
     let flipped = TestEnv::condition(&conn, "Ready").last_transition_time.0;
     let late = flipped.duration_since(expires).as_secs_f64();
     assert!(
