@@ -95,6 +95,9 @@ pub struct Metrics {
     pub kubernetes_errors: Family<ReasonLabels, Counter>,
     /// Connections the operator holds state for.
     pub connections: Gauge,
+    /// Reconciles that found their environment's request budget taken and were requeued at
+    /// their slot.
+    pub throttled: Counter,
     /// Rolling restarts of workloads after rotations.
     pub rollout_restarts: Family<RolloutLabels, Counter>,
     /// Results and reasons seen per connection, so that `forget` can remove their series.
@@ -125,6 +128,7 @@ impl Metrics {
             reconciles: Counter::default(),
             kubernetes_errors: Family::default(),
             connections: Gauge::default(),
+            throttled: Counter::default(),
             rollout_restarts: Family::default(),
             seen: Mutex::default(),
         };
@@ -168,6 +172,11 @@ impl Metrics {
             "kubernetes_errors",
             "Failed Kubernetes API calls of reconciles, by condition reason",
             m.kubernetes_errors.clone(),
+        );
+        registry.register(
+            "throttled_reconciles",
+            "Reconciles requeued at their slot of the environment's request budget",
+            m.throttled.clone(),
         );
         registry.register(
             "connections",

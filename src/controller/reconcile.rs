@@ -37,6 +37,8 @@ use crate::pingone::{AuthMethod, TokenRequest};
 /// A reserved request slot this close is taken as due (the scheduler's timers have millisecond
 /// resolution).
 const SLOT_TOLERANCE: Duration = Duration::from_millis(2);
+/// A wait for the request budget up to this long writes no status of its own.
+const SHORT_THROTTLE: Duration = Duration::from_secs(5);
 
 /// Now, truncated to whole seconds: everything the operator stores has second precision, so
 /// comparing a computed status with the stored one is exact.
@@ -242,7 +244,6 @@ impl Reconcile<'_> {
     /// Turns the outcome into status, Events, metrics and the requeue.
     async fn finish(&self, outcome: Outcome) -> Result<Action, Error> {
         let ctx = self.ctx;
-        self.clear_kube_failure();
         let now = self.now;
         let (token, token_current, renew_at, problem, mut next) = match &outcome {
             Outcome::Kept {
@@ -361,9 +362,18 @@ impl Reconcile<'_> {
             token.as_ref().map(|t| t.expires_at.as_second() as f64),
             renew_at.filter(|_| ready).map(|t| t.as_second() as f64),
         );
+        if let Outcome::Throttled { wait, .. } = outcome {
+            ctx.metrics.throttled.inc();
+            // A short wait for the request budget is not worth a status write of its own: the
+            // token's status follows within seconds. A long one (a big burst) is shown.
+            if wait <= SHORT_THROTTLE {
+                return Ok(Action::requeue(wait));
+            }
+        }
         if let Err(e) = self.write_status(&new_status).await {
             return Ok(self.kube_failed(e).await);
         }
+        self.clear_kube_failure();
 
         if let Outcome::Throttled { wait, .. } = outcome {
             return Ok(Action::requeue(wait));
@@ -787,6 +797,7 @@ impl Reconcile<'_> {
             .unwrap_or((1, true));
         ctx.metrics
             .kubernetes_error(&self.namespace, &self.name, e.reason);
+        ctx.metrics.error(&self.namespace, &self.name, e.reason);
         let wait = if e.reason == REASON_KUBERNETES_CONFLICT {
             // Lost a race: look again soon with fresh state.
             schedule::backoff(1, &ctx.timing, rand::random())
