@@ -139,7 +139,8 @@ async fn metrics_report_expiry_renewal_readiness_requests_and_errors() {
 #[tokio::test(flavor = "multi_thread")]
 async fn events_report_issue_renewal_and_failures_and_repeats_aggregate() {
     let mut env = TestEnv::new("events").await;
-    env.standin.set_token_lifetime(Duration::from_secs(20));
+    // The first renewal comes 1.7-6.7 s after issue.
+    env.standin.set_token_lifetime(Duration::from_secs(10));
     env.start_operator();
     env.create_connection("c", json!({})).await;
     env.wait_ready("c").await;
