@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use pingone_operator::api::{CredentialsSecretRef, parse_go_duration};
 use pingone_operator::controller::credentials;
 use pingone_operator::pingone::{
-    MAX_EXPIRES_IN, MIN_EXPIRES_IN, classify_error_response, parse_retry_after,
+    ExposeSecret, MAX_EXPIRES_IN, MIN_EXPIRES_IN, classify_error_response, parse_retry_after,
     parse_token_response,
 };
 use proptest::prelude::*;
@@ -65,7 +65,7 @@ proptest! {
         }
         let body = serde_json::to_vec(&Value::Object(obj)).unwrap();
         if let Ok(t) = parse_token_response(&body) {
-            prop_assert!(!t.access_token.expose().is_empty());
+            prop_assert!(!t.access_token.expose_secret().is_empty());
             prop_assert!(t.token_type.eq_ignore_ascii_case("bearer"));
             prop_assert!(t.expires_in >= MIN_EXPIRES_IN && t.expires_in <= MAX_EXPIRES_IN);
         }

@@ -2,6 +2,7 @@
 //! asks the pure modules what to do, does it, and reports it in status, Events and metrics.
 
 pub mod credentials;
+pub mod digest_key;
 mod index;
 mod own_writes;
 pub mod plan;
@@ -99,11 +100,19 @@ pub struct Context {
     /// Jitter for first tokens and for renewals, each evenly spread over the tokens issued.
     first_jitter: schedule::Spread,
     renewal_jitter: schedule::Spread,
+    /// Key of the inputs digest in token Secrets.
+    pub digest_key: digest_key::DigestKey,
 }
 
 impl Context {
-    /// A context with the given clients and policy.
-    pub fn new(client: Client, tokens: TokenClient, metrics: Arc<Metrics>, timing: Timing) -> Self {
+    /// A context with the given clients, policy and inputs digest key.
+    pub fn new(
+        client: Client,
+        tokens: TokenClient,
+        metrics: Arc<Metrics>,
+        timing: Timing,
+        digest_key: digest_key::DigestKey,
+    ) -> Self {
         let reporter = Reporter {
             controller: "pingone-operator".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -121,6 +130,7 @@ impl Context {
             written_status: WrittenStatus::default(),
             first_jitter: schedule::Spread::new(rand::random()),
             renewal_jitter: schedule::Spread::new(rand::random()),
+            digest_key,
         }
     }
 

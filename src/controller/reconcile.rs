@@ -197,6 +197,7 @@ async fn act(
             (_, Err(e)) => blocked(target, e.reason(), e.to_string()),
             (Ok(rule), Ok(creds)) => {
                 let digest = token_secret::inputs_digest(
+                    &ctx.digest_key,
                     &spec.auth_domain,
                     &spec.environment_id,
                     &creds.client_id,
@@ -400,13 +401,7 @@ async fn request(
         } => resource_version.clone(),
         _ => None,
     };
-    let secret = token_secret::build(
-        conn,
-        &token,
-        access_token.expose(),
-        renew_at,
-        resource_version,
-    );
+    let secret = token_secret::build(conn, &token, &access_token, renew_at, resource_version);
     let changed_meanwhile = match apply_secret(ctx, secrets, &secret).await {
         Ok(changed) => changed,
         Err(e) => {

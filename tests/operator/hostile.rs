@@ -281,6 +281,7 @@ async fn with_namespaced_rbac_the_operator_works_in_its_namespaces_and_reads_not
     for f in [
         "base/serviceaccount.yaml",
         "base/leader-election-role.yaml",
+        "base/digest-key-role.yaml",
         "namespaced/role.yaml",
     ] {
         docs.push_str(&rewrite(
@@ -338,6 +339,29 @@ async fn with_namespaced_rbac_the_operator_works_in_its_namespaces_and_reads_not
         all.list(&ListParams::default()).await.is_err(),
         "cluster-wide Secret list allowed"
     );
+    // In its own namespace it created its digest key Secret and may read that one only.
+    let own: Api<Secret> = Api::namespaced(as_operator.clone(), &operator_ns);
+    let key = own
+        .get("pingone-operator-digest-key")
+        .await
+        .expect("the digest key Secret, readable by the operator");
+    assert_eq!(key.data.as_ref().unwrap()["key"].0.len(), 32);
+    assert_eq!(
+        key.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
+        "pingone-operator"
+    );
+    let err = own.list(&ListParams::default()).await.unwrap_err();
+    assert!(err.to_string().contains("forbidden"), "{err}");
+    let admin_secrets: Api<Secret> = Api::namespaced(env.client.clone(), &operator_ns);
+    admin_secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "other"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let err = own.get("other").await.unwrap_err();
+    assert!(err.to_string().contains("forbidden"), "{err}");
     let sa = format!("--as=system:serviceaccount:{operator_ns}:pingone-operator");
     let mut cmd = env.cp.kubectl();
     cmd.args(["auth", "can-i", "get", "secrets", "-n", "default", &sa]);
