@@ -93,9 +93,25 @@ pub struct RunArgs {
     #[arg(long, env = "PINGONE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
 
-    /// Namespace of the leader election Lease (the operator's own namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "pingone-operator")]
+    /// The operator's own namespace: where the leader election Lease and the digest key Secret
+    /// live.
+    #[arg(
+        long,
+        visible_alias = "operator-namespace",
+        env = "POD_NAMESPACE",
+        default_value = "pingone-operator"
+    )]
     pub leader_election_namespace: String,
+
+    /// Secret in the operator's namespace that holds the key of the inputs digest in token
+    /// Secrets; created with a random key on first start. Deleting it costs one new token per
+    /// connection.
+    #[arg(
+        long,
+        env = "PINGONE_DIGEST_KEY_SECRET",
+        default_value = crate::controller::digest_key::DEFAULT_SECRET_NAME
+    )]
+    pub digest_key_secret: String,
 
     /// Name of the leader election Lease.
     #[arg(
@@ -194,6 +210,21 @@ mod tests {
             args.environment_max_requests_per_second,
             vec![("cd91070f-c371-480e-80b2-753c735f8aa1".to_string(), 1)]
         );
+        assert_eq!(args.digest_key_secret, "pingone-operator-digest-key");
+    }
+
+    #[test]
+    fn the_operator_namespace_has_two_names() {
+        for flag in [
+            "--leader-election-namespace=ops",
+            "--operator-namespace=ops",
+        ] {
+            let cli = Cli::try_parse_from(["pingone-operator", "run", flag]).unwrap();
+            let Command::Run(args) = cli.command else {
+                panic!("not run");
+            };
+            assert_eq!(args.leader_election_namespace, "ops");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! asks the pure modules what to do, does it, and reports it in status, Events and metrics.
 
 pub mod credentials;
+pub mod digest_key;
 mod events;
 mod own_writes;
 pub mod plan;
@@ -73,6 +74,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Renewal and retry policy.
     pub timing: Timing,
+    /// Key of the inputs digest in token Secrets.
+    pub digest_key: digest_key::DigestKey,
     /// What the operator remembers of each connection.
     states: States,
     /// `reportingInstance` of Events: the pod name.
@@ -84,8 +87,15 @@ pub struct Context {
 
 impl Context {
     /// A context with the given clients and policy.
-    pub fn new(client: Client, tokens: TokenClient, metrics: Arc<Metrics>, timing: Timing) -> Self {
+    pub fn new(
+        client: Client,
+        tokens: TokenClient,
+        metrics: Arc<Metrics>,
+        timing: Timing,
+        digest_key: digest_key::DigestKey,
+    ) -> Self {
         Context {
+            digest_key,
             reporting_instance: std::env::var("POD_NAME")
                 .unwrap_or_else(|_| events::REPORTING_CONTROLLER.to_string()),
             client,

@@ -185,6 +185,7 @@ impl Reconcile<'_> {
             Err(e) => return Ok(self.blocked(&target, e.reason(), e.to_string())),
         };
         let digest = token_secret::inputs_digest(
+            &self.ctx.digest_key,
             &spec.auth_domain,
             &spec.environment_id,
             &creds.client_id,
@@ -523,7 +524,7 @@ impl Reconcile<'_> {
         let secret = token_secret::build(
             self.conn,
             &token,
-            access_token.expose(),
+            &access_token,
             renew_at,
             match target {
                 TargetState::Owned {

@@ -19,6 +19,7 @@ use super::error::{ClientBuildError, TokenError, sanitize_text};
 use super::response::{
     TokenResponse, classify_error_response, parse_retry_after, parse_token_response,
 };
+use super::secret::{ExposeSecret, SecretString};
 
 /// Default time allowed to establish the TCP connection and TLS session.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -74,7 +75,7 @@ pub struct TokenRequest<'a> {
     /// The worker application's client id.
     pub client_id: &'a str,
     /// The worker application's client secret.
-    pub client_secret: &'a str,
+    pub client_secret: &'a SecretString,
     /// Scopes to request; none requests the application's role assignments.
     pub scopes: &'a [String],
     /// How to present the credentials.
@@ -345,7 +346,7 @@ impl TokenClient {
         if req.method == AuthMethod::ClientSecretBasic {
             // reqwest base64-encodes "user:password" and marks the header sensitive, so that
             // HTTP-level debug output never shows it.
-            let (id, secret) = basic_credentials(req.client_id, req.client_secret);
+            let (id, secret) = basic_credentials(req.client_id, req.client_secret.expose_secret());
             request = request.basic_auth(id, Some(secret));
         }
 
@@ -376,7 +377,7 @@ impl TokenClient {
                 status,
                 retry_after,
                 &body,
-                req.client_secret,
+                req.client_secret.expose_secret(),
             ))
         };
         (result, Some(status))
@@ -400,7 +401,7 @@ fn form_body(req: &TokenRequest<'_>) -> String {
     }
     if req.method == AuthMethod::ClientSecretPost {
         form.append_pair("client_id", req.client_id);
-        form.append_pair("client_secret", req.client_secret);
+        form.append_pair("client_secret", req.client_secret.expose_secret());
     }
     form.finish()
 }
@@ -556,6 +557,8 @@ mod tests {
     const ENV: &str = "cd91070f-c371-480e-80b2-753c735f8aa1";
     const CLIENT_ID: &str = "my client&id";
     const SECRET: &str = "p@ss:w/rd+ü %";
+    static SECRET_VALUE: std::sync::LazyLock<SecretString> =
+        std::sync::LazyLock::new(|| SecretString::from(SECRET));
     const TOKEN_BODY: &str = r#"{"access_token":"eyJhbGciOiJSUzI1NiJ9.e30.sig","token_type":"Bearer","expires_in":3600,"scope":"a b"}"#;
 
     fn request(method: AuthMethod, scopes: &[String]) -> TokenRequest<'_> {
@@ -563,7 +566,7 @@ mod tests {
             auth_domain: "auth.pingone.eu",
             environment_id: ENV,
             client_id: CLIENT_ID,
-            client_secret: SECRET,
+            client_secret: &SECRET_VALUE,
             scopes,
             method,
         }
@@ -799,7 +802,10 @@ mod tests {
             .request_token(&request(AuthMethod::ClientSecretBasic, &[]))
             .await
             .unwrap();
-        assert_eq!(token.access_token.expose(), "eyJhbGciOiJSUzI1NiJ9.e30.sig");
+        assert_eq!(
+            token.access_token.expose_secret(),
+            "eyJhbGciOiJSUzI1NiJ9.e30.sig"
+        );
         assert_eq!(token.token_type, "Bearer");
     }
 
@@ -1042,7 +1048,10 @@ mod tests {
             .await;
         let token = result.unwrap();
         assert_eq!(status, Some(200));
-        assert_eq!(token.access_token.expose(), "eyJhbGciOiJSUzI1NiJ9.e30.sig");
+        assert_eq!(
+            token.access_token.expose_secret(),
+            "eyJhbGciOiJSUzI1NiJ9.e30.sig"
+        );
         assert_eq!(token.expires_in, Duration::from_secs(3600));
         assert_eq!(token.scope, ["a", "b"]);
 
@@ -1167,10 +1176,10 @@ mod tests {
             .await;
         assert_eq!(status, Some(500));
         assert_eq!(
-            result,
-            Err(TokenError::InvalidResponse {
+            result.unwrap_err(),
+            TokenError::InvalidResponse {
                 detail: "HTTP 500 body exceeds 1024 bytes".into()
-            })
+            }
         );
     }
 
@@ -1264,10 +1273,10 @@ mod tests {
             )
             .await;
         assert_eq!(
-            result,
-            Err(TokenError::Timeout {
+            result.unwrap_err(),
+            TokenError::Timeout {
                 domain: "127.0.0.1".into()
-            })
+            }
         );
         assert!(started.elapsed() < Duration::from_secs(5));
     }
@@ -1364,10 +1373,10 @@ mod tests {
         req.auth_domain = "evil.example.com";
         let (result, elapsed) = client.request_token_timed(&req).await;
         assert_eq!(
-            result,
-            Err(TokenError::AuthDomainNotAllowed {
+            result.unwrap_err(),
+            TokenError::AuthDomainNotAllowed {
                 domain: "evil.example.com".into()
-            })
+            }
         );
         assert!(elapsed < Duration::from_secs(1));
 

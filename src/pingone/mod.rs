@@ -27,4 +27,4 @@ pub use response::{
     MAX_EXPIRES_IN, MAX_RETRY_AFTER, MIN_EXPIRES_IN, TokenResponse, classify_error_response,
     parse_retry_after, parse_token_response,
 };
-pub use secret::{REDACTED, SecretString};
+pub use secret::{ExposeSecret, REDACTED, SecretString};

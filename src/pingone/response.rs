@@ -21,8 +21,8 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A successful token response.
 ///
-/// `Debug` is safe to log: the access token prints as `[redacted]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` is safe to log: the access token prints as `[REDACTED]`.
+#[derive(Debug, Clone)]
 pub struct TokenResponse {
     /// The access token (a JWT for PingOne).
     pub access_token: SecretString,
@@ -99,7 +99,7 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, TokenError> {
     };
 
     Ok(TokenResponse {
-        access_token: SecretString::new(access_token.as_str()),
+        access_token: SecretString::from(access_token.as_str()),
         token_type: token_type.clone(),
         expires_in,
         scope,
@@ -298,6 +298,7 @@ pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pingone::ExposeSecret;
 
     const SECRET: &str = "0nKzq~Ux9-worker-secret";
 
@@ -315,7 +316,10 @@ mod tests {
     #[test]
     fn parses_pingone_success() {
         let token = parse(r#"{"access_token":"eyJhbGciOiJSUzI1NiJ9.e30.sig","token_type":"Bearer","expires_in":3600}"#).unwrap();
-        assert_eq!(token.access_token.expose(), "eyJhbGciOiJSUzI1NiJ9.e30.sig");
+        assert_eq!(
+            token.access_token.expose_secret(),
+            "eyJhbGciOiJSUzI1NiJ9.e30.sig"
+        );
         assert_eq!(token.token_type, "Bearer");
         assert_eq!(token.expires_in, Duration::from_secs(3600));
         assert!(token.scope.is_empty());
@@ -474,7 +478,7 @@ mod tests {
         let debug = format!("{token:?}");
         assert!(!debug.contains("eyJtop"), "{debug}");
         assert!(
-            debug.contains("[redacted]") && debug.contains("3600"),
+            debug.contains("[REDACTED]") && debug.contains("3600"),
             "{debug}"
         );
     }

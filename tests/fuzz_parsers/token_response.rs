@@ -63,7 +63,7 @@ pub fn expected(case: &Case) -> Option<TokenResponse> {
         Some(_) => return None,
     };
     Some(TokenResponse {
-        access_token: SecretString::new(access_token.as_str()),
+        access_token: SecretString::from(access_token.as_str()),
         token_type: token_type.clone(),
         expires_in,
         scope,

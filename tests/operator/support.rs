@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use pingone_operator::api::PingOneConnection;
+use pingone_operator::controller::digest_key::DigestKey;
 use pingone_operator::controller::{self, Context, ControllerConfig, schedule::Timing};
 use pingone_operator::metrics::Metrics;
 use pingone_operator::pingone::{REGIONAL_AUTH_DOMAINS, TokenClient, TokenClientConfig};
@@ -48,6 +49,9 @@ pub struct TestEnv {
     pub standin: StandIn,
     operator: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
     pub metrics: Arc<Metrics>,
+    /// The in-process operator's inputs digest key: one per test, kept across restarts as the
+    /// key Secret keeps it for a real operator.
+    pub digest_key: DigestKey,
 }
 
 /// The six regional domains, all sent to `addr`.
@@ -108,6 +112,7 @@ impl TestEnv {
             standin,
             operator: None,
             metrics: Arc::new(Metrics::new()),
+            digest_key: DigestKey::random(),
         };
         env.put_credentials("creds", CLIENT_ID, CLIENT_SECRET).await;
         env
@@ -146,6 +151,7 @@ impl TestEnv {
             tokens,
             self.metrics.clone(),
             timing,
+            self.digest_key.clone(),
         ));
         let (tx, rx) = oneshot::channel::<()>();
         let config = ControllerConfig {
