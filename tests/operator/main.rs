@@ -4,12 +4,18 @@
 
 mod bench_small;
 mod conditions;
+mod connection_state;
+mod event_messages;
+mod failure_policy;
 mod faults;
+mod foreign_secret;
 mod gitops;
 mod hostile;
+mod kubernetes_errors;
 mod lifecycle;
 mod operability;
 mod process;
+mod rate_admission;
 mod resilience;
 mod rotation;
 mod schema;

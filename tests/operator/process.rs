@@ -109,6 +109,35 @@ impl OperatorProcess {
         OperatorProcess { child, lines, port }
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name}: {status:?}");
+    }
+
+    /// Waits until /healthz answers; fails with the process's output if it does not (e.g. it
+    /// exited on a flag it does not know).
+    pub async fn wait_serving(&mut self, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(r) = reqwest::get(self.url("/healthz")).await
+                && r.status().is_success()
+            {
+                return;
+            }
+            let exited = self.child.try_wait().unwrap();
+            assert!(
+                exited.is_none() && std::time::Instant::now() < deadline,
+                "operator not serving within {timeout:?} (exit status {exited:?}):\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }

@@ -246,7 +246,7 @@ async fn a_restart_with_fresh_tokens_requests_and_writes_nothing() {
 }
 
 /// etcd's current revision, through its JSON gateway.
-async fn etcd_revision(cp: &ControlPlane) -> i64 {
+pub(crate) async fn etcd_revision(cp: &ControlPlane) -> i64 {
     let body: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/v3/kv/range", cp.etcd_url()))
         .json(&json!({"key": "AA=="}))

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::ApiResource;
 use kube::{Client, ResourceExt};
 use pingone_operator::api::PingOneConnection;
 use pingone_operator::controller::digest_key::DigestKey;
@@ -294,6 +295,20 @@ impl TestEnv {
             .await
     }
 
+    /// The connection's status as JSON, with fields the typed status may not know.
+    pub async fn status_json(&self, name: &str) -> serde_json::Value {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.ns,
+            &ApiResource::erase::<PingOneConnection>(&()),
+        );
+        let obj = api
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("getting connection {name}: {e}"));
+        obj.data["status"].clone()
+    }
+
     pub async fn token_secret(&self, name: &str) -> Option<Secret> {
         self.secrets().get_opt(name).await.expect("get secret")
     }
@@ -340,4 +355,58 @@ pub fn data(secret: &Secret, key: &str) -> Option<String> {
         .as_ref()?
         .get(key)
         .map(|v| String::from_utf8(v.0.clone()).expect("UTF-8"))
+}
+
+/// The value of the series of `name` whose labels include all of `labels`.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Reads a token Secret's `expires_at` key every `period` in the background and records every
+/// sample that was not in the future when the read was sent.
+pub struct ExpirySampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: JoinHandle<(usize, Vec<String>)>,
+}
+
+impl ExpirySampler {
+    pub fn start(secrets: Api<Secret>, name: &str, period: Duration) -> ExpirySampler {
+        use std::sync::atomic::Ordering;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let name = name.to_string();
+        let task = tokio::spawn(async move {
+            let mut samples = 0;
+            let mut problems = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                // What the Secret held at some point after this instant.
+                let sent = jiff::Timestamp::now();
+                if let Ok(Some(s)) = secrets.get_opt(&name).await {
+                    samples += 1;
+                    match data(&s, "expires_at").map(|t| t.parse::<jiff::Timestamp>()) {
+                        Some(Ok(expires)) if expires > sent => {}
+                        Some(Ok(expires)) => problems
+                            .push(format!("at {sent}: expired token (expires_at {expires})")),
+                        other => problems.push(format!("at {sent}: expires_at {other:?}")),
+                    }
+                }
+                tokio::time::sleep(period).await;
+            }
+            (samples, problems)
+        });
+        ExpirySampler { stop, task }
+    }
+
+    /// Stops sampling; returns the number of samples and the problems seen.
+    pub async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("sampler task")
+    }
 }

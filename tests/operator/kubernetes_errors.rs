@@ -1,0 +1,279 @@
+//! Kubernetes API errors the operator cannot fix itself: missing RBAC and a token Secret write
+//! that admission rejects. Reported in status, counted, logged once, retried with backoff.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ObjectMeta, PostParams};
+use serde_json::json;
+
+use crate::process::OperatorProcess;
+use crate::support::*;
+
+/// Applies `yaml` with `kubectl apply --server-side`.
+async fn kubectl_apply(env: &TestEnv, file: &str, yaml: &str) {
+    let path: PathBuf = env.cp.dir().join(format!("{file}-{}.yaml", env.ns));
+    std::fs::write(&path, yaml).unwrap();
+    kubectl(
+        env,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            path.to_str().unwrap(),
+        ],
+    )
+    .await;
+}
+
+async fn kubectl(env: &TestEnv, args: &[&str]) -> String {
+    let mut cmd = env.cp.kubectl();
+    cmd.args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A ServiceAccount `op` in the test namespace, bound to a Role with what the operator needs
+/// there, Secrets with `secret_verbs`.
+fn rbac_yaml(ns: &str, secret_verbs: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: op, namespace: {ns}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: op, namespace: {ns}}}
+rules:
+  - apiGroups: ["pingone.tokenops.dev"]
+    resources: ["pingoneconnections"]
+    verbs: ["get", "list", "watch"]
+  - apiGroups: ["pingone.tokenops.dev"]
+    resources: ["pingoneconnections/status"]
+    verbs: ["patch"]
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: [{secret_verbs}]
+  - apiGroups: ["events.k8s.io"]
+    resources: ["events"]
+    verbs: ["create", "patch"]
+  - apiGroups: ["coordination.k8s.io"]
+    resources: ["leases"]
+    verbs: ["get", "create", "patch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: op, namespace: {ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: op}}
+subjects:
+  - {{kind: ServiceAccount, name: op, namespace: {ns}}}
+"#
+    )
+}
+
+/// JSON log lines at WARN or above about connection `name` that mention a forbidden request.
+fn forbidden_lines(operator: &OperatorProcess, name: &str) -> Vec<String> {
+    operator
+        .output()
+        .lines()
+        .filter(|l| {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                return false;
+            };
+            let about = v["span"]["connection"] == name
+                || v["fields"]["name"] == name
+                || v["fields"]["connection"] == name;
+            let lower = l.to_lowercase();
+            (v["level"] == "WARN" || v["level"] == "ERROR") && about && lower.contains("forbidden")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_get_on_secrets_the_connection_stalls_credentials_forbidden() {
+    let env = TestEnv::new("noget").await;
+    // list and watch (the operator's metadata watch works), but no get.
+    kubectl_apply(
+        &env,
+        "noget-rbac",
+        &rbac_yaml(&env.ns, r#""list", "watch", "create", "patch""#),
+    )
+    .await;
+    let kubeconfig = env
+        .cp
+        .serviceaccount_kubeconfig(&env.ns, "op")
+        .await
+        .unwrap();
+    let mut operator = OperatorProcess::start_with_lease(
+        &env,
+        &kubeconfig,
+        (&env.ns, "op-lease"),
+        &["--backoff-cap=10s"],
+    );
+    operator.wait_serving(Duration::from_secs(20)).await;
+    env.create_connection("noget", json!({})).await;
+
+    let conn = env
+        .wait_stalled("noget", "CredentialsForbidden", Duration::from_secs(30))
+        .await;
+    let message = &TestEnv::condition(&conn, "Stalled").message;
+    assert!(
+        message.contains("Secret creds") && message.contains("get"),
+        "{message}"
+    );
+
+    // Retried with backoff (1, 2, 4, 8 s nominal), each failure counted: at least four within
+    // about 15 s.
+    let ns = env.ns.clone();
+    let started = Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "four Kubernetes errors counted for the connection",
+        || {
+            let url = operator.url("/metrics");
+            let ns = ns.clone();
+            async move {
+                let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+                let n = metric_value(
+                    &text,
+                    "pingone_operator_kubernetes_errors_total",
+                    &[("namespace", ns.as_str()), ("name", "noget")],
+                )?;
+                (n >= 4.0).then_some(())
+            }
+        },
+    )
+    .await;
+    println!("four failed reads in {:?}", started.elapsed());
+    let lines = forbidden_lines(&operator, "noget");
+    assert_eq!(
+        lines.len(),
+        1,
+        "logged once per change, not per retry:\n{}",
+        lines.join("\n")
+    );
+    assert_eq!(env.standin.token_request_count(), 0);
+
+    // Granting get fixes it on the next retry (backoff capped at 10 s).
+    kubectl_apply(
+        &env,
+        "noget-rbac",
+        &rbac_yaml(&env.ns, r#""get", "list", "watch", "create", "patch""#),
+    )
+    .await;
+    env.wait_condition("noget", "Ready", "True", None, Duration::from_secs(20))
+        .await;
+    let conn = env.connections().get("noget").await.unwrap();
+    assert_eq!(TestEnv::condition(&conn, "Stalled").status, "False");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_secret_write_rejected_by_an_admission_policy_is_reported_and_recovers() {
+    let mut env = TestEnv::new("vap").await;
+    let name = format!("freeze-token-secrets-{}", env.ns);
+    let denial = format!("token Secrets in {} are frozen by the test suite", env.ns);
+    kubectl_apply(
+        &env,
+        "vap",
+        &format!(
+            r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: {name}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - apiGroups: [""]
+        apiVersions: ["v1"]
+        operations: ["CREATE", "UPDATE"]
+        resources: ["secrets"]
+  validations:
+    - expression: >-
+        !has(object.metadata.labels) ||
+        !('app.kubernetes.io/managed-by' in object.metadata.labels) ||
+        object.metadata.labels['app.kubernetes.io/managed-by'] != 'pingone-operator'
+      message: "{denial}"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {name}}}
+spec:
+  policyName: {name}
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector:
+      matchLabels: {{kubernetes.io/metadata.name: {ns}}}
+"#,
+            ns = env.ns
+        ),
+    )
+    .await;
+    // The API server loads policies asynchronously: wait until a dry run is denied.
+    let probe = Secret {
+        metadata: ObjectMeta {
+            name: Some("probe".into()),
+            labels: Some(std::collections::BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                "pingone-operator".to_string(),
+            )])),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let secrets = env.secrets();
+    eventually(Duration::from_secs(20), "the policy is enforced", || {
+        let secrets = secrets.clone();
+        let probe = probe.clone();
+        let denial = denial.clone();
+        async move {
+            let params = PostParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            match secrets.create(&params, &probe).await {
+                Err(e) if e.to_string().contains(&denial) => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+
+    env.start_operator();
+    env.create_connection("c", json!({})).await;
+    let conn = env
+        .wait_stalled("c", "TargetSecretRejected", Duration::from_secs(30))
+        .await;
+    let message = &TestEnv::condition(&conn, "Stalled").message;
+    assert!(message.contains(&denial), "{message}");
+    assert!(env.token_secret("c-token").await.is_none());
+    let errors = metric_value(
+        &env.metrics.encode(),
+        "pingone_operator_kubernetes_errors_total",
+        &[("name", "c")],
+    );
+    assert!(errors.is_some_and(|n| n >= 1.0), "{errors:?}");
+
+    // Without the binding the next retry (backoff capped at 10 s in tests) writes the Secret.
+    kubectl(&env, &["delete", "validatingadmissionpolicybinding", &name]).await;
+    let deleted = Instant::now();
+    env.wait_condition("c", "Ready", "True", None, Duration::from_secs(20))
+        .await;
+    println!(
+        "Ready {:?} after the binding was deleted",
+        deleted.elapsed()
+    );
+    let conn = env.connections().get("c").await.unwrap();
+    assert_eq!(TestEnv::condition(&conn, "Stalled").status, "False");
+    assert!(env.token_secret("c-token").await.is_some());
+    kubectl(&env, &["delete", "validatingadmissionpolicy", &name]).await;
+}
