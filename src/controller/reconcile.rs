@@ -32,7 +32,7 @@ use super::{rollout, schedule};
 use crate::api::{
     PingOneConnection, PingOneConnectionStatus, RenewBefore, TokenEndpointAuthMethod,
 };
-use crate::pingone::{AuthMethod, TokenRequest};
+use crate::pingone::{Admission, AuthMethod, TokenRequest};
 
 /// A reserved request slot this close is taken as due (the scheduler's timers have millisecond
 /// resolution).
@@ -591,21 +591,21 @@ impl Reconcile<'_> {
     /// else how long until the slot (which stays reserved for this connection).
     fn admission(&self) -> Option<Duration> {
         let spec = &self.conn.spec;
-        let tokens = &self.ctx.tokens;
         let now = tokio::time::Instant::now();
-        let held = self
-            .ctx
-            .states
-            .with(&self.uid, |s| s.slot.take())
-            .flatten()
-            .filter(|slot| tokens.slot_still_valid(&spec.auth_domain, &spec.environment_id, *slot));
-        let slot =
-            held.or_else(|| tokens.reserve_slot(&spec.auth_domain, &spec.environment_id, now))?;
-        if slot <= now + SLOT_TOLERANCE {
-            return None;
+        let held = self.ctx.states.with(&self.uid, |s| s.slot.take()).flatten();
+        match self.ctx.tokens.admit(
+            &spec.auth_domain,
+            &spec.environment_id,
+            held,
+            now,
+            SLOT_TOLERANCE,
+        ) {
+            Admission::Go => None,
+            Admission::Wait(slot) => {
+                self.ctx.states.with(&self.uid, |s| s.slot = Some(slot));
+                Some(slot - now)
+            }
         }
-        self.ctx.states.with(&self.uid, |s| s.slot = Some(slot));
-        Some(slot - now)
     }
 
     fn keep_unwritten(&self, token: IssuedToken, access_token: crate::pingone::SecretString) {

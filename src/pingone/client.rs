@@ -12,7 +12,7 @@ use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use super::ratelimit::RateLimiter;
+use super::ratelimit::{Admission, RateLimiter};
 
 use super::domain::{AuthDomainPolicy, normalize_domain, token_url_normalised};
 use super::error::{ClientBuildError, TokenError, sanitize_text};
@@ -230,30 +230,22 @@ impl TokenClient {
         self.request_token_timed(req).await.0
     }
 
-    /// Reserves a slot of the request budget of the request's auth domain and environment (see
-    /// [`RateLimiter`]): when the request may be sent. `None` when the domain is refused or
-    /// malformed: nothing will be sent, so no slot is needed.
-    pub fn reserve_slot(
+    /// Asks the request budget of an auth domain and environment (see [`RateLimiter`]) whether
+    /// a request may go now, or when to come back; `held` is the slot the caller was given
+    /// last time. A refused or malformed domain is always let through: nothing will be sent.
+    pub fn admit(
         &self,
         auth_domain: &str,
         environment_id: &str,
+        held: Option<tokio::time::Instant>,
         now: tokio::time::Instant,
-    ) -> Option<tokio::time::Instant> {
-        let domain = self.policy.allowed(auth_domain).ok()?;
-        Some(self.limiter.reserve(&domain, environment_id, now))
-    }
-
-    /// True when a slot from [`TokenClient::reserve_slot`] is still good (no 429 paused the
-    /// budget past it since).
-    pub fn slot_still_valid(
-        &self,
-        auth_domain: &str,
-        environment_id: &str,
-        slot: tokio::time::Instant,
-    ) -> bool {
+        tolerance: Duration,
+    ) -> Admission {
         match self.policy.allowed(auth_domain) {
-            Ok(domain) => self.limiter.still_valid(&domain, environment_id, slot),
-            Err(_) => true,
+            Ok(domain) => self
+                .limiter
+                .admit(&domain, environment_id, held, now, tolerance),
+            Err(_) => Admission::Go,
         }
     }
 

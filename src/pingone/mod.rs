@@ -22,7 +22,7 @@ pub use domain::{
     token_url,
 };
 pub use error::{ClientBuildError, MAX_DESCRIPTION_CHARS, TokenError, sanitize_message};
-pub use ratelimit::RateLimiter;
+pub use ratelimit::{Admission, RateLimiter};
 pub use response::{
     MAX_EXPIRES_IN, MAX_RETRY_AFTER, MIN_EXPIRES_IN, TokenResponse, classify_error_response,
     parse_retry_after, parse_token_response,

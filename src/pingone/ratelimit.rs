@@ -29,6 +29,18 @@ struct Budget {
     next: Instant,
     /// No slot before this (after a 429).
     paused_until: Option<Instant>,
+    /// When the last request was let through: a caller that comes late for its slot must not
+    /// end up closer than the spacing to the one before.
+    last_sent: Option<Instant>,
+}
+
+/// What [`RateLimiter::admit`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Send now.
+    Go,
+    /// Come back at this slot (reserved for the caller).
+    Wait(Instant),
 }
 
 /// Per-key request spacing.
@@ -72,12 +84,32 @@ impl RateLimiter {
         )
     }
 
-    /// Reserves the next slot of this key's budget: the time at which the caller may send one
-    /// request (`now` or later). Each call takes a slot.
-    pub fn reserve(&self, auth_domain: &str, environment_id: &str, now: Instant) -> Instant {
+    fn take_slot(budget: &mut Budget, interval: Option<Duration>, now: Instant) -> Instant {
+        let mut slot = budget.next.max(now).max(budget.paused_until.unwrap_or(now));
+        if let Some(interval) = interval {
+            if let Some(last) = budget.last_sent {
+                slot = slot.max(last + interval);
+            }
+            budget.next = slot + interval;
+        }
+        slot
+    }
+
+    /// Lets a request through or says when to come back. `held` is a slot the caller reserved
+    /// before (it keeps its place in line); without one, a slot is reserved now. A held slot
+    /// goes at its time, within `tolerance`, unless a 429 paused the budget past it or the last
+    /// request went out less than the spacing ago (its caller came late for its own slot): then
+    /// the caller gets a new slot.
+    pub fn admit(
+        &self,
+        auth_domain: &str,
+        environment_id: &str,
+        held: Option<Instant>,
+        now: Instant,
+        tolerance: Duration,
+    ) -> Admission {
         let interval = self.interval_for(environment_id);
         let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
-        // Forget keys idle for a while so the map stays as small as the active set.
         if budgets.len() > 1024 {
             budgets.retain(|_, b| b.next.max(b.paused_until.unwrap_or(b.next)) + IDLE > now);
         }
@@ -86,21 +118,29 @@ impl RateLimiter {
             .or_insert(Budget {
                 next: now,
                 paused_until: None,
+                last_sent: None,
             });
-        let slot = budget.next.max(now).max(budget.paused_until.unwrap_or(now));
-        if let Some(interval) = interval {
-            budget.next = slot + interval;
+        let spaced = |b: &Budget| match (interval, b.last_sent) {
+            (Some(interval), Some(last)) => now + tolerance >= last + interval,
+            _ => true,
+        };
+        let paused_past = |b: &Budget, slot: Instant| b.paused_until.is_some_and(|p| slot < p);
+        let slot = match held {
+            Some(slot)
+                if !paused_past(budget, slot) && (slot > now + tolerance || spaced(budget)) =>
+            {
+                slot
+            }
+            _ => Self::take_slot(budget, interval, now),
+        };
+        // A slot now is spaced from the last request: a held one by the guard above, a new one
+        // by `take_slot`.
+        if slot <= now + tolerance {
+            budget.last_sent = Some(now);
+            Admission::Go
+        } else {
+            Admission::Wait(slot)
         }
-        slot
-    }
-
-    /// True when a slot reserved for `slot` is still good: the budget was not paused past it.
-    pub fn still_valid(&self, auth_domain: &str, environment_id: &str, slot: Instant) -> bool {
-        let budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
-        budgets
-            .get(&Self::key(auth_domain, environment_id))
-            .and_then(|b| b.paused_until)
-            .is_none_or(|until| slot >= until)
     }
 
     /// Pauses this key's budget until `until` (a 429's `Retry-After`): no slot before then, for
@@ -112,6 +152,7 @@ impl RateLimiter {
             .or_insert(Budget {
                 next: until,
                 paused_until: None,
+                last_sent: None,
             });
         budget.paused_until = Some(budget.paused_until.map_or(until, |p| p.max(until)));
         budget.next = budget.next.max(until);
@@ -120,10 +161,23 @@ impl RateLimiter {
     /// Waits for this key's next slot (for callers without a scheduler of their own). Returns
     /// how long it waited.
     pub async fn acquire(&self, auth_domain: &str, environment_id: &str) -> Duration {
-        let now = Instant::now();
-        let slot = self.reserve(auth_domain, environment_id, now);
-        tokio::time::sleep_until(slot).await;
-        slot - now
+        let start = Instant::now();
+        let mut held = None;
+        loop {
+            match self.admit(
+                auth_domain,
+                environment_id,
+                held,
+                Instant::now(),
+                Duration::ZERO,
+            ) {
+                Admission::Go => return held.map_or(Duration::ZERO, |slot| slot - start),
+                Admission::Wait(slot) => {
+                    held = Some(slot);
+                    tokio::time::sleep_until(slot).await;
+                }
+            }
+        }
     }
 }
 
@@ -146,15 +200,20 @@ mod tests {
         assert_eq!(other, Duration::ZERO);
     }
 
+    fn slot(limiter: &RateLimiter, env: &str, now: Instant) -> Instant {
+        match limiter.admit("AUTH.pingone.eu", env, None, now, Duration::ZERO) {
+            Admission::Go => now,
+            Admission::Wait(slot) => slot,
+        }
+    }
+
     #[test]
     fn slots_are_handed_out_in_the_order_they_are_asked_for() {
         let limiter = RateLimiter::new(100, &[]);
         let now = Instant::now();
         // 200 callers asking in turn (as reconciles do) get strictly increasing slots, each
         // exactly 10.5 ms after the one before: the order of asking is the order of sending.
-        let slots: Vec<Instant> = (0..200)
-            .map(|_| limiter.reserve("AUTH.pingone.eu", "e", now))
-            .collect();
+        let slots: Vec<Instant> = (0..200).map(|_| slot(&limiter, "e", now)).collect();
         for (i, pair) in slots.windows(2).enumerate() {
             assert_eq!(pair[1] - pair[0], Duration::from_micros(10_500), "slot {i}");
         }
@@ -168,9 +227,9 @@ mod tests {
     fn an_environment_can_have_a_rate_of_its_own() {
         let limiter = RateLimiter::new(100, &[("SLOW".into(), 1)]);
         let now = Instant::now();
-        let slow: Vec<Instant> = (0..3).map(|_| limiter.reserve("d", "slow", now)).collect();
+        let slow: Vec<Instant> = (0..3).map(|_| slot(&limiter, "slow", now)).collect();
         assert_eq!(slow[2] - now, Duration::from_millis(2100));
-        let fast: Vec<Instant> = (0..3).map(|_| limiter.reserve("d", "fast", now)).collect();
+        let fast: Vec<Instant> = (0..3).map(|_| slot(&limiter, "fast", now)).collect();
         assert_eq!(fast[2] - now, Duration::from_millis(21));
     }
 
@@ -178,14 +237,56 @@ mod tests {
     fn a_pause_holds_every_caller_of_that_environment_only() {
         let limiter = RateLimiter::new(10, &[]);
         let now = Instant::now();
-        let early = limiter.reserve("d", "e", now);
-        limiter.pause("d", "e", now + Duration::from_secs(3));
-        // The slot taken before the pause is no longer good; new slots start after it.
-        assert!(!limiter.still_valid("d", "e", early));
-        let after = limiter.reserve("d", "e", now);
-        assert_eq!(after - now, Duration::from_secs(3));
-        assert!(limiter.still_valid("d", "e", after));
-        assert_eq!(limiter.reserve("d", "other", now), now);
+        limiter.pause("auth.pingone.eu", "e", now + Duration::from_secs(3));
+        assert_eq!(slot(&limiter, "e", now) - now, Duration::from_secs(3));
+        assert_eq!(slot(&limiter, "other", now), now);
+    }
+
+    #[test]
+    fn a_caller_late_for_its_slot_pushes_the_next_one_back() {
+        let limiter = RateLimiter::new(1, &[]);
+        let t0 = Instant::now();
+        let tol = Duration::from_millis(2);
+        let ms = Duration::from_millis;
+        // Three callers: the first goes now, the others get slots 1.05 s apart.
+        assert_eq!(limiter.admit("d", "e", None, t0, tol), Admission::Go);
+        let Admission::Wait(second) = limiter.admit("d", "e", None, t0, tol) else {
+            panic!("the second waits");
+        };
+        let Admission::Wait(third) = limiter.admit("d", "e", None, t0, tol) else {
+            panic!("the third waits");
+        };
+        assert_eq!((second - t0, third - t0), (ms(1050), ms(2100)));
+        // The second comes 0.3 s late for its slot: it goes (the last request is 1.35 s back).
+        let late = second + ms(300);
+        assert_eq!(
+            limiter.admit("d", "e", Some(second), late, tol),
+            Admission::Go
+        );
+        // The third comes on time, 0.75 s after that request: it must wait for a new slot, at
+        // least the spacing after the late one.
+        match limiter.admit("d", "e", Some(third), third, tol) {
+            Admission::Wait(next) => assert!(next >= late + ms(1050), "{:?}", next - t0),
+            Admission::Go => panic!("sent {:?} after the last request", third - late),
+        }
+        // A slot held from before a pause is replaced by one after it.
+        let limiter = RateLimiter::new(10, &[]);
+        let Admission::Go = limiter.admit("d", "e", None, t0, tol) else {
+            panic!("the first goes");
+        };
+        let Admission::Wait(held) = limiter.admit("d", "e", None, t0, tol) else {
+            panic!("the second waits");
+        };
+        limiter.pause("d", "e", t0 + ms(3000));
+        assert_eq!(
+            limiter.admit("d", "e", Some(held), held, tol),
+            Admission::Wait(t0 + ms(3000))
+        );
+        // An unlimited budget always lets through.
+        let free = RateLimiter::new(0, &[]);
+        for _ in 0..10 {
+            assert_eq!(free.admit("d", "e", None, t0, tol), Admission::Go);
+        }
     }
 
     #[tokio::test]
