@@ -69,9 +69,12 @@ fn fields(case: &Case) -> (Option<String>, Option<String>) {
 pub fn expected(case: &Case) -> Expected {
     let (code, description) = fields(case);
     let reason = match (case.status, code.as_deref()) {
-        (404, _) => "EnvironmentNotFound",
         (429, _) => "RateLimited",
         (408 | 500 | 502 | 503 | 504, _) => "TokenEndpointUnavailable",
+        // A 4xx is PingOne's refusal only with an error body PingOne writes; otherwise it is
+        // someone else's page (a proxy, a WAF): unexpected, and transient.
+        (400..=499, None) => "TokenEndpointError",
+        (404, _) => "EnvironmentNotFound",
         // The OAuth error code decides; without one the status does.
         (400..=499, Some("invalid_client")) => "InvalidClient",
         (400..=499, Some("unauthorized_client")) => "UnauthorizedClient",
