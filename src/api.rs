@@ -362,6 +362,17 @@ pub struct PingOneConnectionStatus {
     #[serde(default)]
     pub failed_attempts: u32,
 
+    /// When the operator will next ask PingOne for a token after the last failure. Every retry
+    /// falls before the current token expires while it is valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<Time>,
+
+    /// A keyed digest (never the inputs) of the spec and credentials the last failed request
+    /// was made with, so that a restarted operator does not repeat a failure for unchanged
+    /// inputs before nextAttemptTime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_inputs_digest: Option<String>,
+
     /// Type of the current token as PingOne reported it (Bearer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_type: Option<String>,

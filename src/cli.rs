@@ -93,9 +93,25 @@ pub struct RunArgs {
     #[arg(long, env = "PINGONE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
 
-    /// Namespace of the leader election Lease (the operator's own namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "pingone-operator")]
+    /// The operator's own namespace: where the leader election Lease and the digest key Secret
+    /// live.
+    #[arg(
+        long,
+        visible_alias = "operator-namespace",
+        env = "POD_NAMESPACE",
+        default_value = "pingone-operator"
+    )]
     pub leader_election_namespace: String,
+
+    /// Secret in the operator's namespace that holds the key of the inputs digest in token
+    /// Secrets; created with a random key on first start. Deleting it costs one new token per
+    /// connection.
+    #[arg(
+        long,
+        env = "PINGONE_DIGEST_KEY_SECRET",
+        default_value = crate::controller::digest_key::DEFAULT_SECRET_NAME
+    )]
+    pub digest_key_secret: String,
 
     /// Name of the leader election Lease.
     #[arg(
@@ -114,6 +130,12 @@ pub struct RunArgs {
     #[arg(long, env = "PINGONE_MAX_REQUESTS_PER_SECOND", default_value_t = crate::pingone::DEFAULT_MAX_REQUESTS_PER_SECOND)]
     pub max_requests_per_second: u32,
 
+    /// A request rate of its own for one environment, as ENVIRONMENT_ID=N (repeatable, or
+    /// comma-separated): e.g. a lower rate for an environment whose license has a smaller
+    /// limit. Other environments keep --max-requests-per-second.
+    #[arg(long = "environment-max-requests-per-second", env = "PINGONE_ENVIRONMENT_MAX_REQUESTS_PER_SECOND", value_delimiter = ',', value_parser = parse_environment_rate)]
+    pub environment_max_requests_per_second: Vec<(String, u32)>,
+
     /// Timeout of a whole token request.
     #[arg(long, env = "PINGONE_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub request_timeout: Duration,
@@ -122,6 +144,21 @@ pub struct RunArgs {
 fn parse_duration(text: &str) -> Result<Duration, String> {
     crate::api::parse_go_duration(text)
         .ok_or_else(|| format!("{text:?} is not a duration like 10s, 5m or 1h"))
+}
+
+fn parse_environment_rate(text: &str) -> Result<(String, u32), String> {
+    let (env, rate) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not ENVIRONMENT_ID=REQUESTS_PER_SECOND"))?;
+    if !crate::pingone::is_environment_id(env) {
+        return Err(format!(
+            "{env:?} in {text:?} is not an environment id (a lowercase UUID)"
+        ));
+    }
+    let rate = rate
+        .parse::<u32>()
+        .map_err(|_| format!("{rate:?} in {text:?} is not a number of requests per second"))?;
+    Ok((env.to_string(), rate))
 }
 
 fn parse_host_override(text: &str) -> Result<(String, SocketAddr), String> {
@@ -151,6 +188,7 @@ mod tests {
             "--host-override=auth.pingone.eu=127.0.0.1:8443",
             "--log-format=json",
             "--min-renewal-interval=30s",
+            "--environment-max-requests-per-second=cd91070f-c371-480e-80b2-753c735f8aa1=1",
         ])
         .unwrap();
         let Command::Run(args) = cli.command else {
@@ -168,6 +206,25 @@ mod tests {
         assert_eq!(args.log_format, LogFormat::Json);
         assert_eq!(args.min_renewal_interval, Duration::from_secs(30));
         assert_eq!(args.backoff_cap, Duration::from_secs(300));
+        assert_eq!(
+            args.environment_max_requests_per_second,
+            vec![("cd91070f-c371-480e-80b2-753c735f8aa1".to_string(), 1)]
+        );
+        assert_eq!(args.digest_key_secret, "pingone-operator-digest-key");
+    }
+
+    #[test]
+    fn the_operator_namespace_has_two_names() {
+        for flag in [
+            "--leader-election-namespace=ops",
+            "--operator-namespace=ops",
+        ] {
+            let cli = Cli::try_parse_from(["pingone-operator", "run", flag]).unwrap();
+            let Command::Run(args) = cli.command else {
+                panic!("not run");
+            };
+            assert_eq!(args.leader_election_namespace, "ops");
+        }
     }
 
     #[test]
@@ -180,5 +237,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not a duration"), "{err}");
+        let err = Cli::try_parse_from([
+            "pingone-operator",
+            "run",
+            "--environment-max-requests-per-second=prod=5",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not an environment id"), "{err}");
     }
 }

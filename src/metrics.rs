@@ -91,6 +91,13 @@ pub struct Metrics {
     pub kubernetes_writes: Family<WriteLabels, Counter>,
     /// Reconciles run.
     pub reconciles: Counter,
+    /// Failed Kubernetes API calls per connection, by condition reason.
+    pub kubernetes_errors: Family<ReasonLabels, Counter>,
+    /// Connections the operator holds state for.
+    pub connections: Gauge,
+    /// Reconciles that found their environment's request budget taken and were requeued at
+    /// their slot.
+    pub throttled: Counter,
     /// Rolling restarts of workloads after rotations.
     pub rollout_restarts: Family<RolloutLabels, Counter>,
     /// Results and reasons seen per connection, so that `forget` can remove their series.
@@ -119,6 +126,9 @@ impl Metrics {
             reconcile_errors: Family::default(),
             kubernetes_writes: Family::default(),
             reconciles: Counter::default(),
+            kubernetes_errors: Family::default(),
+            connections: Gauge::default(),
+            throttled: Counter::default(),
             rollout_restarts: Family::default(),
             seen: Mutex::default(),
         };
@@ -158,6 +168,21 @@ impl Metrics {
             m.kubernetes_writes.clone(),
         );
         registry.register("reconciles", "Reconciles run", m.reconciles.clone());
+        registry.register(
+            "kubernetes_errors",
+            "Failed Kubernetes API calls of reconciles, by condition reason",
+            m.kubernetes_errors.clone(),
+        );
+        registry.register(
+            "throttled_reconciles",
+            "Reconciles requeued at their slot of the environment's request budget",
+            m.throttled.clone(),
+        );
+        registry.register(
+            "connections",
+            "Connections the operator holds state for",
+            m.connections.clone(),
+        );
         registry.register(
             "rollout_restarts",
             "Rolling restarts of spec.rolloutRestartTargets after token rotations",
@@ -206,6 +231,24 @@ impl Metrics {
     }
 
     /// Counts a write to the API.
+    /// Counts a failed Kubernetes API call of connection `namespace/name`.
+    pub fn kubernetes_error(&self, namespace: &str, name: &str, reason: &str) {
+        self.remember(namespace, name, &format!("kube:{reason}"));
+        self.kubernetes_errors
+            .get_or_create(&ReasonLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// The number of connections the operator holds state for.
+    pub fn set_connections(&self, count: usize) {
+        self.connections
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
     pub fn write(&self, kind: &str) {
         self.kubernetes_writes
             .get_or_create(&WriteLabels { kind: kind.into() })
@@ -272,6 +315,14 @@ impl Metrics {
             .remove(&labels)
             .unwrap_or_default();
         for value in seen {
+            if let Some(reason) = value.strip_prefix("kube:") {
+                self.kubernetes_errors.remove(&ReasonLabels {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    reason: reason.into(),
+                });
+                continue;
+            }
             if let Some(kind) = value.strip_prefix("rollout:") {
                 self.rollout_restarts.remove(&RolloutLabels {
                     namespace: namespace.into(),

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::cli::RunArgs;
+use crate::controller::digest_key::{self, DigestKeyError};
 use crate::controller::{self, Context, ControllerConfig, schedule::Timing};
 use crate::leader::{LeaderError, Leadership, LeaseConfig};
 use crate::metrics::Metrics;
@@ -33,6 +34,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The key of the inputs digest could not be read or created.
+    #[error(transparent)]
+    DigestKey(#[from] DigestKeyError),
     /// Leader election failed.
     #[error(transparent)]
     Leader(#[from] LeaderError),
@@ -75,6 +79,7 @@ pub fn token_client(args: &RunArgs) -> Result<TokenClient, StartError> {
         host_overrides: args.host_overrides.clone(),
         request_timeout: args.request_timeout,
         max_requests_per_second: args.max_requests_per_second,
+        environment_max_requests_per_second: args.environment_max_requests_per_second.clone(),
         ..TokenClientConfig::default()
     })?)
 }
@@ -107,7 +112,14 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         rollout_debounce: args.rollout_restart_debounce,
         ..Timing::default()
     };
-    let ctx = Arc::new(Context::new(client, tokens, metrics.clone(), timing));
+    // Before anything reconciles: every digest written or compared depends on it.
+    let key = digest_key::load_or_create(
+        client.clone(),
+        &args.leader_election_namespace,
+        &args.digest_key_secret,
+    )
+    .await?;
+    let ctx = Arc::new(Context::new(client, tokens, metrics.clone(), timing, key));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {

@@ -1,31 +1,21 @@
 //! The client credentials, read from the Secret a connection references. Pure.
 
-use std::fmt;
-
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::api::CredentialsSecretRef;
+use crate::pingone::SecretString;
 
 /// Longest client id or secret accepted. PingOne's are far shorter; anything longer is a
 /// mistake (a whole file in the key) and would only be posted to PingOne to be rejected.
 pub const MAX_CREDENTIAL_BYTES: usize = 4096;
 
 /// A worker application's client id and secret. Debug never prints the secret.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Credentials {
     /// The client id (not secret, but kept out of messages anyway where it is not needed).
     pub client_id: String,
-    /// The client secret.
-    pub client_secret: String,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("client_id", &self.client_id)
-            .field("client_secret", &"[redacted]")
-            .finish()
-    }
+    /// The client secret, wiped from memory when dropped.
+    pub client_secret: SecretString,
 }
 
 /// Why the credentials cannot be used. Messages name the Secret and key, never a value.
@@ -82,49 +72,60 @@ pub fn read(
             namespace: namespace.to_string(),
         });
     };
-    let value = |key: &str| -> Result<String, CredentialsError> {
-        let invalid = |problem| CredentialsError::Invalid {
-            secret: reference.name.clone(),
-            key: key.to_string(),
-            problem,
-        };
-        // stringData is write-only and lands in data; both are looked at in case a client
-        // hands us an object that was never round-tripped through the API server.
-        let bytes = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|b| b.0.clone())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(key))
-                    .map(|s| s.as_bytes().to_vec())
-            })
-            .ok_or_else(|| CredentialsError::KeyMissing {
-                secret: reference.name.clone(),
-                key: key.to_string(),
-            })?;
-        if bytes.len() > MAX_CREDENTIAL_BYTES {
-            return Err(invalid("value is longer than 4096 bytes"));
-        }
-        let text = String::from_utf8(bytes).map_err(|_| invalid("value is not valid UTF-8"))?;
-        // A trailing newline from `echo` or a file is a common slip; anything else is kept.
-        let text = text.strip_suffix('\n').unwrap_or(&text);
-        let text = text.strip_suffix('\r').unwrap_or(text);
-        if text.is_empty() {
-            return Err(invalid("value is empty"));
-        }
-        if text.chars().any(char::is_control) {
-            return Err(invalid("value contains control characters"));
-        }
-        Ok(text.to_string())
-    };
     Ok(Credentials {
-        client_id: value(&reference.client_id_key)?,
-        client_secret: value(&reference.client_secret_key)?,
+        client_id: value(secret, &reference.name, &reference.client_id_key)?.to_string(),
+        client_secret: SecretString::from(value(
+            secret,
+            &reference.name,
+            &reference.client_secret_key,
+        )?),
     })
+}
+
+/// The checked value of `key` in `secret` (named `secret_name`), borrowed: the only copy of a
+/// client secret made while reading is the [`SecretString`] it ends up in.
+fn value<'a>(
+    secret: &'a Secret,
+    secret_name: &str,
+    key: &str,
+) -> Result<&'a str, CredentialsError> {
+    let invalid = |problem| CredentialsError::Invalid {
+        secret: secret_name.to_string(),
+        key: key.to_string(),
+        problem,
+    };
+    // stringData is write-only and lands in data; both are looked at in case a client
+    // hands us an object that was never round-tripped through the API server.
+    let bytes: &[u8] = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.as_slice())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|s| s.as_bytes())
+        })
+        .ok_or_else(|| CredentialsError::KeyMissing {
+            secret: secret_name.to_string(),
+            key: key.to_string(),
+        })?;
+    if bytes.len() > MAX_CREDENTIAL_BYTES {
+        return Err(invalid("value is longer than 4096 bytes"));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| invalid("value is not valid UTF-8"))?;
+    // A trailing newline from `echo` or a file is a common slip; anything else is kept.
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    if text.is_empty() {
+        return Err(invalid("value is empty"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(invalid("value contains control characters"));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -134,6 +135,7 @@ mod tests {
     use k8s_openapi::ByteString;
 
     use super::*;
+    use crate::pingone::ExposeSecret;
 
     fn reference() -> CredentialsSecretRef {
         CredentialsSecretRef {
@@ -160,7 +162,7 @@ mod tests {
         let s = secret(&[("clientId", b"id-1\n"), ("clientSecret", b"s3cr3t")]);
         let c = read(Some(&s), &reference(), "ns").unwrap();
         assert_eq!(c.client_id, "id-1");
-        assert_eq!(c.client_secret, "s3cr3t");
+        assert_eq!(c.client_secret.expose_secret(), "s3cr3t");
         assert!(!format!("{c:?}").contains("s3cr3t"));
     }
 

@@ -2,6 +2,7 @@
 
 use jiff::Timestamp;
 
+use super::policy::Failure;
 use super::schedule::{self, Timing};
 use super::token_secret::{IssuedToken, TargetState};
 use crate::api::RenewBefore;
@@ -9,7 +10,9 @@ use crate::api::RenewBefore;
 /// Why a new token is needed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
-    /// The Secret does not exist yet (or was deleted).
+    /// The connection never had a token.
+    First,
+    /// The Secret was deleted.
     Missing,
     /// Spec or credentials changed since the token was issued.
     InputsChanged,
@@ -23,68 +26,11 @@ impl Need {
     /// Words for logs.
     pub fn as_str(self) -> &'static str {
         match self {
+            Need::First => "first token",
             Need::Missing => "token secret missing",
             Need::InputsChanged => "spec or credentials changed",
             Need::Damaged => "token secret was modified",
             Need::RenewalDue => "renewal due",
-        }
-    }
-}
-
-/// The last failure to get a token for a connection, remembered between reconciles.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Failure {
-    /// Inputs the failed request was made with.
-    pub inputs_digest: String,
-    /// metadata.generation at the time.
-    pub generation: Option<i64>,
-    /// Failures in a row.
-    pub attempts: u32,
-    /// When the last one happened.
-    pub at: Timestamp,
-    /// No request before this time for the same inputs.
-    pub retry_at: Timestamp,
-    /// Condition reason.
-    pub reason: &'static str,
-    /// Human message (no secrets).
-    pub message: String,
-    /// Only a person can fix it.
-    pub stalled: bool,
-}
-
-impl Failure {
-    /// Records a failure after `previous` (if any, for the same connection).
-    #[allow(clippy::too_many_arguments)]
-    pub fn record(
-        previous: Option<&Failure>,
-        now: Timestamp,
-        inputs_digest: String,
-        generation: Option<i64>,
-        reason: &'static str,
-        message: String,
-        stalled: bool,
-        retry_after: Option<std::time::Duration>,
-        timing: &Timing,
-        unit: f64,
-    ) -> Failure {
-        let attempts = previous.map_or(0, |p| p.attempts).saturating_add(1);
-        let wait = if stalled {
-            timing.stalled_recheck
-        } else if let Some(retry_after) = retry_after {
-            // PingOne says exactly when to come back; a zero would invite a storm.
-            retry_after.max(timing.backoff_base)
-        } else {
-            schedule::backoff(attempts, timing, unit)
-        };
-        Failure {
-            inputs_digest,
-            generation,
-            attempts,
-            at: now,
-            retry_at: schedule::add(now, wait),
-            reason,
-            message,
-            stalled,
         }
     }
 }
@@ -112,18 +58,36 @@ pub enum Plan {
     },
 }
 
+/// What a plan is decided from.
+#[derive(Clone, Copy, Debug)]
+pub struct Inputs<'a> {
+    /// What the target Secret holds.
+    pub target: &'a TargetState,
+    /// Digest of the current spec and credentials.
+    pub inputs_digest: &'a str,
+    /// The connection's metadata.generation.
+    pub generation: Option<i64>,
+    /// When to renew.
+    pub rule: RenewBefore,
+    /// The last failure, if unresolved.
+    pub failure: Option<&'a Failure>,
+    /// The connection had a token before (its status says when it was issued).
+    pub had_token: bool,
+}
+
 /// Decides what to do, given the Secret's state, the current inputs and the last failure.
-pub fn decide(
-    now: Timestamp,
-    target: &TargetState,
-    inputs_digest: &str,
-    generation: Option<i64>,
-    rule: RenewBefore,
-    failure: Option<&Failure>,
-    timing: &Timing,
-) -> Plan {
+pub fn decide(now: Timestamp, inputs: Inputs<'_>, timing: &Timing) -> Plan {
+    let Inputs {
+        target,
+        inputs_digest,
+        generation,
+        rule,
+        failure,
+        had_token,
+    } = inputs;
     let (need, last_issued) = match target {
-        TargetState::Foreign => return Plan::Conflict,
+        TargetState::Foreign { .. } => return Plan::Conflict,
+        TargetState::Absent if !had_token => (Need::First, None),
         TargetState::Absent => (Need::Missing, None),
         TargetState::Owned { token: None, .. } => (Need::Damaged, None),
         TargetState::Owned {
@@ -148,7 +112,7 @@ pub fn decide(
     if let Some(f) = failure {
         let same_inputs = f.inputs_digest == inputs_digest;
         let same_spec = f.generation == generation;
-        if same_inputs && (!f.stalled || same_spec) {
+        if same_inputs && (!f.stalled() || same_spec) {
             until = until.max(Some(f.retry_at));
         }
     }
@@ -171,10 +135,32 @@ pub fn renewal_time(token: &IssuedToken, rule: RenewBefore, timing: &Timing) -> 
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::time::Duration;
-
     use super::*;
+    use crate::controller::policy::FailureClass;
+    use std::collections::BTreeMap;
+
+    fn decide(
+        now: Timestamp,
+        target: &TargetState,
+        inputs_digest: &str,
+        generation: Option<i64>,
+        rule: RenewBefore,
+        failure: Option<&Failure>,
+        timing: &Timing,
+    ) -> Plan {
+        super::decide(
+            now,
+            Inputs {
+                target,
+                inputs_digest,
+                generation,
+                rule,
+                failure,
+                had_token: true,
+            },
+            timing,
+        )
+    }
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -212,7 +198,11 @@ mod tests {
             retry_at: ts(retry_at),
             reason: "X",
             message: "m".into(),
-            stalled,
+            class: if stalled {
+                FailureClass::Rejected
+            } else {
+                FailureClass::Transient
+            },
         }
     }
 
@@ -245,6 +235,15 @@ mod tests {
             decide(now, &TargetState::Absent, "d", Some(1), RULE, None, &t),
             Plan::Request(Need::Missing)
         );
+        let first = Inputs {
+            target: &TargetState::Absent,
+            inputs_digest: "d",
+            generation: Some(1),
+            rule: RULE,
+            failure: None,
+            had_token: false,
+        };
+        assert_eq!(super::decide(now, first, &t), Plan::Request(Need::First));
         assert_eq!(
             decide(now, &owned(None), "d", Some(1), RULE, None, &t),
             Plan::Request(Need::Damaged)
@@ -274,7 +273,15 @@ mod tests {
             Plan::Request(Need::RenewalDue)
         );
         assert_eq!(
-            decide(now, &TargetState::Foreign, "d", Some(1), RULE, None, &t),
+            decide(
+                now,
+                &TargetState::Foreign { owner: "x".into() },
+                "d",
+                Some(1),
+                RULE,
+                None,
+                &t
+            ),
             Plan::Conflict
         );
     }
@@ -351,66 +358,6 @@ mod tests {
             ),
             Plan::Request(Need::Missing)
         );
-    }
-
-    #[test]
-    fn failure_record_counts_and_schedules() {
-        let t = Timing::default();
-        let now = ts("2026-11-27T08:00:00Z");
-        let f1 = Failure::record(
-            None,
-            now,
-            "d".into(),
-            Some(1),
-            "TokenEndpointUnavailable",
-            "m".into(),
-            false,
-            None,
-            &t,
-            1.0,
-        );
-        assert_eq!(f1.attempts, 1);
-        assert_eq!(f1.retry_at, ts("2026-11-27T08:00:01Z"));
-        let f2 = Failure::record(
-            Some(&f1),
-            now,
-            "d".into(),
-            Some(1),
-            "TokenEndpointUnavailable",
-            "m".into(),
-            false,
-            None,
-            &t,
-            1.0,
-        );
-        assert_eq!(f2.attempts, 2);
-        assert_eq!(f2.retry_at, ts("2026-11-27T08:00:02Z"));
-        let limited = Failure::record(
-            Some(&f2),
-            now,
-            "d".into(),
-            Some(1),
-            "RateLimited",
-            "m".into(),
-            false,
-            Some(Duration::from_secs(7)),
-            &t,
-            0.0,
-        );
-        assert_eq!(limited.retry_at, ts("2026-11-27T08:00:07Z"));
-        let stalled = Failure::record(
-            None,
-            now,
-            "d".into(),
-            Some(1),
-            "InvalidClient",
-            "m".into(),
-            true,
-            None,
-            &t,
-            0.0,
-        );
-        assert_eq!(stalled.retry_at, ts("2026-11-27T09:00:00Z"));
     }
 
     #[test]

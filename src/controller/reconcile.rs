@@ -1,26 +1,44 @@
 //! One reconcile of one connection: the I/O shell around the pure decisions.
+//!
+//! It gathers the facts (the connection, its credentials and token Secrets, what the operator
+//! remembers of it), asks [`plan`] what to do and [`policy`] when to retry, does it, and reports
+//! the [`Outcome`] in status, Events and metrics. Kubernetes API failures are outcomes too: they
+//! get their own backoff and show in status when status can be written.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
-use tracing::{Span, field, info, instrument, warn};
+use tracing::{Span, debug, field, info, instrument, warn};
 
 use super::credentials::{self, Credentials};
-use super::plan::{self, Failure, Need, Plan};
+use super::events::{self, EventType};
+use super::own_writes::{OwnWrite, WrittenStatus};
+use super::plan::{self, Need, Plan};
+use super::policy::{self, Attempt, Failure, FailureClass, Validity};
+use super::state::{KubeFailure, UnwrittenToken};
 use super::status::{self, Facts, Problem};
 use super::token_secret::{self, IssuedToken, TargetState};
 use super::{
-    Context, Error, FIELD_MANAGER, REASON_INVALID_SPEC, REASON_TARGET_CONFLICT, UnwrittenToken,
+    Context, Error, FIELD_MANAGER, REASON_CREDENTIALS_FORBIDDEN, REASON_INVALID_SPEC,
+    REASON_KUBERNETES_CONFLICT, REASON_KUBERNETES_ERROR, REASON_TARGET_CONFLICT,
+    REASON_TARGET_FORBIDDEN, REASON_TARGET_REJECTED,
 };
 use super::{rollout, schedule};
-use crate::api::{PingOneConnection, PingOneConnectionStatus, TokenEndpointAuthMethod};
-use crate::pingone::{AuthMethod, TokenError, TokenRequest};
+use crate::api::{
+    PingOneConnection, PingOneConnectionStatus, RenewBefore, TokenEndpointAuthMethod,
+};
+use crate::pingone::{AuthMethod, TokenRequest};
+
+/// A reserved request slot this close is taken as due (the scheduler's timers have millisecond
+/// resolution).
+const SLOT_TOLERANCE: Duration = Duration::from_millis(2);
+/// A wait for the request budget up to this long writes no status of its own.
+const SHORT_THROTTLE: Duration = Duration::from_secs(5);
 
 /// Now, truncated to whole seconds: everything the operator stores has second precision, so
 /// comparing a computed status with the stored one is exact.
@@ -28,24 +46,71 @@ fn now() -> Timestamp {
     Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
-/// What the reconcile ended with, for status, metrics and the requeue.
-struct Outcome {
-    /// The intact token in the Secret after this reconcile.
-    token: Option<IssuedToken>,
-    /// It matches the current inputs.
-    token_current: bool,
-    renew_at: Option<Timestamp>,
-    problem: Option<Problem>,
-    /// Wake up no later than this.
-    next: Option<Timestamp>,
-    /// A token request failed in this reconcile (already logged and reported).
-    request_failed: bool,
-    /// The token was issued by this reconcile.
-    issued: bool,
+/// What one reconcile did about the token.
+enum Outcome {
+    /// The token in the Secret is good and stays.
+    Kept {
+        token: IssuedToken,
+        renew_at: Timestamp,
+        /// Someone changed the Secret while the operator repaired it: look again at once.
+        changed_meanwhile: bool,
+    },
+    /// A token was issued (or one obtained earlier was written).
+    Issued {
+        token: IssuedToken,
+        renew_at: Timestamp,
+        changed_meanwhile: bool,
+    },
+    /// The token request failed; retried at `failure.retry_at`.
+    Failed {
+        failure: Failure,
+        current: Option<IssuedToken>,
+        token_current: bool,
+    },
+    /// Nothing can be requested until a person changes something (spec, credentials, a
+    /// conflicting Secret).
+    Blocked {
+        problem: Problem,
+        current: Option<IssuedToken>,
+    },
+    /// A token is needed, but not before `until` (backoff, `Retry-After`, the floor).
+    Waiting {
+        need: Need,
+        until: Timestamp,
+        current: Option<IssuedToken>,
+    },
+    /// A token is needed, and the environment's request budget has a slot for it in `wait`.
+    Throttled {
+        need: Need,
+        wait: Duration,
+        current: Option<IssuedToken>,
+    },
 }
 
-/// Reconciles one connection. Token failures are reported in status and retried on schedule;
-/// only Kubernetes API failures return an error.
+/// A failed Kubernetes API call, attributed to what the reconcile was doing.
+#[derive(Debug)]
+struct KubeError {
+    reason: &'static str,
+    message: String,
+    stalled: bool,
+}
+
+/// What a reconcile of one connection works with.
+struct Reconcile<'a> {
+    ctx: &'a Context,
+    conn: &'a PingOneConnection,
+    namespace: String,
+    name: String,
+    uid: String,
+    target_name: String,
+    secrets: Api<Secret>,
+    now: Timestamp,
+    /// The last failed token request, from memory or (after a restart) from status.
+    failure: Option<Failure>,
+}
+
+/// Reconciles one connection. Token failures and Kubernetes API failures are reported in status
+/// and retried on their own schedules.
 #[instrument(skip_all, fields(namespace = field::Empty, connection = field::Empty))]
 pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = conn
@@ -57,240 +122,805 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
     Span::current().record("connection", name.as_str());
     ctx.metrics.reconciles.inc();
 
-    let now = now();
-    let generation = conn.metadata.generation;
-    let spec = &conn.spec;
     let target_name = conn.target_secret_name();
-    ctx.index.set(
+    ctx.states.register(
+        &uid,
         &namespace,
         &name,
-        &[&spec.credentials_secret_ref.name, &target_name],
+        &[&conn.spec.credentials_secret_ref.name, &target_name],
     );
-
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let (credentials_secret, target_secret) = tokio::try_join!(
-        secrets.get_opt(&spec.credentials_secret_ref.name),
-        secrets.get_opt(&target_name)
-    )?;
-    let target = token_secret::inspect(target_secret.as_ref(), &uid);
-
-    let mut outcome = act(
-        &ctx,
-        &conn,
-        &secrets,
-        &target,
-        credentials_secret.as_ref(),
-        now,
-    )
-    .await?;
-    // Workloads that read the token only at start-up are restarted for a new token.
-    if let (Some(token), true) = (&outcome.token, outcome.token_current)
-        && !spec.rollout_restart_targets.is_empty()
-        && let Some(later) = rollout::restart_targets(&ctx, &conn, token, outcome.issued, now).await
-    {
-        outcome.next = Some(outcome.next.map_or(later, |n| n.min(later)));
-    }
-
-    let failure = ctx.failure(&uid);
-    let facts = Facts {
-        now,
-        generation,
-        secret_name: &target_name,
-        token: outcome.token.as_ref(),
-        token_current: outcome.token_current,
-        renew_at: outcome.renew_at,
-        problem: outcome.problem.as_ref(),
-        failed_attempts: failure.as_ref().map_or(0, |f| f.attempts),
-        // A failed request's time, or for other problems when the status first reported one.
-        last_failure: match (&failure, &outcome.problem) {
-            (Some(f), _) => Some(f.at),
-            (None, Some(_)) => Some(
-                conn.status
-                    .as_ref()
-                    .and_then(|s| s.last_failure_time.as_ref())
-                    .map_or(now, |t| t.0),
-            ),
-            (None, None) => None,
-        },
+    ctx.metrics.set_connections(ctx.states.len());
+    // A failure survives a restart in status: the new process does not repeat it early.
+    let failure = ctx
+        .states
+        .with(&uid, |s| {
+            if s.failure.is_none() {
+                s.failure = failure_from_status(conn.status.as_ref());
+            }
+            s.failure.clone()
+        })
+        .flatten();
+    let r = Reconcile {
+        ctx: &ctx,
+        conn: &conn,
+        secrets: Api::namespaced(ctx.client.clone(), &namespace),
+        namespace,
+        name,
+        uid,
+        target_name,
+        now: now(),
+        failure,
     };
-    let new_status = status::compute(conn.status.as_ref(), &facts);
-    let ready = status::is_ready(Some(&new_status));
-    if let Some(problem) = outcome.problem.as_ref().filter(|_| !outcome.request_failed) {
-        // Problems found without asking PingOne (credentials, conflict, spec): logged and
-        // reported when they appear, not on every reconcile that still sees them.
-        if previous_reason(conn.status.as_ref()) != Some(problem.reason) {
-            ctx.metrics.error(&namespace, &name, problem.reason);
-            publish(
-                &ctx,
-                &conn,
-                EventType::Warning,
-                problem.reason,
-                &problem.message,
-            )
-            .await;
-            warn!(reason = problem.reason, detail = %problem.message, "connection not healthy");
-        }
+    match r.act().await {
+        Ok(outcome) => r.finish(outcome).await,
+        Err(e) => Ok(r.kube_failed(e).await),
     }
-    ctx.metrics.connection(
-        &namespace,
-        &name,
-        ready,
-        outcome
-            .token
-            .as_ref()
-            .map(|t| t.expires_at.as_second() as f64),
-        outcome
-            .renew_at
-            .filter(|_| ready)
-            .map(|t| t.as_second() as f64),
-    );
-    if conn.status.as_ref() != Some(&new_status)
-        && !ctx
-            .written_status
-            .is_current(&uid, conn.resource_version().as_deref(), &new_status)
-    {
-        let resource_version = write_status(&ctx, &conn, &namespace, &new_status).await?;
-        ctx.written_status
-            .remember(&uid, resource_version, &new_status);
-    }
-
-    // Wake for what is due next, and at the latest when the token expires: Ready must turn
-    // False then even if nothing else happens.
-    let expiry = outcome
-        .token
-        .as_ref()
-        .map(|t| t.expires_at)
-        .filter(|t| *t > now);
-    let wake = [outcome.next, expiry]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(|t| schedule::until(now, t))
-        .unwrap_or(ctx.timing.stalled_recheck)
-        .min(ctx.timing.stalled_recheck);
-    // Wake at the due time at the earliest; a timer firing a little late is harmless.
-    Ok(Action::requeue(wake.max(Duration::from_millis(100))))
 }
 
-/// Decides what to do about the token and does it: nothing, a metadata repair, or a token
-/// request and the Secret write.
-async fn act(
-    ctx: &Context,
-    conn: &PingOneConnection,
-    secrets: &Api<Secret>,
-    target: &TargetState,
-    credentials_secret: Option<&Secret>,
-    now: Timestamp,
-) -> Result<Outcome, Error> {
-    let spec = &conn.spec;
-    let namespace = conn.namespace().unwrap_or_default();
-    let uid = conn.uid().unwrap_or_default();
-    let target_name = conn.target_secret_name();
-    let generation = conn.metadata.generation;
-    let failure = ctx.failure(&uid);
-    Ok(
-        match (
-            spec.renewal.renew_before(),
-            credentials::read(credentials_secret, &spec.credentials_secret_ref, &namespace),
+impl Reconcile<'_> {
+    /// Reads the Secrets, decides, and does what the plan says.
+    async fn act(&self) -> Result<Outcome, KubeError> {
+        let spec = &self.conn.spec;
+        let cred_name = &spec.credentials_secret_ref.name;
+        let (credentials_secret, target_secret) = tokio::join!(
+            self.secrets.get_opt(cred_name),
+            self.secrets.get_opt(&self.target_name)
+        );
+        let credentials_secret =
+            credentials_secret.map_err(|e| self.read_error(&e, cred_name, true))?;
+        let target_secret =
+            target_secret.map_err(|e| self.read_error(&e, &self.target_name, false))?;
+        let target = token_secret::inspect(target_secret.as_ref(), &self.uid);
+
+        let rule = match spec.renewal.renew_before() {
+            Ok(rule) => rule,
+            Err(message) => return Ok(self.blocked(&target, REASON_INVALID_SPEC, message)),
+        };
+        let creds = match credentials::read(
+            credentials_secret.as_ref(),
+            &spec.credentials_secret_ref,
+            &self.namespace,
         ) {
-            (Err(message), _) => blocked(target, REASON_INVALID_SPEC, message),
-            (_, Err(e)) => blocked(target, e.reason(), e.to_string()),
-            (Ok(rule), Ok(creds)) => {
-                let digest = token_secret::inputs_digest(
-                    &spec.auth_domain,
-                    &spec.environment_id,
-                    &creds.client_id,
-                    &creds.client_secret,
-                    &spec.scopes,
-                    spec.token_endpoint_auth_method,
-                );
-                let plan = plan::decide(
-                    now,
-                    target,
-                    &digest,
-                    generation,
-                    rule,
-                    failure.as_ref(),
-                    &ctx.timing,
-                );
-                match plan {
-                    Plan::Conflict => blocked(
-                        target,
-                        REASON_TARGET_CONFLICT,
-                        format!(
-                            "Secret {target_name} exists and is not owned by this connection; the operator will not overwrite it. Delete or rename it, or set spec.target.secretName"
-                        ),
-                    ),
-                    Plan::Keep { token, renew_at } => {
-                        let changed_meanwhile =
-                            repair_metadata(ctx, secrets, conn, target, &token, renew_at).await?;
-                        // A success after failures (e.g. someone else fixed the Secret) clears them.
-                        if failure.as_ref().is_some_and(|f| f.inputs_digest != digest) {
-                            ctx.set_failure(&uid, None);
+            Ok(creds) => creds,
+            Err(e) => return Ok(self.blocked(&target, e.reason(), e.to_string())),
+        };
+        let digest = token_secret::inputs_digest(
+            &self.ctx.digest_key,
+            &spec.auth_domain,
+            &spec.environment_id,
+            &creds.client_id,
+            &creds.client_secret,
+            &spec.scopes,
+            spec.token_endpoint_auth_method,
+        );
+        let plan = plan::decide(
+            self.now,
+            plan::Inputs {
+                target: &target,
+                inputs_digest: &digest,
+                generation: self.conn.metadata.generation,
+                rule,
+                failure: self.failure.as_ref(),
+                had_token: self
+                    .conn
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.issued_at.is_some()),
+            },
+            &self.ctx.timing,
+        );
+        Ok(match plan {
+            Plan::Conflict => {
+                let TargetState::Foreign { owner } = &target else {
+                    unreachable!("a conflict is a foreign Secret");
+                };
+                self.conflict(owner)
+            }
+            Plan::Keep { token, renew_at } => {
+                let changed_meanwhile = self.repair_metadata(&target, &token, renew_at).await?;
+                // A success for other inputs (e.g. someone else fixed the Secret) clears the
+                // failure; one for these inputs stays until a request succeeds.
+                if self
+                    .failure
+                    .as_ref()
+                    .is_some_and(|f| f.inputs_digest != digest)
+                {
+                    self.set_failure(None);
+                }
+                Outcome::Kept {
+                    token,
+                    renew_at,
+                    changed_meanwhile,
+                }
+            }
+            Plan::Wait { need, until } => Outcome::Waiting {
+                need,
+                until,
+                current: current_token(&target),
+            },
+            Plan::Request(need) => self.request(&target, &creds, &digest, need, rule).await?,
+        })
+    }
+
+    /// Turns the outcome into status, Events, metrics and the requeue.
+    async fn finish(&self, outcome: Outcome) -> Result<Action, Error> {
+        let ctx = self.ctx;
+        let now = self.now;
+        let (token, token_current, renew_at, problem, mut next) = match &outcome {
+            Outcome::Kept {
+                token,
+                renew_at,
+                changed_meanwhile,
+            }
+            | Outcome::Issued {
+                token,
+                renew_at,
+                changed_meanwhile,
+            } => (
+                Some(token.clone()),
+                true,
+                Some(*renew_at),
+                self.failure
+                    .as_ref()
+                    .filter(|_| matches!(outcome, Outcome::Kept { .. }))
+                    .filter(|f| f.inputs_digest == token.inputs_digest)
+                    .map(problem_of),
+                Some(if *changed_meanwhile { now } else { *renew_at }),
+            ),
+            Outcome::Failed {
+                failure,
+                current,
+                token_current,
+            } => (
+                current.clone(),
+                *token_current,
+                None,
+                Some(problem_of(failure)),
+                Some(failure.retry_at),
+            ),
+            Outcome::Blocked { problem, current } => {
+                (current.clone(), false, None, Some(problem.clone()), None)
+            }
+            Outcome::Waiting {
+                need,
+                until,
+                current,
+            } => (
+                current.clone(),
+                *need == Need::RenewalDue,
+                None,
+                self.failure.as_ref().map(problem_of),
+                Some(*until),
+            ),
+            Outcome::Throttled { need, current, .. } => (
+                current.clone(),
+                *need == Need::RenewalDue,
+                None,
+                self.failure.as_ref().map(problem_of),
+                None,
+            ),
+        };
+        // Workloads that read the token only at start-up are restarted for a new token.
+        if let (Some(token), true) = (&token, token_current)
+            && !self.conn.spec.rollout_restart_targets.is_empty()
+            && let Some(later) = rollout::restart_targets(
+                ctx,
+                self.conn,
+                token,
+                matches!(outcome, Outcome::Issued { .. }),
+                now,
+            )
+            .await
+        {
+            next = Some(next.map_or(later, |n| n.min(later)));
+        }
+
+        // The failure as it stands after this reconcile (a success cleared it).
+        let failure = match &outcome {
+            Outcome::Issued { .. } => None,
+            Outcome::Failed { failure, .. } => Some(failure.clone()),
+            _ => self.failure.clone(),
+        };
+        let facts = Facts {
+            now,
+            generation: self.conn.metadata.generation,
+            secret_name: &self.target_name,
+            token: token.as_ref(),
+            token_current,
+            renew_at,
+            problem: problem.as_ref(),
+            failed_attempts: failure.as_ref().map_or(0, |f| f.attempts),
+            // A failed request's time, or for other problems when the status first reported one.
+            last_failure: match (&failure, &problem) {
+                (Some(f), _) => Some(f.at),
+                (None, Some(_)) => Some(
+                    self.status()
+                        .and_then(|s| s.last_failure_time.as_ref())
+                        .map_or(now, |t| t.0),
+                ),
+                (None, None) => None,
+            },
+            next_attempt: failure.as_ref().map(|f| f.retry_at),
+            failed_inputs_digest: failure.as_ref().map(|f| f.inputs_digest.as_str()),
+        };
+        let new_status = status::compute(self.status(), &facts);
+        let ready = status::is_ready(Some(&new_status));
+        if let Outcome::Blocked { problem, .. } = &outcome {
+            // Problems found without asking PingOne (credentials, conflict, spec): logged and
+            // reported when they appear, not on every reconcile that still sees them.
+            if previous_reason(self.status()) != Some(problem.reason) {
+                ctx.metrics
+                    .error(&self.namespace, &self.name, problem.reason);
+                self.publish(EventType::Warning, problem.reason, &problem.message)
+                    .await;
+                warn!(reason = problem.reason, detail = %problem.message, "connection not healthy");
+            }
+        }
+        ctx.metrics.connection(
+            &self.namespace,
+            &self.name,
+            ready,
+            token.as_ref().map(|t| t.expires_at.as_second() as f64),
+            renew_at.filter(|_| ready).map(|t| t.as_second() as f64),
+        );
+        if let Outcome::Throttled { wait, .. } = outcome {
+            ctx.metrics.throttled.inc();
+            // A short wait for the request budget is not worth a status write of its own: the
+            // token's status follows within seconds. A long one (a big burst) is shown.
+            if wait <= SHORT_THROTTLE {
+                return Ok(Action::requeue(wait));
+            }
+        }
+        if let Err(e) = self.write_status(&new_status).await {
+            return Ok(self.kube_failed(e).await);
+        }
+        self.clear_kube_failure();
+
+        if let Outcome::Throttled { wait, .. } = outcome {
+            return Ok(Action::requeue(wait));
+        }
+        // Wake for what is due next, and at the latest when the token expires: Ready must turn
+        // False then even if nothing else happens.
+        let expiry = token.as_ref().map(|t| t.expires_at).filter(|t| *t > now);
+        let wake = [next, expiry]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| schedule::until(now, t))
+            .unwrap_or(ctx.timing.stalled_recheck)
+            .min(ctx.timing.stalled_recheck);
+        // Wake at the due time at the earliest; a timer firing a little late is harmless.
+        Ok(Action::requeue(wake.max(Duration::from_millis(100))))
+    }
+
+    fn status(&self) -> Option<&PingOneConnectionStatus> {
+        self.conn.status.as_ref()
+    }
+
+    fn set_failure(&self, failure: Option<Failure>) {
+        self.ctx.states.with(&self.uid, |s| s.failure = failure);
+    }
+
+    /// The outcome when no token can be requested (bad spec, credentials).
+    fn blocked(&self, target: &TargetState, reason: &'static str, message: String) -> Outcome {
+        Outcome::Blocked {
+            current: current_token(target),
+            problem: Problem {
+                reason,
+                message,
+                stalled: true,
+                retry_at: None,
+            },
+        }
+    }
+
+    fn conflict(&self, owner: &str) -> Outcome {
+        Outcome::Blocked {
+            current: None,
+            problem: Problem {
+                reason: REASON_TARGET_CONFLICT,
+                message: format!(
+                    "Secret {} exists and is not owned by this connection (owner: {owner}); the operator will not overwrite it. Delete or rename it, or set spec.target.secretName",
+                    self.target_name
+                ),
+                stalled: true,
+                retry_at: None,
+            },
+        }
+    }
+
+    /// Gets a token (or writes one obtained before) and writes it into the Secret.
+    async fn request(
+        &self,
+        target: &TargetState,
+        creds: &Credentials,
+        digest: &str,
+        need: Need,
+        rule: RenewBefore,
+    ) -> Result<Outcome, KubeError> {
+        let ctx = self.ctx;
+        let spec = &self.conn.spec;
+        let reused = ctx
+            .states
+            .with(&self.uid, |s| s.unwritten.take())
+            .flatten()
+            .filter(|u| {
+                u.token.inputs_digest == digest
+                    && self.now < plan::renewal_time(&u.token, rule, &ctx.timing)
+            });
+        let (token, access_token) = match reused {
+            Some(u) => {
+                info!("writing a token obtained before the Secret write failed");
+                (u.token, u.access_token)
+            }
+            None => {
+                if let Some(wait) = self.admission() {
+                    return Ok(Outcome::Throttled {
+                        need,
+                        wait,
+                        current: current_token(target),
+                    });
+                }
+                let request = TokenRequest {
+                    auth_domain: &spec.auth_domain,
+                    environment_id: &spec.environment_id,
+                    client_id: &creds.client_id,
+                    client_secret: &creds.client_secret,
+                    scopes: &spec.scopes,
+                    method: auth_method(spec.token_endpoint_auth_method),
+                };
+                let (result, elapsed) = ctx.tokens.request_admitted_timed(&request).await;
+                match result {
+                    Ok(response) => {
+                        ctx.metrics
+                            .token_request(&self.namespace, &self.name, "success", elapsed);
+                        let renewal = need == Need::RenewalDue;
+                        let token = IssuedToken {
+                            // Counted from before the request was sent: errs on the early side.
+                            issued_at: self.now,
+                            expires_at: schedule::add(self.now, response.expires_in),
+                            renewal_jitter: schedule::choose_jitter(
+                                renewal,
+                                rule,
+                                response.expires_in,
+                                ctx.jitter_unit(renewal),
+                            ),
+                            inputs_digest: digest.to_string(),
+                            token_type: response.token_type.clone(),
+                            scopes: response.scope.clone(),
                         }
-                        Outcome {
-                            token: Some(token),
-                            token_current: true,
-                            renew_at: Some(renew_at),
-                            problem: failure
-                                .as_ref()
-                                .filter(|f| f.inputs_digest == digest)
-                                .map(problem_of),
-                            next: Some(if changed_meanwhile { now } else { renew_at }),
-                            request_failed: false,
-                            issued: false,
-                        }
+                        .normalised();
+                        (token, response.access_token)
                     }
-                    Plan::Wait { need, until } => {
-                        let token = current_token(target);
-                        let token_current = need == Need::RenewalDue;
-                        Outcome {
-                            renew_at: None,
-                            token_current,
-                            token,
-                            problem: failure.as_ref().map(problem_of),
-                            next: Some(until),
-                            request_failed: false,
-                            issued: false,
-                        }
-                    }
-                    Plan::Request(need) => {
-                        request(
-                            ctx,
-                            conn,
-                            secrets,
-                            target,
-                            &creds,
-                            &digest,
-                            need,
-                            rule,
-                            failure.as_ref(),
-                            now,
-                        )
-                        .await?
+                    Err(error) => {
+                        let current = current_token(target);
+                        let failure = Failure::record(
+                            self.failure.as_ref().filter(|f| f.inputs_digest == digest),
+                            Attempt {
+                                now: self.now,
+                                inputs_digest: digest,
+                                generation: self.conn.metadata.generation,
+                                token: current.as_ref().map(|t| Validity {
+                                    issued_at: t.issued_at,
+                                    expires_at: t.expires_at,
+                                }),
+                            },
+                            &error,
+                            &ctx.timing,
+                            rand::random::<f64>(),
+                        );
+                        self.report_failure(&failure, elapsed).await;
+                        self.set_failure(Some(failure.clone()));
+                        return Ok(Outcome::Failed {
+                            failure,
+                            current,
+                            token_current: need == Need::RenewalDue,
+                        });
                     }
                 }
             }
-        },
-    )
+        };
+        let renew_at = plan::renewal_time(&token, rule, &ctx.timing);
+        let secret = token_secret::build(
+            self.conn,
+            &token,
+            &access_token,
+            renew_at,
+            match target {
+                TargetState::Owned {
+                    resource_version, ..
+                } => resource_version.clone(),
+                _ => None,
+            },
+        );
+        let written = if matches!(target, TargetState::Absent) {
+            self.create_secret(&secret).await
+        } else {
+            self.apply_secret(&secret).await.map(Some)
+        };
+        let changed_meanwhile = match written {
+            Ok(Some(changed)) => changed,
+            // Someone else created a Secret of that name since it was read.
+            Ok(None) => {
+                let owner = match self.secrets.get_opt(&self.target_name).await {
+                    Ok(Some(s)) if !token_secret::is_owned_by(&s, &self.uid) => {
+                        token_secret::owner_of(&s)
+                    }
+                    _ => "unknown".to_string(),
+                };
+                // Kept: should the Secret go away, the token is written without a new request.
+                self.keep_unwritten(token, access_token);
+                return Ok(self.conflict(&owner));
+            }
+            Err(e) => {
+                // Kept: the retry writes it instead of asking PingOne again.
+                self.keep_unwritten(token, access_token);
+                return Err(e);
+            }
+        };
+        self.set_failure(None);
+        let expiry = token.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ");
+        let secret_name = &self.target_name;
+        let (reason, note) = match need {
+            Need::First => (
+                "TokenIssued",
+                format!("Issued the first token, in Secret {secret_name}, valid until {expiry}"),
+            ),
+            Need::RenewalDue => (
+                "TokenRenewed",
+                format!("Renewed the token in Secret {secret_name}, valid until {expiry}"),
+            ),
+            other => (
+                "TokenIssued",
+                format!(
+                    "Issued a new token ({}) in Secret {secret_name}, valid until {expiry}",
+                    other.as_str()
+                ),
+            ),
+        };
+        info!(reason, expires_at = %token.expires_at, renew_at = %renew_at, "{}", need.as_str());
+        self.publish(EventType::Normal, reason, &note).await;
+        Ok(Outcome::Issued {
+            token,
+            renew_at,
+            changed_meanwhile,
+        })
+    }
+
+    /// Takes a slot of the environment's request budget: `None` when the request may go now,
+    /// else how long until the slot (which stays reserved for this connection).
+    fn admission(&self) -> Option<Duration> {
+        let spec = &self.conn.spec;
+        let tokens = &self.ctx.tokens;
+        let now = tokio::time::Instant::now();
+        let held = self
+            .ctx
+            .states
+            .with(&self.uid, |s| s.slot.take())
+            .flatten()
+            .filter(|slot| tokens.slot_still_valid(&spec.auth_domain, &spec.environment_id, *slot));
+        let slot =
+            held.or_else(|| tokens.reserve_slot(&spec.auth_domain, &spec.environment_id, now))?;
+        if slot <= now + SLOT_TOLERANCE {
+            return None;
+        }
+        self.ctx.states.with(&self.uid, |s| s.slot = Some(slot));
+        Some(slot - now)
+    }
+
+    fn keep_unwritten(&self, token: IssuedToken, access_token: crate::pingone::SecretString) {
+        self.ctx.states.with(&self.uid, |s| {
+            s.unwritten = Some(UnwrittenToken {
+                token,
+                access_token,
+            })
+        });
+    }
+
+    /// Logs, counts and publishes a failed token request.
+    async fn report_failure(&self, f: &Failure, elapsed: Duration) {
+        let metrics = &self.ctx.metrics;
+        metrics.token_request(&self.namespace, &self.name, f.reason, elapsed);
+        metrics.error(&self.namespace, &self.name, f.reason);
+        if f.class == FailureClass::NotSent {
+            warn!(reason = f.reason, retry_at = %f.retry_at, "token request not sent: {}", f.message);
+        } else {
+            warn!(reason = f.reason, attempts = f.attempts, retry_at = %f.retry_at, "token request failed: {}", f.message);
+        }
+        // Identical repeats fold into a series; a different message is an Event of its own.
+        self.publish(EventType::Warning, f.reason, &f.message).await;
+    }
+
+    /// Re-applies the Secret when its operator-set labels or annotations drifted, keeping the
+    /// token. True when someone else changed the Secret during the write.
+    async fn repair_metadata(
+        &self,
+        target: &TargetState,
+        token: &IssuedToken,
+        renew_at: Timestamp,
+    ) -> Result<bool, KubeError> {
+        let TargetState::Owned {
+            access_token: Some(access_token),
+            labels,
+            annotations,
+            resource_version,
+            ..
+        } = target
+        else {
+            return Ok(false);
+        };
+        let want_labels = token_secret::desired_labels(self.conn);
+        let want_annotations =
+            token_secret::desired_annotations(self.conn, token, access_token, renew_at);
+        if !token_secret::metadata_drifted(labels, annotations, &want_labels, &want_annotations) {
+            return Ok(false);
+        }
+        info!("restoring the token Secret's labels and annotations");
+        let secret = token_secret::build(
+            self.conn,
+            token,
+            access_token,
+            renew_at,
+            resource_version.clone(),
+        );
+        self.apply_secret(&secret).await
+    }
+
+    /// Registers the write with the own-write bookkeeping before it is sent: its watch event can
+    /// arrive before the response does.
+    fn begin_write(&self, secret: &Secret) {
+        let write = secret
+            .annotations()
+            .get(token_secret::TOKEN_DIGEST)
+            .map(|digest| OwnWrite::begin(&secret.name_any(), digest));
+        self.ctx.states.with(&self.uid, |s| s.own_write = write);
+        self.ctx.metrics.write("secret");
+    }
+
+    /// After the write: true when someone else changed the Secret while it was in flight (their
+    /// watch event was taken for the echo of this write).
+    fn end_write(&self, resource_version: Option<String>, ok: bool) -> bool {
+        self.ctx
+            .states
+            .with(&self.uid, |s| match (ok, s.own_write.as_mut()) {
+                (true, Some(w)) => w.end(resource_version),
+                _ => {
+                    s.own_write = None;
+                    false
+                }
+            })
+            .unwrap_or(false)
+    }
+
+    /// Updates the connection's own token Secret (server-side apply; the resourceVersion in
+    /// `secret` is the precondition).
+    async fn apply_secret(&self, secret: &Secret) -> Result<bool, KubeError> {
+        self.begin_write(secret);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match self
+            .secrets
+            .patch(&secret.name_any(), &params, &Patch::Apply(secret))
+            .await
+        {
+            Ok(written) => Ok(self.end_write(written.resource_version(), true)),
+            Err(e) => {
+                self.end_write(None, false);
+                Err(self.write_error(&e))
+            }
+        }
+    }
+
+    /// Creates the token Secret; `None` when a Secret of that name exists by now (never taken
+    /// over: a create fails on AlreadyExists).
+    async fn create_secret(&self, secret: &Secret) -> Result<Option<bool>, KubeError> {
+        self.begin_write(secret);
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        match self.secrets.create(&params, secret).await {
+            Ok(written) => Ok(Some(self.end_write(written.resource_version(), true))),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                self.end_write(None, false);
+                Ok(None)
+            }
+            Err(e) => {
+                self.end_write(None, false);
+                Err(self.write_error(&e))
+            }
+        }
+    }
+
+    /// Writes the status when it changed; remembers what it wrote so that a reconcile seeing a
+    /// watch-cache copy older than the write does not write it again.
+    async fn write_status(&self, status: &PingOneConnectionStatus) -> Result<(), KubeError> {
+        let current = self.conn.resource_version();
+        let unchanged = self.status() == Some(status)
+            || self
+                .ctx
+                .states
+                .with(&self.uid, |s| {
+                    s.written_status
+                        .as_ref()
+                        .is_some_and(|w| w.is_current(current.as_deref(), status))
+                })
+                .unwrap_or(false);
+        if unchanged {
+            return Ok(());
+        }
+        let api: Api<PingOneConnection> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let patch = serde_json::json!({
+            "apiVersion": PingOneConnection::api_version(&()),
+            "kind": PingOneConnection::kind(&()),
+            "status": status,
+        });
+        self.ctx.metrics.write("status");
+        let written = api
+            .patch_status(
+                &self.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|e| KubeError {
+                reason: conflict_or(&e, REASON_KUBERNETES_ERROR),
+                message: format!("writing the status failed: {}", api_message(&e)),
+                stalled: false,
+            })?;
+        let remembered = WrittenStatus::new(written.resource_version(), status);
+        self.ctx
+            .states
+            .with(&self.uid, |s| s.written_status = remembered);
+        Ok(())
+    }
+
+    /// Reports a failed Kubernetes API call (in status when it can be written, once per change
+    /// in the log, always in the metric) and schedules the retry on its own backoff.
+    async fn kube_failed(&self, e: KubeError) -> Action {
+        let ctx = self.ctx;
+        let (attempts, changed) = ctx
+            .states
+            .with(&self.uid, |s| {
+                let previous = s.kube_failure.take();
+                let changed = previous
+                    .as_ref()
+                    .is_none_or(|p| p.reason != e.reason || p.message != e.message);
+                let attempts = previous.as_ref().map_or(0, |p| p.attempts) + 1;
+                s.kube_failure = Some(KubeFailure {
+                    reason: e.reason,
+                    message: e.message.clone(),
+                    attempts,
+                    stalled: e.stalled,
+                    since: previous.map_or(self.now, |p| p.since),
+                });
+                (attempts, changed)
+            })
+            .unwrap_or((1, true));
+        ctx.metrics
+            .kubernetes_error(&self.namespace, &self.name, e.reason);
+        ctx.metrics.error(&self.namespace, &self.name, e.reason);
+        let wait = if e.reason == REASON_KUBERNETES_CONFLICT {
+            // Lost a race: look again soon with fresh state.
+            schedule::backoff(1, &ctx.timing, rand::random())
+        } else {
+            schedule::backoff(attempts, &ctx.timing, rand::random())
+        };
+        if changed {
+            warn!(
+                reason = e.reason,
+                attempts,
+                retry_in_ms = wait.as_millis() as u64,
+                "Kubernetes API call failed: {}",
+                e.message
+            );
+            self.publish(EventType::Warning, e.reason, &e.message).await;
+        } else {
+            debug!(
+                reason = e.reason,
+                attempts, "Kubernetes API call failed again: {}", e.message
+            );
+        }
+        let problem = Problem {
+            reason: e.reason,
+            message: e.message,
+            stalled: e.stalled,
+            retry_at: (!e.stalled).then(|| schedule::add(self.now, wait)),
+        };
+        let status = status::with_problem(
+            self.status(),
+            &problem,
+            self.now,
+            self.conn.metadata.generation,
+        );
+        if self.status() != Some(&status) {
+            // Best effort: the status write may be what fails.
+            if let Err(e) = self.write_status(&status).await {
+                debug!(
+                    reason = e.reason,
+                    "the status could not be written either: {}", e.message
+                );
+            }
+        }
+        Action::requeue(wait)
+    }
+
+    /// The reconcile got through: a Kubernetes failure before it is over.
+    fn clear_kube_failure(&self) {
+        if let Some(Some(previous)) = self.ctx.states.with(&self.uid, |s| s.kube_failure.take()) {
+            info!(
+                reason = previous.reason,
+                attempts = previous.attempts,
+                "Kubernetes API calls succeed again"
+            );
+        }
+    }
+
+    fn read_error(&self, e: &kube::Error, secret: &str, credentials: bool) -> KubeError {
+        match e {
+            kube::Error::Api(s) if s.code == 403 => KubeError {
+                reason: if credentials {
+                    REASON_CREDENTIALS_FORBIDDEN
+                } else {
+                    REASON_TARGET_FORBIDDEN
+                },
+                message: format!(
+                    "the operator may not get Secret {secret} in namespace {}: grant its ServiceAccount get on secrets there ({})",
+                    self.namespace,
+                    api_message(e)
+                ),
+                stalled: true,
+            },
+            _ => KubeError {
+                reason: REASON_KUBERNETES_ERROR,
+                message: format!("reading Secret {secret} failed: {}", api_message(e)),
+                stalled: false,
+            },
+        }
+    }
+
+    fn write_error(&self, e: &kube::Error) -> KubeError {
+        match e {
+            kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422) => KubeError {
+                reason: REASON_TARGET_REJECTED,
+                message: format!(
+                    "the API server rejected the write of Secret {}: {}",
+                    self.target_name,
+                    api_message(e)
+                ),
+                stalled: true,
+            },
+            _ => KubeError {
+                reason: conflict_or(e, REASON_KUBERNETES_ERROR),
+                message: format!(
+                    "writing Secret {} failed: {}",
+                    self.target_name,
+                    api_message(e)
+                ),
+                stalled: false,
+            },
+        }
+    }
+
+    async fn publish(&self, type_: EventType, reason: &str, note: &str) {
+        events::publish(self.ctx, self.conn, type_, reason, note).await;
+    }
 }
 
-/// The outcome when no token can be requested (bad spec, credentials, conflict).
-fn blocked(target: &TargetState, reason: &'static str, message: String) -> Outcome {
-    Outcome {
-        token: current_token(target),
-        token_current: false,
-        renew_at: None,
-        problem: Some(Problem {
-            reason,
-            message,
-            stalled: true,
-            retry_at: None,
-        }),
-        next: None,
-        request_failed: false,
-        issued: false,
+/// The reason of a conflict (409), or `other`.
+fn conflict_or(e: &kube::Error, other: &'static str) -> &'static str {
+    match e {
+        kube::Error::Api(s) if s.code == 409 => REASON_KUBERNETES_CONFLICT,
+        _ => other,
     }
+}
+
+/// The API server's own words for a failure, cleaned for a condition message.
+fn api_message(e: &kube::Error) -> String {
+    let text = match e {
+        kube::Error::Api(s) => format!("HTTP {}: {}", s.code, s.message),
+        other => other.to_string(),
+    };
+    crate::pingone::sanitize_message(&text)
 }
 
 fn current_token(target: &TargetState) -> Option<IssuedToken> {
@@ -304,9 +934,34 @@ fn problem_of(f: &Failure) -> Problem {
     Problem {
         reason: f.reason,
         message: f.message.clone(),
-        stalled: f.stalled,
-        retry_at: (!f.stalled).then_some(f.retry_at),
+        stalled: f.stalled(),
+        retry_at: (!f.stalled()).then_some(f.retry_at),
     }
+}
+
+/// The failure recorded in `status`, for a process that did not see it happen.
+fn failure_from_status(status: Option<&PingOneConnectionStatus>) -> Option<Failure> {
+    let status = status?;
+    let inputs_digest = status.failed_inputs_digest.clone()?;
+    let retry_at = status.next_attempt_time.as_ref()?.0;
+    let condition = status.conditions.iter().find(|c| {
+        (c.type_ == status::STALLED || c.type_ == status::RECONCILING) && c.status == "True"
+    })?;
+    let reason = policy::token_failure_reason(&condition.reason)?;
+    let message = match condition.message.rsplit_once("; retrying at ") {
+        Some((message, _)) => message.to_string(),
+        None => condition.message.clone(),
+    };
+    Some(Failure {
+        inputs_digest,
+        generation: status.observed_generation,
+        attempts: status.failed_attempts.max(1),
+        at: status.last_failure_time.as_ref().map_or(retry_at, |t| t.0),
+        retry_at,
+        reason,
+        message,
+        class: FailureClass::of_reason(reason),
+    })
 }
 
 /// The reason of the currently reported problem, if any.
@@ -328,260 +983,7 @@ fn auth_method(method: TokenEndpointAuthMethod) -> AuthMethod {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn request(
-    ctx: &Context,
-    conn: &PingOneConnection,
-    secrets: &Api<Secret>,
-    target: &TargetState,
-    creds: &Credentials,
-    digest: &str,
-    need: Need,
-    rule: crate::api::RenewBefore,
-    failure: Option<&Failure>,
-    now: Timestamp,
-) -> Result<Outcome, Error> {
-    let namespace = conn.namespace().unwrap_or_default();
-    let name = conn.name_any();
-    let uid = conn.uid().unwrap_or_default();
-    let spec = &conn.spec;
-    let request = TokenRequest {
-        auth_domain: &spec.auth_domain,
-        environment_id: &spec.environment_id,
-        client_id: &creds.client_id,
-        client_secret: &creds.client_secret,
-        scopes: &spec.scopes,
-        method: auth_method(spec.token_endpoint_auth_method),
-    };
-    let reused = ctx.take_unwritten(&uid).filter(|u| {
-        u.token.inputs_digest == digest && now < plan::renewal_time(&u.token, rule, &ctx.timing)
-    });
-    let (token, access_token) = match reused {
-        Some(u) => {
-            info!("writing a token obtained before the Secret write failed");
-            (u.token, u.access_token)
-        }
-        None => {
-            let (result, elapsed) = ctx.tokens.request_token_timed(&request).await;
-            match result {
-                Ok(response) => {
-                    ctx.metrics
-                        .token_request(&namespace, &name, "success", elapsed);
-                    let token = IssuedToken {
-                        // Counted from before the request was sent: errs on the early side.
-                        issued_at: now,
-                        expires_at: schedule::add(now, response.expires_in),
-                        renewal_jitter: schedule::choose_jitter(
-                            need == Need::RenewalDue,
-                            rule,
-                            response.expires_in,
-                            ctx.jitter_unit(need == Need::RenewalDue),
-                        ),
-                        inputs_digest: digest.to_string(),
-                        token_type: response.token_type.clone(),
-                        scopes: response.scope.clone(),
-                    }
-                    .normalised();
-                    (token, response.access_token)
-                }
-                Err(error) => {
-                    return Ok(failed(
-                        ctx, conn, target, digest, need, failure, now, error, elapsed,
-                    )
-                    .await);
-                }
-            }
-        }
-    };
-    let renew_at = plan::renewal_time(&token, rule, &ctx.timing);
-    let resource_version = match target {
-        TargetState::Owned {
-            resource_version, ..
-        } => resource_version.clone(),
-        _ => None,
-    };
-    let secret = token_secret::build(
-        conn,
-        &token,
-        access_token.expose(),
-        renew_at,
-        resource_version,
-    );
-    let changed_meanwhile = match apply_secret(ctx, secrets, &secret).await {
-        Ok(changed) => changed,
-        Err(e) => {
-            // Keep the token: the retry writes it instead of asking PingOne again.
-            ctx.put_unwritten(
-                &uid,
-                UnwrittenToken {
-                    token,
-                    access_token,
-                },
-            );
-            return Err(e);
-        }
-    };
-    ctx.set_failure(&uid, None);
-    let (reason, verb) = match need {
-        Need::RenewalDue => ("TokenRenewed", "Renewed"),
-        _ => ("TokenIssued", "Issued"),
-    };
-    let note = format!(
-        "{verb} a token ({}) in Secret {}, valid until {}",
-        need.as_str(),
-        secret.name_any(),
-        token.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    );
-    info!(reason, expires_at = %token.expires_at, renew_at = %renew_at, "{}", need.as_str());
-    publish(ctx, conn, EventType::Normal, reason, &note).await;
-    Ok(Outcome {
-        token: Some(token),
-        token_current: true,
-        renew_at: Some(renew_at),
-        problem: None,
-        next: Some(if changed_meanwhile { now } else { renew_at }),
-        request_failed: false,
-        issued: true,
-    })
-}
-
-/// Records a failed token request and reports it.
-#[allow(clippy::too_many_arguments)]
-async fn failed(
-    ctx: &Context,
-    conn: &PingOneConnection,
-    target: &TargetState,
-    digest: &str,
-    need: Need,
-    failure: Option<&Failure>,
-    now: Timestamp,
-    error: TokenError,
-    elapsed: Duration,
-) -> Outcome {
-    let namespace = conn.namespace().unwrap_or_default();
-    let name = conn.name_any();
-    let reason = error.reason();
-    ctx.metrics
-        .token_request(&namespace, &name, reason, elapsed);
-    ctx.metrics.error(&namespace, &name, reason);
-    let f = Failure::record(
-        failure.filter(|f| f.inputs_digest == digest),
-        now,
-        digest.to_string(),
-        conn.metadata.generation,
-        reason,
-        error.to_string(),
-        error.needs_person() || !error.is_retryable(),
-        error.retry_after(),
-        &ctx.timing,
-        rand::random::<f64>(),
-    );
-    warn!(reason, attempts = f.attempts, retry_at = %f.retry_at, "token request failed: {}", f.message);
-    // A Warning for each failed request; the recorder folds repeats into a series.
-    publish(ctx, conn, EventType::Warning, reason, &f.message).await;
-    ctx.set_failure(&conn.uid().unwrap_or_default(), Some(f.clone()));
-    Outcome {
-        token_current: need == Need::RenewalDue,
-        renew_at: None,
-        token: current_token(target),
-        problem: Some(problem_of(&f)),
-        next: Some(f.retry_at),
-        request_failed: true,
-        issued: false,
-    }
-}
-
-/// Re-applies the Secret when its operator-set labels or annotations drifted, keeping the token.
-/// True when someone else changed the Secret during the write (see [`apply_secret`]).
-async fn repair_metadata(
-    ctx: &Context,
-    secrets: &Api<Secret>,
-    conn: &PingOneConnection,
-    target: &TargetState,
-    token: &IssuedToken,
-    renew_at: Timestamp,
-) -> Result<bool, Error> {
-    let TargetState::Owned {
-        access_token: Some(access_token),
-        labels,
-        annotations,
-        resource_version,
-        ..
-    } = target
-    else {
-        return Ok(false);
-    };
-    let want_labels = token_secret::desired_labels(conn);
-    let want_annotations = token_secret::desired_annotations(conn, token, access_token, renew_at);
-    if !token_secret::metadata_drifted(labels, annotations, &want_labels, &want_annotations) {
-        return Ok(false);
-    }
-    info!("restoring the token Secret's labels and annotations");
-    let secret = token_secret::build(
-        conn,
-        token,
-        access_token,
-        renew_at,
-        resource_version.clone(),
-    );
-    apply_secret(ctx, secrets, &secret).await
-}
-
-/// Writes the token Secret. True when someone else changed it while the write was in flight
-/// (their watch event was taken for the echo of this write): the caller reconciles again soon.
-async fn apply_secret(
-    ctx: &Context,
-    secrets: &Api<Secret>,
-    secret: &Secret,
-) -> Result<bool, Error> {
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let namespace = secret.namespace().unwrap_or_default();
-    let name = secret.name_any();
-    ctx.metrics.write("secret");
-    // Registered before the write: its watch event can arrive before the response does.
-    ctx.own_writes.begin(
-        &namespace,
-        &name,
-        secret
-            .annotations()
-            .get(token_secret::TOKEN_DIGEST)
-            .map(String::as_str),
-    );
-    match secrets.patch(&name, &params, &Patch::Apply(secret)).await {
-        Ok(written) => Ok(ctx
-            .own_writes
-            .end(&namespace, &name, written.resource_version())),
-        Err(e) => {
-            ctx.own_writes.end(&namespace, &name, None);
-            Err(e.into())
-        }
-    }
-}
-
-/// Writes the status; returns the resourceVersion the write produced.
-async fn write_status(
-    ctx: &Context,
-    conn: &PingOneConnection,
-    namespace: &str,
-    status: &PingOneConnectionStatus,
-) -> Result<Option<String>, Error> {
-    let api: Api<PingOneConnection> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = serde_json::json!({
-        "apiVersion": PingOneConnection::api_version(&()),
-        "kind": PingOneConnection::kind(&()),
-        "status": status,
-    });
-    ctx.metrics.write("status");
-    let written = api
-        .patch_status(
-            &conn.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-    Ok(written.resource_version())
-}
-
+/// Publishes an Event about `conn` (for the rollout module).
 pub(super) async fn publish(
     ctx: &Context,
     conn: &PingOneConnection,
@@ -589,15 +991,76 @@ pub(super) async fn publish(
     reason: &str,
     note: &str,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.into()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &conn.object_ref(&())).await {
-        // Events are best effort; the status carries the same information.
-        warn!(error = %e, "publishing an Event failed");
+    events::publish(ctx, conn, type_, reason, note).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pingone::TokenError;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    /// A failure written into status by one process is the failure the next process reads back:
+    /// same inputs, retry time, reason, class and count.
+    #[test]
+    fn a_failure_survives_in_status() {
+        let now = ts("2026-11-27T08:00:00Z");
+        for (error, stalled) in [
+            (
+                TokenError::InvalidClient {
+                    status: 401,
+                    code: Some("invalid_client".into()),
+                    description: Some("Invalid client credentials".into()),
+                },
+                true,
+            ),
+            (
+                TokenError::Unavailable {
+                    status: 503,
+                    retry_after: None,
+                    code: None,
+                    description: None,
+                },
+                false,
+            ),
+        ] {
+            let attempt = Attempt {
+                now,
+                inputs_digest: "v2:digest",
+                generation: Some(4),
+                token: None,
+            };
+            let failure = Failure::record(None, attempt, &error, &schedule::Timing::default(), 0.5);
+            let problem = problem_of(&failure);
+            let facts = Facts {
+                now,
+                generation: Some(4),
+                secret_name: "c-token",
+                token: None,
+                token_current: false,
+                renew_at: None,
+                problem: Some(&problem),
+                failed_attempts: failure.attempts,
+                last_failure: Some(failure.at),
+                next_attempt: Some(failure.retry_at),
+                failed_inputs_digest: Some(&failure.inputs_digest),
+            };
+            let written = status::compute(None, &facts);
+            // Through the API server and back.
+            let read: PingOneConnectionStatus =
+                serde_json::from_value(serde_json::to_value(&written).unwrap()).unwrap();
+            let restored = failure_from_status(Some(&read)).expect("a failure in status");
+            assert_eq!(restored, failure);
+            assert_eq!(restored.stalled(), stalled);
+        }
+        // No failure recorded, nothing restored.
+        assert_eq!(
+            failure_from_status(Some(&PingOneConnectionStatus::default())),
+            None
+        );
+        assert_eq!(failure_from_status(None), None);
     }
 }

@@ -8,11 +8,11 @@
 
 use std::time::Duration;
 
+use super::events::EventType;
 use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
-use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use super::schedule;

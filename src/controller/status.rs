@@ -57,6 +57,10 @@ pub struct Facts<'a> {
     pub failed_attempts: u32,
     /// When the last token request (or credentials read) failed.
     pub last_failure: Option<Timestamp>,
+    /// When the next token request is due after a failure.
+    pub next_attempt: Option<Timestamp>,
+    /// The keyed digest of the inputs the last failed request was made with.
+    pub failed_inputs_digest: Option<&'a str>,
 }
 
 fn fmt_time(t: Timestamp) -> String {
@@ -100,11 +104,21 @@ pub fn compute(
                 ),
             },
         ),
-        (_, Some(p), _) => (p.reason, p.message.clone()),
-        (_, None, None) if facts.token.is_some() => (
+        // An expired token is the headline, whatever stands in the way of a new one (that
+        // shows in Reconciling or Stalled).
+        (_, problem, None) if facts.token.is_some() => (
             REASON_TOKEN_EXPIRED,
-            format!("The token in Secret {} has expired", facts.secret_name),
+            match (facts.token, problem) {
+                (Some(t), Some(p)) => format!(
+                    "The token in Secret {} expired at {}; no new one yet: {}",
+                    facts.secret_name,
+                    fmt_time(t.expires_at),
+                    p.message
+                ),
+                _ => format!("The token in Secret {} has expired", facts.secret_name),
+            },
         ),
+        (_, Some(p), _) => (p.reason, p.message.clone()),
         _ => (
             REASON_TOKEN_PENDING,
             format!("Waiting for a token for Secret {}", facts.secret_name),
@@ -164,9 +178,70 @@ pub fn compute(
         renewal_time: facts.renew_at.filter(|_| ready).map(Time),
         last_failure_time: facts.last_failure.map(Time),
         failed_attempts: facts.failed_attempts,
+        next_attempt_time: facts.next_attempt.map(Time),
+        failed_inputs_digest: facts.failed_inputs_digest.map(str::to_string),
         token_type: facts.token.map(|t| t.token_type.clone()),
         granted_scopes: facts.token.map(|t| t.scopes.clone()).unwrap_or_default(),
     }
+}
+
+/// `previous` with a problem outside the token's lifecycle (a failed Kubernetes API call)
+/// reported in Reconciling or Stalled. Everything the operator knows of the token stays as it
+/// was; Ready turns False only when the recorded token has expired.
+pub fn with_problem(
+    previous: Option<&PingOneConnectionStatus>,
+    problem: &Problem,
+    now: Timestamp,
+    generation: Option<i64>,
+) -> PingOneConnectionStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    let expired = status.expires_at.as_ref().is_some_and(|t| t.0 <= now);
+    let ready_before = is_ready(previous) && !expired;
+    let message = match problem.retry_at {
+        Some(at) => format!("{}; retrying at {}", problem.message, fmt_time(at)),
+        None => problem.message.clone(),
+    };
+    let condition = |type_: &str, status: bool, reason: &str, message: String| {
+        let status = if status { "True" } else { "False" };
+        let last_transition_time = previous
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+            .filter(|c| c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(now));
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            observed_generation: generation,
+            last_transition_time,
+        }
+    };
+    let ready = match previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY)) {
+        Some(c) if ready_before => c.clone(),
+        _ if expired => condition(
+            READY,
+            false,
+            REASON_TOKEN_EXPIRED,
+            format!("The token has expired; no new one yet: {}", problem.message),
+        ),
+        _ => condition(READY, false, problem.reason, problem.message.clone()),
+    };
+    status.conditions = vec![
+        ready,
+        if problem.stalled {
+            condition(RECONCILING, false, REASON_RECONCILED, String::new())
+        } else {
+            condition(RECONCILING, true, problem.reason, message.clone())
+        },
+        if problem.stalled {
+            condition(STALLED, true, problem.reason, message)
+        } else {
+            condition(STALLED, false, REASON_RECONCILED, String::new())
+        },
+    ];
+    status.observed_generation = generation;
+    status
 }
 
 #[cfg(test)]
@@ -199,7 +274,32 @@ mod tests {
             problem,
             failed_attempts: 0,
             last_failure: None,
+            next_attempt: None,
+            failed_inputs_digest: None,
         }
+    }
+
+    #[test]
+    fn a_kubernetes_problem_keeps_ready_and_the_token_facts() {
+        let t = token();
+        let ready = compute(None, &facts(Some(&t), None));
+        let p = Problem {
+            reason: "CredentialsForbidden",
+            message: "the operator may not get Secret creds".into(),
+            stalled: true,
+            retry_at: None,
+        };
+        let s = with_problem(Some(&ready), &p, ts("2026-11-27T08:20:00Z"), Some(3));
+        assert_eq!(cond(&s, READY), cond(&ready, READY));
+        assert_eq!(cond(&s, STALLED).reason, "CredentialsForbidden");
+        assert_eq!(s.expires_at, ready.expires_at);
+        // Once the recorded token has expired, Ready says so.
+        let s = with_problem(Some(&ready), &p, ts("2026-11-27T09:00:00Z"), Some(3));
+        assert_eq!(cond(&s, READY).reason, REASON_TOKEN_EXPIRED);
+        assert_eq!(cond(&s, READY).status, "False");
+        // Without any status, Ready carries the problem.
+        let s = with_problem(None, &p, ts("2026-11-27T08:20:00Z"), Some(3));
+        assert_eq!(cond(&s, READY).reason, "CredentialsForbidden");
     }
 
     fn cond<'a>(s: &'a PingOneConnectionStatus, t: &str) -> &'a Condition {
@@ -283,6 +383,23 @@ mod tests {
         let s = compute(None, &facts(None, None));
         assert_eq!(cond(&s, READY).reason, REASON_TOKEN_PENDING);
         assert_eq!(cond(&s, RECONCILING).status, "True");
+        // Expired during an outage: TokenExpired, with the outage in Reconciling.
+        let p = Problem {
+            reason: "TokenEndpointUnavailable",
+            message: "HTTP 503".into(),
+            stalled: false,
+            retry_at: Some(ts("2026-11-27T09:00:30Z")),
+        };
+        let mut f = facts(Some(&t), Some(&p));
+        f.now = ts("2026-11-27T09:00:01Z");
+        let s = compute(None, &f);
+        let ready = cond(&s, READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", REASON_TOKEN_EXPIRED)
+        );
+        assert!(ready.message.contains("HTTP 503"), "{}", ready.message);
+        assert_eq!(cond(&s, RECONCILING).reason, "TokenEndpointUnavailable");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use hmac::Mac;
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -11,7 +12,9 @@ use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
+use super::digest_key::DigestKey;
 use crate::api::{PingOneConnection, TokenEndpointAuthMethod};
+use crate::pingone::{ExposeSecret, SecretString};
 
 /// Label that marks every Secret the operator writes.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -61,21 +64,24 @@ pub struct IssuedToken {
     pub scopes: Vec<String>,
 }
 
-/// What the target Secret name currently holds.
+/// What the target Secret name currently holds. `Debug` never shows the access token.
 // One value per reconcile, never stored: boxing the large variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum TargetState {
     /// No Secret of that name.
     Absent,
     /// A Secret that this connection does not own: the operator must leave it alone.
-    Foreign,
+    Foreign {
+        /// Who owns it, for the message: `Kind/name` of its owner, or what created it.
+        owner: String,
+    },
     /// A Secret owned by this connection.
     Owned {
         /// The token in it, or None when its data or annotations are missing or were edited.
         token: Option<IssuedToken>,
         /// The access token, when intact, so that a metadata-only repair keeps it.
-        access_token: Option<String>,
+        access_token: Option<SecretString>,
         /// Labels and annotations the operator sets, to notice drift.
         labels: BTreeMap<String, String>,
         /// Annotations currently on the Secret.
@@ -87,32 +93,37 @@ pub enum TargetState {
 
 /// A stable digest of every input that determines the token. It lets a restarted operator tell
 /// whether the token in a Secret still matches the spec and credentials without storing any of
-/// them. SHA-256 over length-prefixed fields; the client secret is a high-entropy value issued
-/// by PingOne, so its digest reveals nothing practical.
+/// them.
+///
+/// HMAC-SHA256 over length-prefixed fields, keyed with the operator's [`DigestKey`]: someone who
+/// can read the token Secret but not the key cannot test guesses of the client secret against
+/// it. The `v2:` prefix keeps it from ever equalling a digest of the older unkeyed form
+/// (`sha256:`), so a Secret written by an older version gets one new token.
 pub fn inputs_digest(
+    key: &DigestKey,
     auth_domain: &str,
     environment_id: &str,
     client_id: &str,
-    client_secret: &str,
+    client_secret: &SecretString,
     scopes: &[String],
     method: TokenEndpointAuthMethod,
 ) -> String {
     let mut scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
     scopes.sort_unstable();
     scopes.dedup();
-    let mut hasher = Sha256::new();
-    hasher.update(b"pingone-operator/inputs/v1");
+    let mut mac = key.mac();
+    mac.update(b"pingone-operator/inputs/v2");
     let mut field = |value: &str| {
-        hasher.update((value.len() as u64).to_be_bytes());
-        hasher.update(value.as_bytes());
+        mac.update(&(value.len() as u64).to_be_bytes());
+        mac.update(value.as_bytes());
     };
     field(&auth_domain.to_ascii_lowercase());
     field(environment_id);
     field(client_id);
-    field(client_secret);
+    field(client_secret.expose_secret());
     field(method.as_str());
     field(&scopes.join(" "));
-    format!("sha256:{}", hex(&hasher.finalize()))
+    format!("v2:{}", hex(&mac.finalize().into_bytes()))
 }
 
 fn token_digest(access_token: &str) -> String {
@@ -143,13 +154,43 @@ pub fn is_owned_by(secret: &Secret, uid: &str) -> bool {
         .any(|o| o.uid == uid && o.controller == Some(true))
 }
 
+/// Who owns `secret`, in words: `Kind/name` of its controller (or first) owner reference, or,
+/// without one, the field manager that created it.
+pub fn owner_of(secret: &Secret) -> String {
+    let refs = secret
+        .metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default();
+    if let Some(o) = refs
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .or_else(|| refs.first())
+    {
+        return format!("{}/{}", o.kind, o.name);
+    }
+    let creator = secret
+        .metadata
+        .managed_fields
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find_map(|m| m.manager.clone());
+    match creator {
+        Some(manager) => format!("no owner (created by {manager})"),
+        None => "no owner".to_string(),
+    }
+}
+
 /// Reads what an existing Secret holds for the connection with UID `uid`.
 pub fn inspect(secret: Option<&Secret>, uid: &str) -> TargetState {
     let Some(secret) = secret else {
         return TargetState::Absent;
     };
     if !is_owned_by(secret, uid) {
-        return TargetState::Foreign;
+        return TargetState::Foreign {
+            owner: owner_of(secret),
+        };
     }
     let annotations = secret.annotations().clone();
     let data = secret.data.as_ref();
@@ -157,9 +198,11 @@ pub fn inspect(secret: Option<&Secret>, uid: &str) -> TargetState {
         data.and_then(|d| d.get(key))
             .and_then(|v| String::from_utf8(v.0.clone()).ok())
     };
-    let access_token = text(KEY_ACCESS_TOKEN).filter(|t| !t.is_empty());
+    let access_token = text(KEY_ACCESS_TOKEN)
+        .filter(|t| !t.is_empty())
+        .map(SecretString::from);
     let token = (|| {
-        let access = access_token.as_deref()?;
+        let access = access_token.as_ref()?.expose_secret();
         if annotations.get(TOKEN_DIGEST)? != &token_digest(access) {
             return None;
         }
@@ -212,7 +255,7 @@ pub fn desired_labels(conn: &PingOneConnection) -> BTreeMap<String, String> {
 pub fn desired_annotations(
     conn: &PingOneConnection,
     token: &IssuedToken,
-    access_token: &str,
+    access_token: &SecretString,
     renew_at: Timestamp,
 ) -> BTreeMap<String, String> {
     let mut annotations = conn
@@ -230,7 +273,10 @@ pub fn desired_annotations(
         format!("{:.4}", token.renewal_jitter),
     );
     annotations.insert(INPUTS_DIGEST.into(), token.inputs_digest.clone());
-    annotations.insert(TOKEN_DIGEST.into(), token_digest(access_token));
+    annotations.insert(
+        TOKEN_DIGEST.into(),
+        token_digest(access_token.expose_secret()),
+    );
     annotations
 }
 
@@ -253,14 +299,14 @@ pub fn metadata_drifted(
 pub fn build(
     conn: &PingOneConnection,
     token: &IssuedToken,
-    access_token: &str,
+    access_token: &SecretString,
     renew_at: Timestamp,
     resource_version: Option<String>,
 ) -> Secret {
     let mut data = BTreeMap::new();
     data.insert(
         KEY_ACCESS_TOKEN.to_string(),
-        ByteString(access_token.as_bytes().to_vec()),
+        ByteString(access_token.expose_secret().as_bytes().to_vec()),
     );
     data.insert(
         KEY_TOKEN_TYPE.to_string(),
@@ -323,6 +369,10 @@ mod tests {
     use super::*;
     use crate::api::{CredentialsSecretRef, PingOneConnectionSpec, SecretTemplate};
 
+    fn secret(value: &str) -> SecretString {
+        SecretString::from(value)
+    }
+
     fn conn() -> PingOneConnection {
         let mut c = PingOneConnection::new(
             "billing",
@@ -361,7 +411,7 @@ mod tests {
     fn built_secret_round_trips_through_inspect() {
         let c = conn();
         let renew: Timestamp = "2026-11-27T08:37:00Z".parse().unwrap();
-        let s = build(&c, &token(), "eyJ.token", renew, None);
+        let s = build(&c, &token(), &secret("eyJ.token"), renew, None);
         assert_eq!(s.type_.as_deref(), Some("Opaque"));
         let data = s.data.as_ref().unwrap();
         assert_eq!(data["access_token"].0, b"eyJ.token");
@@ -381,7 +431,7 @@ mod tests {
                 ..
             } => {
                 assert_eq!(t, token());
-                assert_eq!(a, "eyJ.token");
+                assert_eq!(a.expose_secret(), "eyJ.token");
             }
             other => panic!("{other:?}"),
         }
@@ -391,23 +441,35 @@ mod tests {
     fn no_scope_key_without_granted_scopes() {
         let mut t = token();
         t.scopes.clear();
-        let s = build(&conn(), &t, "x", t.expires_at, None);
+        let s = build(&conn(), &t, &secret("x"), t.expires_at, None);
         assert!(!s.data.unwrap().contains_key("scope"));
     }
 
     #[test]
     fn secrets_of_others_are_foreign() {
-        let s = build(&conn(), &token(), "x", token().expires_at, None);
-        assert_eq!(inspect(Some(&s), "another-uid"), TargetState::Foreign);
+        let s = build(&conn(), &token(), &secret("x"), token().expires_at, None);
+        assert!(matches!(
+            inspect(Some(&s), "another-uid"),
+            TargetState::Foreign { owner } if owner == "PingOneConnection/billing"
+        ));
         let mut unowned = s.clone();
         unowned.metadata.owner_references = None;
-        assert_eq!(inspect(Some(&unowned), "uid-1"), TargetState::Foreign);
-        assert_eq!(inspect(None, "uid-1"), TargetState::Absent);
+        assert!(matches!(
+            inspect(Some(&unowned), "uid-1"),
+            TargetState::Foreign { owner } if owner == "no owner"
+        ));
+        assert!(matches!(inspect(None, "uid-1"), TargetState::Absent));
     }
 
     #[test]
     fn edited_token_or_expiry_is_noticed() {
-        let s = build(&conn(), &token(), "eyJ.token", token().expires_at, None);
+        let s = build(
+            &conn(),
+            &token(),
+            &secret("eyJ.token"),
+            token().expires_at,
+            None,
+        );
         let mut edited = s.clone();
         edited
             .data
@@ -450,11 +512,11 @@ mod tests {
             )]
             .into(),
         });
-        let s = build(&c, &token(), "x", token().expires_at, None);
+        let s = build(&c, &token(), &secret("x"), token().expires_at, None);
         assert_eq!(s.labels()["team"], "payments");
         assert_eq!(s.annotations()["reloader.stakater.com/match"], "true");
         let labels = desired_labels(&c);
-        let annotations = desired_annotations(&c, &token(), "x", token().expires_at);
+        let annotations = desired_annotations(&c, &token(), &secret("x"), token().expires_at);
         assert!(!metadata_drifted(
             s.labels(),
             s.annotations(),
@@ -463,7 +525,7 @@ mod tests {
         ));
         let mut other = c.clone();
         other.spec.target.secret_template = None;
-        let s2 = build(&other, &token(), "x", token().expires_at, None);
+        let s2 = build(&other, &token(), &secret("x"), token().expires_at, None);
         assert!(metadata_drifted(
             s2.labels(),
             s2.annotations(),
@@ -472,98 +534,130 @@ mod tests {
         ));
     }
 
+    /// The inputs of a digest, to vary one at a time.
+    #[derive(Clone)]
+    struct Inputs {
+        domain: &'static str,
+        env: &'static str,
+        id: &'static str,
+        secret: &'static str,
+        scopes: Vec<String>,
+        method: TokenEndpointAuthMethod,
+    }
+
+    impl Inputs {
+        fn digest(&self, key: &DigestKey) -> String {
+            inputs_digest(
+                key,
+                self.domain,
+                self.env,
+                self.id,
+                &secret(self.secret),
+                &self.scopes,
+                self.method,
+            )
+        }
+    }
+
+    fn base_inputs() -> Inputs {
+        Inputs {
+            domain: "auth.pingone.eu",
+            env: "env",
+            id: "id",
+            secret: "secret",
+            scopes: vec![],
+            method: TokenEndpointAuthMethod::ClientSecretPost,
+        }
+    }
+
     #[test]
     fn inputs_digest_changes_with_every_input_and_hides_them() {
-        use TokenEndpointAuthMethod::*;
-        let base = inputs_digest(
+        let key = DigestKey::random();
+        let base = base_inputs();
+        let digest = base.digest(&key);
+        assert!(
+            digest.starts_with("v2:") && !digest.contains("secret"),
+            "{digest}"
+        );
+        assert_eq!(digest.len(), "v2:".len() + 64);
+        assert_eq!(base.digest(&key), digest, "stable for one key");
+        let variants = [
+            Inputs {
+                domain: "auth.pingone.com",
+                ..base.clone()
+            },
+            Inputs {
+                env: "env2",
+                ..base.clone()
+            },
+            Inputs {
+                id: "id2",
+                ..base.clone()
+            },
+            Inputs {
+                secret: "secret2",
+                ..base.clone()
+            },
+            Inputs {
+                scopes: vec!["s".into()],
+                ..base.clone()
+            },
+            Inputs {
+                method: TokenEndpointAuthMethod::ClientSecretBasic,
+                ..base.clone()
+            },
+            // Field boundaries matter: "ids" + "ecret" is not "id" + "secret".
+            Inputs {
+                id: "ids",
+                secret: "ecret",
+                ..base.clone()
+            },
+        ];
+        for v in variants {
+            assert_ne!(v.digest(&key), digest);
+        }
+        // Scope order and case of the domain do not.
+        let a = Inputs {
+            domain: "AUTH.pingone.eu",
+            scopes: vec!["b".into(), "a".into()],
+            ..base.clone()
+        };
+        let b = Inputs {
+            scopes: vec!["a".into(), "b".into()],
+            ..base
+        };
+        assert_eq!(a.digest(&key), b.digest(&key));
+    }
+
+    #[test]
+    fn inputs_digest_needs_the_key() {
+        let inputs = base_inputs();
+        let key = DigestKey::from_bytes(&[7; super::super::digest_key::KEY_LEN]).unwrap();
+        // Another key gives another digest: without the key a guess cannot be checked.
+        assert_ne!(inputs.digest(&key), inputs.digest(&DigestKey::random()));
+        // Neither is the unkeyed digest of earlier versions, so it never compares equal.
+        let mut unkeyed = Sha256::new();
+        unkeyed.update(b"pingone-operator/inputs/v1");
+        for value in [
             "auth.pingone.eu",
             "env",
             "id",
             "secret",
-            &[],
-            ClientSecretPost,
-        );
-        assert!(base.starts_with("sha256:") && !base.contains("secret"));
-        let variants = [
-            inputs_digest(
-                "auth.pingone.com",
-                "env",
-                "id",
-                "secret",
-                &[],
-                ClientSecretPost,
-            ),
-            inputs_digest(
-                "auth.pingone.eu",
-                "env2",
-                "id",
-                "secret",
-                &[],
-                ClientSecretPost,
-            ),
-            inputs_digest(
-                "auth.pingone.eu",
-                "env",
-                "id2",
-                "secret",
-                &[],
-                ClientSecretPost,
-            ),
-            inputs_digest(
-                "auth.pingone.eu",
-                "env",
-                "id",
-                "secret2",
-                &[],
-                ClientSecretPost,
-            ),
-            inputs_digest(
-                "auth.pingone.eu",
-                "env",
-                "id",
-                "secret",
-                &["s".into()],
-                ClientSecretPost,
-            ),
-            inputs_digest(
-                "auth.pingone.eu",
-                "env",
-                "id",
-                "secret",
-                &[],
-                ClientSecretBasic,
-            ),
-            // Field boundaries matter: "ids" + "ecret" is not "id" + "secret".
-            inputs_digest(
-                "auth.pingone.eu",
-                "env",
-                "ids",
-                "ecret",
-                &[],
-                ClientSecretPost,
-            ),
-        ];
-        for v in variants {
-            assert_ne!(v, base);
+            "client_secret_post",
+            "",
+        ] {
+            unkeyed.update((value.len() as u64).to_be_bytes());
+            unkeyed.update(value.as_bytes());
         }
-        // Scope order and case of the domain do not.
+        let old = format!("sha256:{}", hex(&unkeyed.finalize()));
+        let new = inputs.digest(&key);
+        assert_ne!(new, old);
+        assert!(!new.contains(old.trim_start_matches("sha256:")));
+        // Known answer from an independent implementation (Python's hmac module): HMAC-SHA256
+        // keyed with the key bytes over the tag and the length-prefixed fields.
         assert_eq!(
-            inputs_digest(
-                "AUTH.pingone.eu",
-                "env",
-                "id",
-                "s",
-                &["b".into(), "a".into()],
-                ClientSecretPost
-            ),
-            inputs_digest(
-                "auth.pingone.eu",
-                "env",
-                "id",
-                "s",
-                &["a".into(), "b".into()],
-                ClientSecretPost
-            )
+            new,
+            "v2:5fd034b3af307870699fda15ab0a3505d9b88813b581d9b96863229003ff1b98"
         );
     }
 
@@ -576,7 +670,7 @@ mod tests {
             ..token()
         }
         .normalised();
-        let s = build(&conn(), &t, "x", t.expires_at, None);
+        let s = build(&conn(), &t, &secret("x"), t.expires_at, None);
         match inspect(Some(&s), "uid-1") {
             TargetState::Owned {
                 token: Some(back), ..

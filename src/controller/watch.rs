@@ -5,9 +5,10 @@
 //!   operator's own status writes never start a reconcile.
 //! - Secrets: one metadata-only watch (no data, nothing cached). A Secret event triggers the
 //!   connections that reference it as credentials or as token Secret, found through the
-//!   [`SecretIndex`](super::SecretIndex) the reconciler keeps, or through the connection label
+//!   connection states the reconciler keeps, or through the connection label
 //!   on the operator's own Secrets.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,31 +59,47 @@ pub async fn run(
     let (reader, writer) = reflector::store::<PingOneConnection>();
 
     let forget_ctx = ctx.clone();
-    let connections = stream::select_all(
-        apis::<PingOneConnection>(&client, &config.namespaces)
-            .into_iter()
-            .map(|api| watcher(api, watcher::Config::default()).boxed()),
-    )
-    .default_backoff()
-    // The store keeps every connection: without managedFields and kubectl's last-applied copy
-    // they take a fraction of the memory.
-    .modify(|conn: &mut PingOneConnection| {
-        conn.managed_fields_mut().clear();
-        conn.annotations_mut()
-            .remove("kubectl.kubernetes.io/last-applied-configuration");
-    })
-    .reflect(writer)
-    .inspect(move |event| {
-        if let Ok(watcher::Event::Delete(conn)) = event {
-            forget_ctx.forget(
-                &conn.namespace().unwrap_or_default(),
-                &conn.name_any(),
-                conn.uid().as_deref(),
-            );
-        }
-    })
-    .touched_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+    // The store starts out ready and empty: each watch fills it with plain changes (see
+    // `relists_as_changes`), so its own re-list handling, which would replace the whole store,
+    // never runs.
+    let store_ready = stream::iter([Ok(watcher::Event::Init), Ok(watcher::Event::InitDone)]);
+    let connections = store_ready
+        .chain(stream::select_all(
+            apis::<PingOneConnection>(&client, &config.namespaces)
+                .into_iter()
+                .zip(scopes)
+                .map(|(api, scope)| {
+                    relists_as_changes(
+                        watcher(api, watcher::Config::default()).default_backoff(),
+                        scope,
+                        reader.clone(),
+                        ctx.clone(),
+                    )
+                    .boxed()
+                }),
+        ))
+        // The store keeps every connection: without managedFields and kubectl's last-applied copy
+        // they take a fraction of the memory.
+        .modify(|conn: &mut PingOneConnection| {
+            conn.managed_fields_mut().clear();
+            conn.annotations_mut()
+                .remove("kubectl.kubernetes.io/last-applied-configuration");
+        })
+        .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(conn)) = event
+                && let Some(uid) = conn.uid()
+            {
+                forget_ctx.forget(&uid);
+            }
+        })
+        .touched_objects()
+        .predicate_filter(predicates::generation, Default::default());
 
     let secrets = secret_triggers(&client, &config.namespaces, ctx.clone(), reader.clone());
 
@@ -109,6 +126,63 @@ pub async fn run(
         })
         .await;
     info!("controller stopped");
+}
+
+/// Turns the re-lists of one watch (at start, and after a gap such as 410 Gone) into plain
+/// changes: the listed objects as applies, and a delete for each object of the watch's scope
+/// (`namespace`, or all) that the store holds but the list no longer contains, e.g. one deleted
+/// while the watch was down. At the end of each list, the operator's state of every connection
+/// of the scope that was not listed is forgotten, metrics series included.
+///
+/// The reflector's own re-list handling replaces the whole store, which is wrong when several
+/// namespace watches share one store (each list would wipe the others' objects); as plain changes
+/// every watch touches only its own objects.
+fn relists_as_changes(
+    watch: impl Stream<Item = Result<watcher::Event<PingOneConnection>, watcher::Error>>
+    + Send
+    + 'static,
+    namespace: Option<String>,
+    store: Store<PingOneConnection>,
+    ctx: Arc<Context>,
+) -> impl Stream<Item = Result<watcher::Event<PingOneConnection>, watcher::Error>> + Send + 'static
+{
+    let mut listed: Option<(HashSet<ObjectRef<PingOneConnection>>, HashSet<String>)> = None;
+    watch.flat_map(move |event| {
+        let in_scope = |ns: &str| namespace.as_deref().is_none_or(|n| n == ns);
+        let out = match event {
+            Ok(watcher::Event::Init) => {
+                listed = Some(Default::default());
+                Vec::new()
+            }
+            Ok(watcher::Event::InitApply(conn)) => {
+                if let Some((refs, uids)) = listed.as_mut() {
+                    refs.insert(ObjectRef::from_obj(&conn));
+                    uids.extend(conn.uid());
+                }
+                vec![Ok(watcher::Event::Apply(conn))]
+            }
+            Ok(watcher::Event::InitDone) => {
+                let (refs, uids) = listed.take().unwrap_or_default();
+                let gone: Vec<_> = store
+                    .state()
+                    .into_iter()
+                    .filter(|c| in_scope(&c.namespace().unwrap_or_default()))
+                    .filter(|c| !refs.contains(&ObjectRef::from_obj(c.as_ref())))
+                    .map(|c| Ok(watcher::Event::Delete(c.as_ref().clone())))
+                    .collect();
+                ctx.forget_all_but(|uid, ns, _| !in_scope(ns) || uids.contains(uid));
+                if !gone.is_empty() {
+                    info!(
+                        count = gone.len(),
+                        "connections deleted while the watch was down are forgotten"
+                    );
+                }
+                gone
+            }
+            other => vec![other],
+        };
+        stream::iter(out)
+    })
 }
 
 /// Connections to reconcile because a Secret they depend on changed.
@@ -151,7 +225,7 @@ fn connections_for(
     // The echo of the operator's own write of a token Secret needs no reconcile (a deletion
     // always does).
     if !deleted
-        && ctx.own_writes.is_echo(
+        && ctx.states.is_echo(
             &namespace,
             &secret.name_any(),
             secret
@@ -163,7 +237,7 @@ fn connections_for(
     {
         return Vec::new();
     }
-    let mut names = ctx.index.connections(&namespace, &secret.name_any());
+    let mut names = ctx.states.connections_for(&namespace, &secret.name_any());
     if let Some(owner) = secret.labels().get(CONNECTION_LABEL) {
         names.push(owner.clone());
     }
@@ -177,13 +251,14 @@ fn connections_for(
         .collect()
 }
 
+/// Only for errors the reconcile cannot attribute (an object without namespace or UID, which
+/// the API server never sends); Kubernetes API failures are handled, with their own backoff, in
+/// the reconcile.
 fn error_policy(conn: Arc<PingOneConnection>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(
         &conn.namespace().unwrap_or_default(),
         &conn.name_any(),
         error.reason(),
     );
-    // Kubernetes API errors are usually brief (a restart, a conflict): retry soon, with jitter.
-    let secs = 2.0 + rand::random::<f64>() * 3.0;
-    Action::requeue(Duration::from_secs_f64(secs))
+    Action::requeue(ctx.timing.stalled_recheck)
 }

@@ -19,6 +19,7 @@ use super::error::{ClientBuildError, TokenError, sanitize_text};
 use super::response::{
     TokenResponse, classify_error_response, parse_retry_after, parse_token_response,
 };
+use super::secret::{ExposeSecret, SecretString};
 
 /// Default time allowed to establish the TCP connection and TLS session.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -74,7 +75,7 @@ pub struct TokenRequest<'a> {
     /// The worker application's client id.
     pub client_id: &'a str,
     /// The worker application's client secret.
-    pub client_secret: &'a str,
+    pub client_secret: &'a SecretString,
     /// Scopes to request; none requests the application's role assignments.
     pub scopes: &'a [String],
     /// How to present the credentials.
@@ -120,6 +121,9 @@ pub struct TokenClientConfig {
     /// At most this many token requests per second per auth domain and environment (0: no
     /// limit); requests beyond it wait their turn.
     pub max_requests_per_second: u32,
+    /// Environments (by id) with a request rate of their own, overriding
+    /// `max_requests_per_second`.
+    pub environment_max_requests_per_second: Vec<(String, u32)>,
 }
 
 impl Default for TokenClientConfig {
@@ -133,6 +137,7 @@ impl Default for TokenClientConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             user_agent: DEFAULT_USER_AGENT.to_owned(),
             max_requests_per_second: DEFAULT_MAX_REQUESTS_PER_SECOND,
+            environment_max_requests_per_second: Vec::new(),
         }
     }
 }
@@ -208,7 +213,10 @@ impl TokenClient {
             http,
             policy: Arc::new(policy),
             max_body_bytes: config.max_body_bytes,
-            limiter: Arc::new(RateLimiter::new(config.max_requests_per_second)),
+            limiter: Arc::new(RateLimiter::new(
+                config.max_requests_per_second,
+                &config.environment_max_requests_per_second,
+            )),
         })
     }
 
@@ -222,25 +230,74 @@ impl TokenClient {
         self.request_token_timed(req).await.0
     }
 
-    /// Requests a token and also returns how long the attempt took (for the request duration
-    /// metric, which should count failures too).
-    ///
-    /// The domain is checked against the policy before anything else; a refused or malformed
-    /// domain returns at once with no I/O. Callers computing an expiry time should count
-    /// `expires_in` from the moment they called this (`now - elapsed` afterwards), which errs on
-    /// the early side.
+    /// Reserves a slot of the request budget of the request's auth domain and environment (see
+    /// [`RateLimiter`]): when the request may be sent. `None` when the domain is refused or
+    /// malformed: nothing will be sent, so no slot is needed.
+    pub fn reserve_slot(
+        &self,
+        auth_domain: &str,
+        environment_id: &str,
+        now: tokio::time::Instant,
+    ) -> Option<tokio::time::Instant> {
+        let domain = self.policy.allowed(auth_domain).ok()?;
+        Some(self.limiter.reserve(&domain, environment_id, now))
+    }
+
+    /// True when a slot from [`TokenClient::reserve_slot`] is still good (no 429 paused the
+    /// budget past it since).
+    pub fn slot_still_valid(
+        &self,
+        auth_domain: &str,
+        environment_id: &str,
+        slot: tokio::time::Instant,
+    ) -> bool {
+        match self.policy.allowed(auth_domain) {
+            Ok(domain) => self.limiter.still_valid(&domain, environment_id, slot),
+            Err(_) => true,
+        }
+    }
+
+    /// Requests a token, waiting for the request budget first, and also returns how long the
+    /// attempt took (for the request duration metric, which should count failures too; queued
+    /// time is not counted).
     pub async fn request_token_timed(
         &self,
         req: &TokenRequest<'_>,
     ) -> (Result<TokenResponse, TokenError>, Duration) {
-        let mut started = Instant::now();
+        if let Ok(domain) = self.policy.allowed(req.auth_domain) {
+            self.limiter.acquire(&domain, req.environment_id).await;
+        }
+        self.request_admitted_timed(req).await
+    }
+
+    /// Requests a token now: the caller already holds a slot of the budget
+    /// ([`TokenClient::reserve_slot`]). Returns how long the attempt took.
+    ///
+    /// The domain is checked against the policy before anything else; a refused or malformed
+    /// domain returns at once with no I/O. A 429 with `Retry-After` pauses the budget of the
+    /// whole environment. Callers computing an expiry time should count `expires_in` from the
+    /// moment they called this, which errs on the early side.
+    pub async fn request_admitted_timed(
+        &self,
+        req: &TokenRequest<'_>,
+    ) -> (Result<TokenResponse, TokenError>, Duration) {
+        let started = Instant::now();
         let (result, status) = match self.policy.allowed(req.auth_domain) {
             Ok(domain) => match token_url_normalised(&domain, req.environment_id) {
                 Ok(url) => {
-                    // Queued time is not request time: the duration metric measures PingOne.
-                    self.limiter.acquire(&domain, req.environment_id).await;
-                    started = Instant::now();
-                    self.send(&domain, url, req).await
+                    let answer = self.send(&domain, url, req).await;
+                    if let Err(TokenError::RateLimited {
+                        retry_after: Some(wait),
+                        ..
+                    }) = &answer.0
+                    {
+                        self.limiter.pause(
+                            &domain,
+                            req.environment_id,
+                            tokio::time::Instant::now() + *wait,
+                        );
+                    }
+                    answer
                 }
                 Err(error) => (Err(error), None),
             },
@@ -289,7 +346,7 @@ impl TokenClient {
         if req.method == AuthMethod::ClientSecretBasic {
             // reqwest base64-encodes "user:password" and marks the header sensitive, so that
             // HTTP-level debug output never shows it.
-            let (id, secret) = basic_credentials(req.client_id, req.client_secret);
+            let (id, secret) = basic_credentials(req.client_id, req.client_secret.expose_secret());
             request = request.basic_auth(id, Some(secret));
         }
 
@@ -320,7 +377,7 @@ impl TokenClient {
                 status,
                 retry_after,
                 &body,
-                req.client_secret,
+                req.client_secret.expose_secret(),
             ))
         };
         (result, Some(status))
@@ -344,7 +401,7 @@ fn form_body(req: &TokenRequest<'_>) -> String {
     }
     if req.method == AuthMethod::ClientSecretPost {
         form.append_pair("client_id", req.client_id);
-        form.append_pair("client_secret", req.client_secret);
+        form.append_pair("client_secret", req.client_secret.expose_secret());
     }
     form.finish()
 }
@@ -500,6 +557,8 @@ mod tests {
     const ENV: &str = "cd91070f-c371-480e-80b2-753c735f8aa1";
     const CLIENT_ID: &str = "my client&id";
     const SECRET: &str = "p@ss:w/rd+ü %";
+    static SECRET_VALUE: std::sync::LazyLock<SecretString> =
+        std::sync::LazyLock::new(|| SecretString::from(SECRET));
     const TOKEN_BODY: &str = r#"{"access_token":"eyJhbGciOiJSUzI1NiJ9.e30.sig","token_type":"Bearer","expires_in":3600,"scope":"a b"}"#;
 
     fn request(method: AuthMethod, scopes: &[String]) -> TokenRequest<'_> {
@@ -507,7 +566,7 @@ mod tests {
             auth_domain: "auth.pingone.eu",
             environment_id: ENV,
             client_id: CLIENT_ID,
-            client_secret: SECRET,
+            client_secret: &SECRET_VALUE,
             scopes,
             method,
         }
@@ -743,7 +802,10 @@ mod tests {
             .request_token(&request(AuthMethod::ClientSecretBasic, &[]))
             .await
             .unwrap();
-        assert_eq!(token.access_token.expose(), "eyJhbGciOiJSUzI1NiJ9.e30.sig");
+        assert_eq!(
+            token.access_token.expose_secret(),
+            "eyJhbGciOiJSUzI1NiJ9.e30.sig"
+        );
         assert_eq!(token.token_type, "Bearer");
     }
 
@@ -986,7 +1048,10 @@ mod tests {
             .await;
         let token = result.unwrap();
         assert_eq!(status, Some(200));
-        assert_eq!(token.access_token.expose(), "eyJhbGciOiJSUzI1NiJ9.e30.sig");
+        assert_eq!(
+            token.access_token.expose_secret(),
+            "eyJhbGciOiJSUzI1NiJ9.e30.sig"
+        );
         assert_eq!(token.expires_in, Duration::from_secs(3600));
         assert_eq!(token.scope, ["a", "b"]);
 
@@ -1111,10 +1176,10 @@ mod tests {
             .await;
         assert_eq!(status, Some(500));
         assert_eq!(
-            result,
-            Err(TokenError::InvalidResponse {
+            result.unwrap_err(),
+            TokenError::InvalidResponse {
                 detail: "HTTP 500 body exceeds 1024 bytes".into()
-            })
+            }
         );
     }
 
@@ -1208,10 +1273,10 @@ mod tests {
             )
             .await;
         assert_eq!(
-            result,
-            Err(TokenError::Timeout {
+            result.unwrap_err(),
+            TokenError::Timeout {
                 domain: "127.0.0.1".into()
-            })
+            }
         );
         assert!(started.elapsed() < Duration::from_secs(5));
     }
@@ -1308,10 +1373,10 @@ mod tests {
         req.auth_domain = "evil.example.com";
         let (result, elapsed) = client.request_token_timed(&req).await;
         assert_eq!(
-            result,
-            Err(TokenError::AuthDomainNotAllowed {
+            result.unwrap_err(),
+            TokenError::AuthDomainNotAllowed {
                 domain: "evil.example.com".into()
-            })
+            }
         );
         assert!(elapsed < Duration::from_secs(1));
 

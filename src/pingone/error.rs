@@ -22,7 +22,7 @@ pub enum TokenError {
     /// The auth domain is neither a regional PingOne domain nor listed by the cluster admin.
     /// No request was sent.
     #[error(
-        "auth domain {domain} is not allowed: credentials are only sent to the regional PingOne \
+        "auth domain {domain} is not allowed; the token request was not sent: credentials are only sent to the regional PingOne \
          domains ({}) and to custom domains the cluster admin lists in --allowed-auth-domains",
         REGIONAL_AUTH_DOMAINS.join(", ")
     )]
@@ -349,6 +349,18 @@ fn retry_after_suffix(retry_after: Option<Duration>) -> String {
         Some(wait) => format!("; retry after {}s", wait.as_secs()),
         None => String::new(),
     }
+}
+
+/// A message from elsewhere (the Kubernetes API server) made fit for a condition: control
+/// characters become spaces, runs of whitespace collapse, at most 1,000 characters (an
+/// admission policy's message comes after the API server's own words and must survive).
+pub fn sanitize_message(text: &str) -> String {
+    let cleaned = text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    cleaned.chars().take(1000).collect()
 }
 
 /// Makes server- or user-provided text safe for a message: every occurrence of a secret (and

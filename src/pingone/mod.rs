@@ -21,10 +21,10 @@ pub use domain::{
     AuthDomainPolicy, REGIONAL_AUTH_DOMAINS, is_environment_id, is_regional, normalize_domain,
     token_url,
 };
-pub use error::{ClientBuildError, MAX_DESCRIPTION_CHARS, TokenError};
+pub use error::{ClientBuildError, MAX_DESCRIPTION_CHARS, TokenError, sanitize_message};
 pub use ratelimit::RateLimiter;
 pub use response::{
     MAX_EXPIRES_IN, MAX_RETRY_AFTER, MIN_EXPIRES_IN, TokenResponse, classify_error_response,
     parse_retry_after, parse_token_response,
 };
-pub use secret::{REDACTED, SecretString};
+pub use secret::{ExposeSecret, REDACTED, SecretString};

@@ -21,8 +21,8 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A successful token response.
 ///
-/// `Debug` is safe to log: the access token prints as `[redacted]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` is safe to log: the access token prints as `[REDACTED]`.
+#[derive(Debug, Clone)]
 pub struct TokenResponse {
     /// The access token (a JWT for PingOne).
     pub access_token: SecretString,
@@ -99,7 +99,7 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, TokenError> {
     };
 
     Ok(TokenResponse {
-        access_token: SecretString::new(access_token.as_str()),
+        access_token: SecretString::from(access_token.as_str()),
         token_type: token_type.clone(),
         expires_in,
         scope,
@@ -194,10 +194,13 @@ pub(crate) fn parse_error_body(body: &[u8]) -> ErrorBody {
 
 /// Turns a non-2xx answer into a [`TokenError`].
 ///
-/// Classification: 404 → not found, 429 → rate limited, 408/500/502/503/504 → unavailable;
-/// for other 4xx the OAuth error code decides (`invalid_client`, `unauthorized_client`,
-/// `invalid_scope`), falling back to the status (401 → invalid client, 403 → unauthorised
-/// client, else invalid request); everything else (3xx, other 5xx, 1xx) is unexpected.
+/// Classification: 429 → rate limited, 408/500/502/503/504 → unavailable. A 4xx is PingOne's
+/// own refusal only when its body is an error PingOne writes (RFC 6749 `error`, or the
+/// platform's `code`): 404 → environment not found; otherwise the OAuth error code decides
+/// (`invalid_client`, `unauthorized_client`, `invalid_scope`), falling back to the status (401
+/// → invalid client, 403 → unauthorised client, else invalid request). A 4xx without such a
+/// body (a proxy's, a WAF's or a CDN's HTML page, an empty body) is unexpected, like 3xx, other
+/// 5xx and 1xx: transient, since nobody at PingOne refused anything.
 /// The code and description are sanitised and scrubbed of `client_secret`.
 pub fn classify_error_response(
     status: u16,
@@ -211,9 +214,17 @@ pub fn classify_error_response(
             .filter(|t| !t.is_empty())
     };
     let raw_code = parsed.code.clone().unwrap_or_default();
+    let from_pingone = parsed.code.is_some();
     let code = clean(parsed.code);
     let description = clean(parsed.description);
     match status {
+        400..=499 if status != 429 && status != 408 && !from_pingone => {
+            TokenError::UnexpectedStatus {
+                status,
+                code,
+                description,
+            }
+        }
         404 => TokenError::NotFound { code, description },
         429 => TokenError::RateLimited {
             retry_after,
@@ -287,6 +298,7 @@ pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pingone::ExposeSecret;
 
     const SECRET: &str = "0nKzq~Ux9-worker-secret";
 
@@ -304,7 +316,10 @@ mod tests {
     #[test]
     fn parses_pingone_success() {
         let token = parse(r#"{"access_token":"eyJhbGciOiJSUzI1NiJ9.e30.sig","token_type":"Bearer","expires_in":3600}"#).unwrap();
-        assert_eq!(token.access_token.expose(), "eyJhbGciOiJSUzI1NiJ9.e30.sig");
+        assert_eq!(
+            token.access_token.expose_secret(),
+            "eyJhbGciOiJSUzI1NiJ9.e30.sig"
+        );
         assert_eq!(token.token_type, "Bearer");
         assert_eq!(token.expires_in, Duration::from_secs(3600));
         assert!(token.scope.is_empty());
@@ -463,7 +478,7 @@ mod tests {
         let debug = format!("{token:?}");
         assert!(!debug.contains("eyJtop"), "{debug}");
         assert!(
-            debug.contains("[redacted]") && debug.contains("3600"),
+            debug.contains("[REDACTED]") && debug.contains("3600"),
             "{debug}"
         );
     }
@@ -506,22 +521,33 @@ mod tests {
         };
         assert_eq!(reason(401, &body("invalid_client")), "InvalidClient");
         assert_eq!(reason(400, &body("invalid_client")), "InvalidClient");
-        assert_eq!(reason(401, ""), "InvalidClient");
+        // Without an error body PingOne writes, a 4xx is someone else's page: transient.
+        assert_eq!(reason(401, ""), "TokenEndpointError");
+        assert_eq!(reason(401, r#"{"code":"UNAUTHORIZED"}"#), "InvalidClient");
         assert_eq!(
             reason(400, &body("unauthorized_client")),
             "UnauthorizedClient"
         );
-        assert_eq!(reason(403, "{}"), "UnauthorizedClient");
+        assert_eq!(reason(403, "{}"), "TokenEndpointError");
+        assert_eq!(
+            reason(403, "<html>Access denied</html>"),
+            "TokenEndpointError"
+        );
+        assert_eq!(
+            reason(403, r#"{"code":"ACCESS_FAILED"}"#),
+            "UnauthorizedClient"
+        );
         assert_eq!(reason(400, &body("invalid_scope")), "InvalidScope");
         assert_eq!(reason(400, &body("invalid_request")), "InvalidRequest");
         assert_eq!(
             reason(400, &body("unsupported_grant_type")),
             "InvalidRequest"
         );
-        assert_eq!(reason(400, "not json"), "InvalidRequest");
-        assert_eq!(reason(405, ""), "InvalidRequest");
-        assert_eq!(reason(415, ""), "InvalidRequest");
+        assert_eq!(reason(400, "not json"), "TokenEndpointError");
+        assert_eq!(reason(405, ""), "TokenEndpointError");
+        assert_eq!(reason(415, &body("x")), "InvalidRequest");
         assert_eq!(reason(404, &body("invalid_client")), "EnvironmentNotFound");
+        assert_eq!(reason(404, "<html>Not Found</html>"), "TokenEndpointError");
         assert_eq!(reason(429, ""), "RateLimited");
         for status in [408, 500, 502, 503, 504] {
             let error = classify_error_response(status, None, b"", SECRET);
@@ -535,7 +561,12 @@ mod tests {
         }
         for status in [400, 401, 403, 404] {
             assert!(
-                !classify_error_response(status, None, b"", SECRET).is_retryable(),
+                classify_error_response(status, None, b"", SECRET).is_retryable(),
+                "{status}"
+            );
+            assert!(
+                !classify_error_response(status, None, body("invalid_request").as_bytes(), SECRET)
+                    .is_retryable(),
                 "{status}"
             );
         }

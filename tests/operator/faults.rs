@@ -4,9 +4,8 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use pingone_operator::controller::schedule::Timing;
 use pingone_operator::pingone::TokenClientConfig;
 use pingone_testbed::standin::Fault;
 use serde_json::json;
@@ -329,48 +328,4 @@ async fn credentials_are_never_sent_to_a_host_outside_the_allow_list() {
         0,
         "a connection reached the trap"
     );
-}
-
-/// The most requests the production backoff (1 s doubling to 5 min, equal jitter) allows in
-/// `window`: every delay at its shortest (half the nominal delay).
-fn max_attempts(window: Duration, timing: &Timing) -> usize {
-    let mut t = Duration::ZERO;
-    let mut attempts = 1;
-    loop {
-        let delay = pingone_operator::controller::schedule::backoff(attempts as u32, timing, 0.0);
-        t += delay;
-        if t > window {
-            return attempts;
-        }
-        attempts += 1;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn ten_minutes_of_503_cost_no_more_requests_than_the_backoff_schedule() {
-    let mut env = TestEnv::new("backoff").await;
-    env.standin.set_persistent_fault(Some(Fault::status(503)));
-    let timing = Timing::default();
-    env.start_operator_with(timing, &[]);
-    let started = SystemTime::now();
-    env.create_connection("c", json!({})).await;
-    let window = Duration::from_secs(600);
-    tokio::time::sleep(window).await;
-    let sent = env
-        .standin
-        .requests()
-        .iter()
-        .filter(|r| r.time.duration_since(started).is_ok_and(|d| d <= window))
-        .count();
-    let allowed = max_attempts(window, &timing);
-    println!("10 minutes of 503: {sent} requests (the schedule allows at most {allowed})");
-    assert!(
-        sent <= allowed,
-        "{sent} requests, schedule allows {allowed}"
-    );
-    // And it did keep trying: at the longest delays (1, 2, 4, … 300 s) that is 10 attempts.
-    assert!(sent >= 9, "only {sent} attempts");
-    let conn = env.connections().get("c").await.unwrap();
-    let message = &TestEnv::condition(&conn, "Reconciling").message;
-    assert!(message.contains("HTTP 503"), "{message}");
 }

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use pingone_operator::api::PingOneConnection;
 use pingone_operator::metrics::Metrics;
@@ -303,6 +303,25 @@ fn the_chart_lints_and_renders_what_its_values_say() {
         one(&yaml_file("deploy/base/clusterrole.yaml"), "ClusterRole")["rules"].clone();
     let base_leader =
         one(&yaml_file("deploy/base/leader-election-role.yaml"), "Role")["rules"].clone();
+    // The chart names the key Secret after the release; otherwise the rules are the same.
+    let base_digest_key = |secret: &str| {
+        let mut rules =
+            one(&yaml_file("deploy/base/digest-key-role.yaml"), "Role")["rules"].clone();
+        for rule in rules.as_array_mut().unwrap() {
+            if let Some(names) = rule.get_mut("resourceNames") {
+                assert_eq!(*names, json!(["pingone-operator-digest-key"]));
+                *names = json!([secret]);
+            }
+        }
+        rules
+    };
+    let role = |docs: &[Value], name: &str| -> Value {
+        of_kind(docs, "Role")
+            .into_iter()
+            .find(|r| r["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no Role {name}"))
+            .clone()
+    };
 
     // Defaults: cluster-wide, two replicas with leader election, JSON logs, no ServiceMonitor.
     let docs = render("t", "pingone-operator", &[]).unwrap();
@@ -328,10 +347,19 @@ fn the_chart_lints_and_renders_what_its_values_say() {
         }
     }
     assert_eq!(one(&docs, "ClusterRole")["rules"], base_rules);
-    let leader = one(&docs, "Role");
-    assert_eq!(leader["rules"], base_leader);
+    assert_eq!(
+        role(&docs, "t-pingone-operator-leader-election")["rules"],
+        base_leader
+    );
+    assert_eq!(
+        role(&docs, "t-pingone-operator-digest-key")["rules"],
+        base_digest_key("t-pingone-operator-digest-key")
+    );
     let sa = name(one(&docs, "ServiceAccount"));
-    for binding in [one(&docs, "ClusterRoleBinding"), one(&docs, "RoleBinding")] {
+    let mut bindings = of_kind(&docs, "RoleBinding");
+    assert_eq!(bindings.len(), 2);
+    bindings.push(one(&docs, "ClusterRoleBinding"));
+    for binding in bindings {
         assert_eq!(
             binding["subjects"],
             json!([{"kind": "ServiceAccount", "name": sa, "namespace": "pingone-operator"}])
@@ -354,6 +382,7 @@ fn the_chart_lints_and_renders_what_its_values_say() {
             "--leader-election=true",
             "--leader-election-lease=t-pingone-operator",
             "--lease-duration=15s",
+            "--digest-key-secret=t-pingone-operator-digest-key",
         ]
     );
     assert_eq!(
@@ -410,7 +439,7 @@ fn the_chart_lints_and_renders_what_its_values_say() {
     .unwrap();
     assert!(of_kind(&docs, "ClusterRole").is_empty());
     assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
-    let roles: Vec<(&str, &str)> = of_kind(&docs, "Role")
+    let roles: BTreeSet<(&str, &str)> = of_kind(&docs, "Role")
         .into_iter()
         .map(|r| {
             (
@@ -421,11 +450,12 @@ fn the_chart_lints_and_renders_what_its_values_say() {
         .collect();
     assert_eq!(
         roles,
-        [
+        BTreeSet::from([
             ("ops", "t-pingone-operator-leader-election"),
+            ("ops", "t-pingone-operator-digest-key"),
             ("a", "t-pingone-operator"),
             ("b", "t-pingone-operator"),
-        ]
+        ])
     );
     for role in of_kind(&docs, "Role") {
         if role["metadata"]["namespace"] != "ops" {
@@ -449,6 +479,7 @@ fn the_chart_lints_and_renders_what_its_values_say() {
             "--leader-election=true",
             "--leader-election-lease=t-pingone-operator",
             "--lease-duration=15s",
+            "--digest-key-secret=t-pingone-operator-digest-key",
             "--namespaces=a,b",
             "--allowed-auth-domains=login.example.com,sso.example.org",
             "--extra-ca-file=/etc/pingone-operator/extra-ca/bundle.pem",
@@ -509,7 +540,12 @@ fn the_chart_lints_and_renders_what_its_values_say() {
     );
     assert_eq!(
         strings(&container(deployment)["args"]),
-        ["run", "--log-format=json", "--leader-election=false"]
+        [
+            "run",
+            "--log-format=json",
+            "--leader-election=false",
+            "--digest-key-secret=t-pingone-operator-digest-key",
+        ]
     );
 
     // Contradictions fail with a message that says what to do.
@@ -808,6 +844,18 @@ async fn the_operator_runs_from_the_chart(namespaced: bool) {
         }
         let args = ["create", "leases.coordination.k8s.io", "-n", &release_ns];
         assert!(kubectl_can_i(&env, &user, &args), "cannot {args:?}");
+        let key_secret = format!("secrets/{release}-pingone-operator-digest-key");
+        for args in [
+            ["get", key_secret.as_str(), "-n", &release_ns],
+            ["create", "secrets", "-n", &release_ns],
+        ] {
+            assert!(kubectl_can_i(&env, &user, &args), "cannot {args:?}");
+        }
+        // With namespaced RBAC, the key Secret is the only one it may read in its namespace.
+        assert_eq!(
+            kubectl_can_i(&env, &user, &["get", "secrets/other", "-n", &release_ns]),
+            !namespaced
+        );
         assert_eq!(
             kubectl_can_i(&env, &user, &["list", "secrets", "-A"]),
             !namespaced,
@@ -919,6 +967,18 @@ async fn the_operator_runs_from_the_chart(namespaced: bool) {
         operator.output()
     );
     assert!(env.token_secret("from-chart-token").await.is_some());
+
+    // The digest key Secret the chart names, created by the operator in the release namespace.
+    let key_name = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--digest-key-secret="))
+        .expect("digest key flag");
+    let release_secrets: Api<Secret> = Api::namespaced(env.client.clone(), &release_ns);
+    let key = release_secrets
+        .get(key_name)
+        .await
+        .expect("digest key Secret in the release namespace");
+    assert_eq!(key.data.as_ref().unwrap()["key"].0.len(), 32);
 
     // The Lease in the release namespace (POD_NAMESPACE), held by this pod (POD_NAME).
     let lease_name = args

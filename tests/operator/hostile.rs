@@ -1,15 +1,17 @@
 //! Hostile and bad input: other namespaces, bad credential values, leaks, least privilege.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
 use pingone_operator::api::PingOneConnection;
-use pingone_testbed::standin::{ClientRegistration, Fault};
+use pingone_testbed::standin::{AuthMethod, ClientRegistration, Fault};
 use serde_json::json;
 
 use crate::process::OperatorProcess;
@@ -131,8 +133,45 @@ async fn credential_values_the_schema_cannot_check_get_a_clear_condition() {
 /// Everything the operator said: logs, Events, statuses. None may contain a secret or token.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_or_token_appears_in_logs_events_or_status() {
+    no_secret_or_token_leaks(AuthMethod::ClientSecretPost).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_or_token_appears_in_logs_events_or_status_with_basic_auth() {
+    no_secret_or_token_leaks(AuthMethod::ClientSecretBasic).await;
+}
+
+/// `value` as it could turn up in text: verbatim, form-urlencoded (a request body), and
+/// base64-encoded (Secret data, an `Authorization: Basic` header), padded and not.
+fn encodings(what: &str, value: &str) -> Vec<(String, String)> {
+    let urlencoded: String = form_urlencoded::byte_serialize(value.as_bytes()).collect();
+    let base64 = STANDARD.encode(value);
+    let mut forms = vec![
+        (what.to_string(), value.to_string()),
+        (format!("{what}, form-urlencoded"), urlencoded),
+        (
+            format!("{what}, base64"),
+            base64.trim_end_matches('=').to_string(),
+        ),
+        (format!("{what}, base64url"), URL_SAFE_NO_PAD.encode(value)),
+    ];
+    forms.dedup_by(|a, b| a.1 == b.1);
+    forms
+}
+
+/// Runs the operator through success, renewals, rotation and every failure kind with clients
+/// that authenticate with `method`, then searches its logs, the Events and every status for the
+/// client secrets and the tokens in any encoding.
+async fn no_secret_or_token_leaks(method: AuthMethod) {
     let env = TestEnv::new("leak").await;
     env.standin.set_token_lifetime(Duration::from_secs(20));
+    let method_name = method.as_str();
+    let register = |secret: &str| {
+        env.standin.add_client(
+            ClientRegistration::new(ENV_ID, CLIENT_ID, secret).with_auth_method(method),
+        );
+    };
+    register(CLIENT_SECRET);
     let secrets_used = [
         CLIENT_SECRET.to_string(),
         "leak-wrong-secret-0xDEADBEEF".to_string(),
@@ -156,8 +195,13 @@ async fn no_secret_or_token_appears_in_logs_events_or_status() {
         "debug,pingone_operator=trace",
         &["--leader-election=false", "--min-renewal-interval=2s"],
     );
+    let env_ref = &env;
+    let create = move |name: &'static str, mut spec: serde_json::Value| {
+        spec["tokenEndpointAuthMethod"] = json!(method_name);
+        async move { env_ref.create_connection(name, spec).await }
+    };
     // Success, renewals, and every failure kind.
-    env.create_connection("ok", json!({})).await;
+    create("ok", json!({})).await;
     env.wait_ready("ok").await;
     env.standin
         .push_fault(Fault::status_with_retry_after(429, 1), 1);
@@ -166,15 +210,11 @@ async fn no_secret_or_token_appears_in_logs_events_or_status() {
     env.standin.push_fault(Fault::Oversized(200_000), 1);
     env.standin.push_fault(Fault::DropConnection, 1);
     env.standin.push_fault(Fault::ExpiresIn(0), 1);
-    env.create_connection("wrong", json!({"credentialsSecretRef": {"name": "wrong"}}))
-        .await;
-    env.create_connection("scope", json!({"scopes": ["admin:everything"]}))
-        .await;
-    env.create_connection("domain", json!({"authDomain": "login.attacker.example"}))
-        .await;
-    env.create_connection("half", json!({"credentialsSecretRef": {"name": "half"}}))
-        .await;
-    env.create_connection("faulty", json!({})).await;
+    create("wrong", json!({"credentialsSecretRef": {"name": "wrong"}})).await;
+    create("scope", json!({"scopes": ["admin:everything"]})).await;
+    create("domain", json!({"authDomain": "login.attacker.example"})).await;
+    create("half", json!({"credentialsSecretRef": {"name": "half"}})).await;
+    create("faulty", json!({})).await;
     env.wait_ready("faulty").await;
     for (name, reason) in [
         ("wrong", "InvalidClient"),
@@ -186,8 +226,7 @@ async fn no_secret_or_token_appears_in_logs_events_or_status() {
             .await;
     }
     // Rotation of the secret, and a tampered token Secret.
-    env.standin
-        .add_client(ClientRegistration::new(ENV_ID, CLIENT_ID, &secrets_used[2]));
+    register(&secrets_used[2]);
     env.put_credentials("creds", CLIENT_ID, &secrets_used[2])
         .await;
     env.secrets()
@@ -201,6 +240,14 @@ async fn no_secret_or_token_appears_in_logs_events_or_status() {
     // Two renewals of the 20 s tokens.
     tokio::time::sleep(Duration::from_secs(25)).await;
     env.wait_ready("ok").await;
+    // The requests used the method under test.
+    let methods: BTreeSet<String> = env
+        .standin
+        .requests()
+        .iter()
+        .map(|r| serde_json::to_value(r.auth_method).unwrap().to_string())
+        .collect();
+    assert_eq!(methods, BTreeSet::from([format!("{method_name:?}")]));
 
     let tokens = env.standin.issued_tokens();
     assert!(tokens.len() >= 5, "only {} tokens issued", tokens.len());
@@ -229,12 +276,21 @@ async fn no_secret_or_token_appears_in_logs_events_or_status() {
         haystacks.len()
     );
     assert!(haystacks[0].1.lines().count() > 10, "too few log lines");
-    let mut needles: Vec<(String, String)> = secrets_used
-        .iter()
-        .map(|s| (format!("client secret {s:?}"), s.clone()))
-        .collect();
+    let mut needles: Vec<(String, String)> = Vec::new();
+    for s in &secrets_used {
+        needles.extend(encodings(&format!("client secret {s:?}"), s));
+        // What an `Authorization: Basic` header carries.
+        let id: String = form_urlencoded::byte_serialize(CLIENT_ID.as_bytes()).collect();
+        let password: String = form_urlencoded::byte_serialize(s.as_bytes()).collect();
+        needles.push((
+            format!("Basic credentials with {s:?}"),
+            STANDARD.encode(format!("{id}:{password}")),
+        ));
+    }
+    // The encodings must differ from the value, or the search covers less than it says.
+    assert_ne!(needles[0].1, needles[1].1, "{needles:?}");
     for (i, t) in tokens.iter().enumerate() {
-        needles.push((format!("token #{i}"), t.clone()));
+        needles.extend(encodings(&format!("token #{i}"), t));
         // The signature alone would be enough to use a stolen token's identity elsewhere.
         if let Some(sig) = t.rsplit('.').next() {
             needles.push((format!("token #{i} signature"), sig.to_string()));
@@ -281,6 +337,7 @@ async fn with_namespaced_rbac_the_operator_works_in_its_namespaces_and_reads_not
     for f in [
         "base/serviceaccount.yaml",
         "base/leader-election-role.yaml",
+        "base/digest-key-role.yaml",
         "namespaced/role.yaml",
     ] {
         docs.push_str(&rewrite(
@@ -338,6 +395,29 @@ async fn with_namespaced_rbac_the_operator_works_in_its_namespaces_and_reads_not
         all.list(&ListParams::default()).await.is_err(),
         "cluster-wide Secret list allowed"
     );
+    // In its own namespace it created its digest key Secret and may read that one only.
+    let own: Api<Secret> = Api::namespaced(as_operator.clone(), &operator_ns);
+    let key = own
+        .get("pingone-operator-digest-key")
+        .await
+        .expect("the digest key Secret, readable by the operator");
+    assert_eq!(key.data.as_ref().unwrap()["key"].0.len(), 32);
+    assert_eq!(
+        key.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
+        "pingone-operator"
+    );
+    let err = own.list(&ListParams::default()).await.unwrap_err();
+    assert!(err.to_string().contains("forbidden"), "{err}");
+    let admin_secrets: Api<Secret> = Api::namespaced(env.client.clone(), &operator_ns);
+    admin_secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "other"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let err = own.get("other").await.unwrap_err();
+    assert!(err.to_string().contains("forbidden"), "{err}");
     let sa = format!("--as=system:serviceaccount:{operator_ns}:pingone-operator");
     let mut cmd = env.cp.kubectl();
     cmd.args(["auth", "can-i", "get", "secrets", "-n", "default", &sa]);

@@ -6,6 +6,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
+use pingone_operator::controller::schedule::Timing;
 use pingone_testbed::standin::Fault;
 use serde_json::json;
 
@@ -138,7 +139,8 @@ async fn metrics_report_expiry_renewal_readiness_requests_and_errors() {
 #[tokio::test(flavor = "multi_thread")]
 async fn events_report_issue_renewal_and_failures_and_repeats_aggregate() {
     let mut env = TestEnv::new("events").await;
-    env.standin.set_token_lifetime(Duration::from_secs(20));
+    // The first renewal comes 1.7-6.7 s after issue.
+    env.standin.set_token_lifetime(Duration::from_secs(10));
     env.start_operator();
     env.create_connection("c", json!({})).await;
     env.wait_ready("c").await;
@@ -198,7 +200,13 @@ async fn events_report_issue_renewal_and_failures_and_repeats_aggregate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rollout_restart_targets_restart_after_rotations_only() {
     let mut env = TestEnv::new("rollout").await;
-    env.standin.set_token_lifetime(Duration::from_secs(20));
+    // 10 s tokens renew 3.3-4.3 s before expiry (the first one from 1.7 s on); restarts are
+    // debounced to one per 5 s (the decisions are unit-tested in rollout.rs).
+    env.standin.set_token_lifetime(Duration::from_secs(10));
+    let timing = Timing {
+        rollout_debounce: Duration::from_secs(5),
+        ..test_timing()
+    };
     let deployment: Deployment = serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "billing"},
@@ -217,7 +225,7 @@ async fn rollout_restart_targets_restart_after_rotations_only() {
         .create(&PostParams::default(), &deployment)
         .await
         .unwrap();
-    env.start_operator();
+    env.start_operator_with(timing, &[]);
     env.create_connection(
         "c",
         json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "billing"}]}),
@@ -248,9 +256,8 @@ async fn rollout_restart_targets_restart_after_rotations_only() {
             .clone();
     assert_eq!(first, issued);
 
-    // A rotation restarts again (debounced to one restart per 15 s; the decisions are
-    // unit-tested in rollout.rs).
-    let second = eventually(Duration::from_secs(40), "restart after a rotation", || {
+    // A rotation restarts again.
+    let second = eventually(Duration::from_secs(20), "restart after a rotation", || {
         let deployments = deployments.clone();
         let first = first.clone();
         async move { stamp(&deployments.get("billing").await.ok()?).filter(|s| *s != first) }
@@ -264,11 +271,56 @@ async fn rollout_restart_targets_restart_after_rotations_only() {
         ) >= 2.0
     );
 
+    // From the next rotation on, tokens last an hour: the workload ends up stamped for a token
+    // that stays current while the operator restarts.
+    env.standin.set_token_lifetime(Duration::from_secs(3600));
+    let current = eventually(
+        Duration::from_secs(20),
+        "restart for an hour-long token",
+        || {
+            let deployments = deployments.clone();
+            let secrets = env.secrets();
+            async move {
+                let annotations = secrets.get("c-token").await.ok()?.metadata.annotations?;
+                let issued = annotations.get("pingone.tokenops.dev/issued-at")?;
+                let expires = annotations.get("pingone.tokenops.dev/expires-at")?;
+                let lifetime = expires
+                    .parse::<jiff::Timestamp>()
+                    .ok()?
+                    .duration_since(issued.parse().ok()?);
+                let stamped = stamp(&deployments.get("billing").await.ok()?)?;
+                (lifetime.as_secs() > 60 && stamped == *issued).then_some(stamped)
+            }
+        },
+    )
+    .await;
+
     // An operator restart restarts nothing.
     env.stop_operator().await;
     let before = deployments.get("billing").await.unwrap();
-    env.start_operator();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(stamp(&before).as_deref(), Some(current.as_str()));
+    env.start_operator_with(timing, &[]);
+    // Proof that the new operator reconciled the connection to the end, past the rollout
+    // decision: its fresh metrics report the connection Ready only after that step. Without
+    // it the checks below would pass for an operator that had not looked yet.
+    eventually(
+        Duration::from_secs(20),
+        "a reconcile by the restarted operator",
+        || {
+            let text = env.metrics.encode();
+            let ns = env.ns.clone();
+            async move {
+                (metric_sum(&text, "pingone_operator_reconciles_total") >= 1.0
+                    && metric(
+                        &text,
+                        "pingone_operator_ready_status",
+                        &[("namespace", &ns), ("name", "c")],
+                    ) == Some(1.0))
+                .then_some(())
+            }
+        },
+    )
+    .await;
     let after = deployments.get("billing").await.unwrap();
     assert_eq!(stamp(&after), stamp(&before));
     assert_eq!(after.metadata.generation, before.metadata.generation);
@@ -278,6 +330,13 @@ async fn rollout_restart_targets_restart_after_rotations_only() {
             "pingone_operator_rollout_restarts_total"
         ),
         0.0
+    );
+    let issued_after =
+        env.token_secret("c-token").await.unwrap().annotations()["pingone.tokenops.dev/issued-at"]
+            .clone();
+    assert_eq!(
+        issued_after, current,
+        "the restarted operator renewed the token"
     );
 }
 

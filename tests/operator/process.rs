@@ -217,6 +217,7 @@ pub async fn shipped_serviceaccount(env: &TestEnv) -> std::path::PathBuf {
         "clusterrole.yaml",
         "clusterrolebinding.yaml",
         "leader-election-role.yaml",
+        "digest-key-role.yaml",
     ];
     let mut cmd = env.cp.kubectl();
     cmd.args(["apply", "--server-side", "--force-conflicts"]);
@@ -323,6 +324,19 @@ async fn the_binary_runs_with_exactly_the_shipped_rbac_serves_health_and_stops_o
         ],
         vec!["create", "leases.coordination.k8s.io", "-n", "default"],
         vec!["create", "clusterrolebindings"],
+        // The digest key is created once and never changed.
+        vec![
+            "update",
+            "secrets/pingone-operator-digest-key",
+            "-n",
+            "pingone-operator",
+        ],
+        vec![
+            "delete",
+            "secrets/pingone-operator-digest-key",
+            "-n",
+            "pingone-operator",
+        ],
     ] {
         assert!(
             !can_i(&env, &denied).await,
@@ -340,6 +354,13 @@ async fn the_binary_runs_with_exactly_the_shipped_rbac_serves_health_and_stops_o
         vec![
             "create",
             "leases.coordination.k8s.io",
+            "-n",
+            "pingone-operator",
+        ],
+        vec!["create", "secrets", "-n", "pingone-operator"],
+        vec![
+            "get",
+            "secrets/pingone-operator-digest-key",
             "-n",
             "pingone-operator",
         ],

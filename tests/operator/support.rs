@@ -11,6 +11,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams
 use kube::core::ApiResource;
 use kube::{Client, ResourceExt};
 use pingone_operator::api::PingOneConnection;
+use pingone_operator::controller::digest_key::DigestKey;
 use pingone_operator::controller::{self, Context, ControllerConfig, schedule::Timing};
 use pingone_operator::metrics::Metrics;
 use pingone_operator::pingone::{REGIONAL_AUTH_DOMAINS, TokenClient, TokenClientConfig};
@@ -49,6 +50,9 @@ pub struct TestEnv {
     pub standin: StandIn,
     operator: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
     pub metrics: Arc<Metrics>,
+    /// The in-process operator's inputs digest key: one per test, kept across restarts as the
+    /// key Secret keeps it for a real operator.
+    pub digest_key: DigestKey,
 }
 
 /// The six regional domains, all sent to `addr`.
@@ -109,6 +113,7 @@ impl TestEnv {
             standin,
             operator: None,
             metrics: Arc::new(Metrics::new()),
+            digest_key: DigestKey::random(),
         };
         env.put_credentials("creds", CLIENT_ID, CLIENT_SECRET).await;
         env
@@ -147,6 +152,7 @@ impl TestEnv {
             tokens,
             self.metrics.clone(),
             timing,
+            self.digest_key.clone(),
         ));
         let (tx, rx) = oneshot::channel::<()>();
         let config = ControllerConfig {

@@ -102,3 +102,8 @@ them). Used by the ClusterRole, or by a Role per watched namespace with rbac.nam
 {{- fail "replicaCount > 1 needs leaderElection.enabled=true (replicas would reconcile the same connections at once)" }}
 {{- end }}
 {{- end }}
+
+{{/* Name of the Secret holding the key of the inputs digest (in the release namespace). */}}
+{{- define "pingone-operator.digestKeySecretName" -}}
+{{- printf "%s-digest-key" (include "pingone-operator.fullname" .) }}
+{{- end }}

@@ -65,6 +65,8 @@ impl Operator {
         cmd.arg("run")
             .arg(format!("--kubeconfig={}", config.kubeconfig.display()))
             .arg("--leader-election=false")
+            // Where its digest key Secret lives; `default` exists in every cluster.
+            .arg("--operator-namespace=default")
             .arg(format!("--extra-ca-file={}", config.extra_ca.display()))
             .arg(format!("--host-override={AUTH_DOMAIN}={}", config.standin))
             .arg(format!("--listen=127.0.0.1:{port}"))

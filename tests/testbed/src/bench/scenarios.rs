@@ -114,28 +114,8 @@ pub struct Table {
 }
 
 impl Table {
-    #[allow(clippy::too_many_arguments)]
-    fn row(
-        &mut self,
-        scenario: &str,
-        measure: &str,
-        operator: String,
-        floor: String,
-        ratio: String,
-        goal: &str,
-        verdict: Verdict,
-        runs: String,
-    ) {
-        self.rows.push(Row {
-            scenario: scenario.into(),
-            measure: measure.into(),
-            operator,
-            floor,
-            ratio,
-            goal: goal.into(),
-            verdict,
-            runs,
-        });
+    fn row(&mut self, row: Row) {
+        self.rows.push(row);
     }
 
     fn note(&mut self, text: String) {
@@ -626,83 +606,83 @@ impl Bench {
         let ratios = col(&|r| r.op.all_ready / r.floor.all_ready);
         let ratio = median(&ratios);
         let t = &mut self.table;
-        t.row(
-            "1 cold start",
-            &format!("{n} created in a burst → all Ready"),
-            format!("{:.1} s", median(&op)),
-            format!("{:.1} s", median(&fl)),
-            format!("{ratio:.2}"),
-            "≤ 1.3 × floor",
-            verdict(ratio <= 1.3),
-            format!("ratios {}", fmt_runs(&ratios, "", 2)),
-        );
+        t.row(Row {
+            scenario: "1 cold start".into(),
+            measure: format!("{n} created in a burst → all Ready"),
+            operator: format!("{:.1} s", median(&op)),
+            floor: format!("{:.1} s", median(&fl)),
+            ratio: format!("{ratio:.2}"),
+            goal: "≤ 1.3 × floor".into(),
+            verdict: verdict(ratio <= 1.3),
+            runs: format!("ratios {}", fmt_runs(&ratios, "", 2)),
+        });
         let burst = col(&|r| r.op.burst);
-        t.row(
-            "1 cold start",
-            "of which the burst of creates",
-            format!("{:.1} s", median(&burst)),
-            format!("{:.1} s", median(&col(&|r| r.floor.burst))),
-            "-".into(),
-            "",
-            Verdict::Info,
-            fmt_runs(&burst, " s", 1),
-        );
+        t.row(Row {
+            scenario: "1 cold start".into(),
+            measure: "of which the burst of creates".into(),
+            operator: format!("{:.1} s", median(&burst)),
+            floor: format!("{:.1} s", median(&col(&|r| r.floor.burst))),
+            ratio: "-".into(),
+            goal: "".into(),
+            verdict: Verdict::Info,
+            runs: fmt_runs(&burst, " s", 1),
+        });
         let cpu = col(&|r| r.op.cpu);
         let fcpu = col(&|r| r.floor.cpu);
-        t.row(
-            "1 cold start",
-            "CPU seconds (operator process / floor threads)",
-            format!("{:.1} s", median(&cpu)),
-            format!("{:.1} s", median(&fcpu)),
-            format!("{:.2}", median(&cpu) / median(&fcpu)),
-            "",
-            Verdict::Info,
-            fmt_runs(&cpu, " s", 1),
-        );
+        t.row(Row {
+            scenario: "1 cold start".into(),
+            measure: "CPU seconds (operator process / floor threads)".into(),
+            operator: format!("{:.1} s", median(&cpu)),
+            floor: format!("{:.1} s", median(&fcpu)),
+            ratio: format!("{:.2}", median(&cpu) / median(&fcpu)),
+            goal: "".into(),
+            verdict: Verdict::Info,
+            runs: fmt_runs(&cpu, " s", 1),
+        });
         let hwm = col(&|r| r.op.memory_hwm_kib / 1024.0);
-        t.row(
-            "1 cold start",
-            &format!("operator peak RSS after {n}"),
-            format!("{:.1} MiB", median(&hwm)),
-            "-".into(),
-            "-".into(),
-            "≤ 40 MiB",
-            verdict(median(&hwm) <= 40.0),
-            fmt_runs(&hwm, "", 1),
-        );
+        t.row(Row {
+            scenario: "1 cold start".into(),
+            measure: format!("operator peak RSS after {n}"),
+            operator: format!("{:.1} MiB", median(&hwm)),
+            floor: "-".into(),
+            ratio: "-".into(),
+            goal: "≤ 40 MiB".into(),
+            verdict: verdict(median(&hwm) <= 40.0),
+            runs: fmt_runs(&hwm, "", 1),
+        });
         let reqs = col(&|r| r.op.token_requests);
         let sw = col(&|r| r.op.secret_writes);
         let stw = col(&|r| r.op.status_writes);
         let exact = reqs.iter().all(|x| *x == n as f64)
             && sw.iter().all(|x| *x == n as f64)
             && stw.iter().all(|x| *x == n as f64);
-        t.row(
-            "1 cold start",
-            "token requests / Secret writes / status writes",
-            format!("{} / {} / {}", median(&reqs), median(&sw), median(&stw)),
-            format!("{n} / {n} / {n}"),
-            "-".into(),
-            "one each per connection",
-            verdict(exact),
-            format!(
+        t.row(Row {
+            scenario: "1 cold start".into(),
+            measure: "token requests / Secret writes / status writes".into(),
+            operator: format!("{} / {} / {}", median(&reqs), median(&sw), median(&stw)),
+            floor: format!("{n} / {n} / {n}"),
+            ratio: "-".into(),
+            goal: "one each per connection".into(),
+            verdict: verdict(exact),
+            runs: format!(
                 "reqs {}; writes {} + {}",
                 fmt_runs(&reqs, "", 0),
                 fmt_runs(&sw, "", 0),
                 fmt_runs(&stw, "", 0)
             ),
-        );
+        });
         let tls = col(&|r| r.op.tls_connections);
         let ftls = col(&|r| r.floor.tls_connections);
-        t.row(
-            "1 cold start",
-            "TLS connections to the stand-in",
-            format!("{}", median(&tls)),
-            format!("{}", median(&ftls)),
-            "-".into(),
-            "reused (≈ concurrency)",
-            Verdict::Info,
-            fmt_runs(&tls, "", 0),
-        );
+        t.row(Row {
+            scenario: "1 cold start".into(),
+            measure: "TLS connections to the stand-in".into(),
+            operator: format!("{}", median(&tls)),
+            floor: format!("{}", median(&ftls)),
+            ratio: "-".into(),
+            goal: "reused (≈ concurrency)".into(),
+            verdict: Verdict::Info,
+            runs: fmt_runs(&tls, "", 0),
+        });
         if let Some(last) = runs.last() {
             let per = |verb: &str, res: &str, sub: &str| last.op.api.get(verb, res, sub) / n as f64;
             self.table.note(format!(
@@ -720,23 +700,23 @@ impl Bench {
             let quiet = idles
                 .iter()
                 .all(|i| i.token_requests == 0.0 && i.writes == 0.0 && i.api_writes == 0.0);
-            self.table.row(
-                "1 cold start",
-                &format!(
+            self.table.row(Row {
+                scenario: "1 cold start".into(),
+                measure: format!(
                     "idle {:.0} s after: token requests / writes / API writes",
                     secs(self.cfg.idle_window)
                 ),
-                format!(
+                operator: format!(
                     "{} / {} / {}",
                     idles.iter().map(|i| i.token_requests).sum::<f64>(),
                     idles.iter().map(|i| i.writes).sum::<f64>(),
                     idles.iter().map(|i| i.api_writes).sum::<f64>()
                 ),
-                "0 / 0 / 0".into(),
-                "-".into(),
-                "none (no reconcile loop)",
-                verdict(quiet),
-                format!(
+                floor: "0 / 0 / 0".into(),
+                ratio: "-".into(),
+                goal: "none (no reconcile loop)".into(),
+                verdict: verdict(quiet),
+                runs: format!(
                     "reconciles {}",
                     fmt_runs(
                         &idles.iter().map(|i| i.reconciles).collect::<Vec<_>>(),
@@ -744,7 +724,7 @@ impl Bench {
                         0
                     )
                 ),
-            );
+            });
         }
         let op_restart: Vec<f64> = runs.iter().filter_map(|r| r.op.restart).collect();
         let fl_restart: Vec<f64> = runs.iter().filter_map(|r| r.floor.restart).collect();
@@ -761,20 +741,20 @@ impl Bench {
                 c.token_requests == 0.0 && c.writes == 0.0 && c.api_secret_status_writes == 0.0
             });
             let t = &mut self.table;
-            t.row(
-                "4 restart",
-                &format!("{n} fresh tokens: start → reconciles ≥ {n}"),
-                format!("{:.1} s", median(&op_restart)),
-                format!("{:.1} s", median(&fl_restart)),
-                format!("{:.2}", median(&ratios)),
-                "(floor: list + 2 GETs each)",
-                Verdict::Info,
-                fmt_runs(&op_restart, " s", 1),
-            );
-            t.row(
-                "4 restart",
-                "token requests / operator writes / API writes",
-                format!(
+            t.row(Row {
+                scenario: "4 restart".into(),
+                measure: format!("{n} fresh tokens: start → reconciles ≥ {n}"),
+                operator: format!("{:.1} s", median(&op_restart)),
+                floor: format!("{:.1} s", median(&fl_restart)),
+                ratio: format!("{:.2}", median(&ratios)),
+                goal: "(floor: list + 2 GETs each)".into(),
+                verdict: Verdict::Info,
+                runs: fmt_runs(&op_restart, " s", 1),
+            });
+            t.row(Row {
+                scenario: "4 restart".into(),
+                measure: "token requests / operator writes / API writes".into(),
+                operator: format!(
                     "{} / {} / {}",
                     counts.iter().map(|c| c.token_requests).sum::<f64>(),
                     counts.iter().map(|c| c.writes).sum::<f64>(),
@@ -783,11 +763,11 @@ impl Bench {
                         .map(|c| c.api_secret_status_writes)
                         .sum::<f64>()
                 ),
-                "0 / 0 / 0".into(),
-                "-".into(),
-                "zero",
-                verdict(zero),
-                format!(
+                floor: "0 / 0 / 0".into(),
+                ratio: "-".into(),
+                goal: "zero".into(),
+                verdict: verdict(zero),
+                runs: format!(
                     "GET secrets per connection {}",
                     fmt_runs(
                         &counts
@@ -798,7 +778,7 @@ impl Bench {
                         2
                     )
                 ),
-            );
+            });
         }
         let op_rot: Vec<&Vec<f64>> = runs
             .iter()
@@ -817,39 +797,39 @@ impl Bench {
             let fl99 = p(&|r| &r.floor.rotation, 99.0);
             let writes: Vec<f64> = runs.iter().filter_map(|r| r.op.rotation_writes).collect();
             let t = &mut self.table;
-            t.row(
-                "5 credentials change",
-                &format!(
+            t.row(Row {
+                scenario: "5 credentials change".into(),
+                measure: format!(
                     "Secret change → new token, p50 ({} changes)",
                     self.cfg.rotations
                 ),
-                format!("{:.0} ms", median(&op50)),
-                format!("{:.0} ms", median(&fl50)),
-                format!("{:.2}", median(&op50) / median(&fl50)),
-                "seconds",
-                verdict(median(&op50) < 5000.0),
-                fmt_runs(&op50, "", 0),
-            );
-            t.row(
-                "5 credentials change",
-                "Secret change → new token, p99",
-                format!("{:.0} ms", median(&op99)),
-                format!("{:.0} ms", median(&fl99)),
-                format!("{:.2}", median(&op99) / median(&fl99)),
-                "seconds",
-                verdict(median(&op99) < 5000.0),
-                fmt_runs(&op99, "", 0),
-            );
-            t.row(
-                "5 credentials change",
-                "operator writes per change",
-                format!("{:.2}", median(&writes)),
-                "2".into(),
-                "-".into(),
-                "2 (Secret + status)",
-                verdict(writes.iter().all(|w| (*w - 2.0).abs() < 1e-9)),
-                fmt_runs(&writes, "", 2),
-            );
+                operator: format!("{:.0} ms", median(&op50)),
+                floor: format!("{:.0} ms", median(&fl50)),
+                ratio: format!("{:.2}", median(&op50) / median(&fl50)),
+                goal: "seconds".into(),
+                verdict: verdict(median(&op50) < 5000.0),
+                runs: fmt_runs(&op50, "", 0),
+            });
+            t.row(Row {
+                scenario: "5 credentials change".into(),
+                measure: "Secret change → new token, p99".into(),
+                operator: format!("{:.0} ms", median(&op99)),
+                floor: format!("{:.0} ms", median(&fl99)),
+                ratio: format!("{:.2}", median(&op99) / median(&fl99)),
+                goal: "seconds".into(),
+                verdict: verdict(median(&op99) < 5000.0),
+                runs: fmt_runs(&op99, "", 0),
+            });
+            t.row(Row {
+                scenario: "5 credentials change".into(),
+                measure: "operator writes per change".into(),
+                operator: format!("{:.2}", median(&writes)),
+                floor: "2".into(),
+                ratio: "-".into(),
+                goal: "2 (Secret + status)".into(),
+                verdict: verdict(writes.iter().all(|w| (*w - 2.0).abs() < 1e-9)),
+                runs: fmt_runs(&writes, "", 2),
+            });
         }
     }
 
@@ -920,16 +900,16 @@ impl Bench {
         for (q, label) in [(50.0, "p50"), (99.0, "p99")] {
             let op: Vec<f64> = op_runs.iter().map(|v| percentile(v, q)).collect();
             let fl: Vec<f64> = fl_runs.iter().map(|v| percentile(v, q)).collect();
-            self.table.row(
-                "1 one by one",
-                &format!("apply → Ready {label} ({m} in sequence)"),
-                format!("{:.0} ms", median(&op)),
-                format!("{:.0} ms", median(&fl)),
-                format!("{:.2}", median(&op) / median(&fl)),
-                "",
-                Verdict::Info,
-                fmt_runs(&op, "", 0),
-            );
+            self.table.row(Row {
+                scenario: "1 one by one".into(),
+                measure: format!("apply → Ready {label} ({m} in sequence)"),
+                operator: format!("{:.0} ms", median(&op)),
+                floor: format!("{:.0} ms", median(&fl)),
+                ratio: format!("{:.2}", median(&op) / median(&fl)),
+                goal: "".into(),
+                verdict: Verdict::Info,
+                runs: fmt_runs(&op, "", 0),
+            });
         }
         Ok(())
     }
@@ -995,20 +975,20 @@ impl Bench {
             } else {
                 ("", Verdict::Info)
             };
-            self.table.row(
-                "2 memory",
-                &format!(
+            self.table.row(Row {
+                scenario: "2 memory".into(),
+                measure: format!(
                     "peak RSS at {level} ({} unrelated {} KiB Secrets)",
                     self.cfg.unrelated,
                     self.cfg.unrelated_bytes / 1024
                 ),
-                format!("{mib:.1} MiB"),
-                "-".into(),
-                "-".into(),
-                goal,
-                v,
-                format!("VmRSS {:.1} MiB", m.rss_kib as f64 / 1024.0),
-            );
+                operator: format!("{mib:.1} MiB"),
+                floor: "-".into(),
+                ratio: "-".into(),
+                goal: goal.to_string(),
+                verdict: v,
+                runs: format!("VmRSS {:.1} MiB", m.rss_kib as f64 / 1024.0),
+            });
         }
         // Growth per connection between the two largest levels, from the current RSS.
         if points.len() >= 2 {
@@ -1017,19 +997,19 @@ impl Bench {
             if l2 > l1 {
                 let per = (m2.rss_kib as f64 - m1.rss_kib as f64) / (l2 - l1) as f64;
                 let per_hwm = (m2.hwm_kib as f64 - m1.hwm_kib as f64) / (l2 - l1) as f64;
-                self.table.row(
-                    "2 memory",
-                    &format!("growth per connection ({l1} → {l2})"),
-                    format!("{per:.1} KiB"),
-                    "-".into(),
-                    "-".into(),
-                    "small constant (reported)",
-                    Verdict::Info,
-                    format!(
+                self.table.row(Row {
+                    scenario: "2 memory".into(),
+                    measure: format!("growth per connection ({l1} → {l2})"),
+                    operator: format!("{per:.1} KiB"),
+                    floor: "-".into(),
+                    ratio: "-".into(),
+                    goal: "small constant (reported)".into(),
+                    verdict: Verdict::Info,
+                    runs: format!(
                         "peak {per_hwm:.1} KiB; max sampled RSS {:.1} MiB",
                         sampled_max as f64 / 1024.0
                     ),
-                );
+                });
             }
         }
         Ok(())
@@ -1134,79 +1114,72 @@ impl Bench {
         let secret_per = d.secret_writes / d.token_successes;
         let status_per = d.status_writes / d.token_successes;
         let t = &mut self.table;
-        t.row(
-            "3 steady state",
-            &format!(
+        t.row(Row { scenario: "3 steady state".into(), measure: format!(
                 "token requests over {}×{}s ({n} connections)",
                 self.cfg.steady_lifetimes,
                 life.as_secs()
-            ),
-            format!(
+            ), operator: format!(
                 "{rotations:.0} ({:.2}/conn), interval median {mean_interval:.1} s",
                 rotations / n as f64
-            ),
-            format!(
+            ), floor: format!(
                 "≈{expected:.0}, interval {:.1}-{:.1} s",
                 0.57 * l,
                 0.67 * l
-            ),
-            format!("{on_schedule}/{} on schedule", intervals.len()),
-            "every renewal on schedule",
-            verdict(on_schedule == intervals.len() && ok == rotations && !intervals.is_empty()),
-            format!(
+            ), ratio: format!("{on_schedule}/{} on schedule", intervals.len()), goal: "every renewal on schedule".into(), verdict: verdict(on_schedule == intervals.len() && ok == rotations && !intervals.is_empty()), runs: format!(
                 "[{lo:.1}, {hi:.1}] s after the previous token, first renewal from {lo_first:.1} s (truncation ±1.5 s); {} failed",
                 rotations - ok
+            ) });
+        t.row(Row {
+            scenario: "3 steady state".into(),
+            measure: "writes per rotation: Secret + status (operator metrics)".into(),
+            operator: format!("{secret_per:.3} + {status_per:.3}"),
+            floor: "1 + 1".into(),
+            ratio: "-".into(),
+            goal: "exactly 2, none between".into(),
+            verdict: verdict(
+                d.secret_writes == d.token_successes && d.status_writes == d.token_successes,
             ),
-        );
-        t.row(
-            "3 steady state",
-            "writes per rotation: Secret + status (operator metrics)",
-            format!("{secret_per:.3} + {status_per:.3}"),
-            "1 + 1".into(),
-            "-".into(),
-            "exactly 2, none between",
-            verdict(d.secret_writes == d.token_successes && d.status_writes == d.token_successes),
-            format!(
+            runs: format!(
                 "{} + {} writes for {} rotations; {} reconciles",
                 d.secret_writes, d.status_writes, d.token_successes, d.reconciles
             ),
-        );
-        t.row(
-            "3 steady state",
-            "API server requests per rotation",
-            format!(
+        });
+        t.row(Row {
+            scenario: "3 steady state".into(),
+            measure: "API server requests per rotation".into(),
+            operator: format!(
                 "PATCH secret {:.2}, PATCH status {:.2}, events {:.2}, GET secret {:.2}",
                 api.get("PATCH", "secrets", "") / rotations,
                 api.get("PATCH", "pingoneconnections", "status") / rotations,
                 api.writes("events") / rotations,
                 api.get("GET", "secrets", "") / rotations,
             ),
-            "1, 1, 0, 0".into(),
-            "-".into(),
-            "",
-            Verdict::Info,
-            String::new(),
-        );
-        t.row(
-            "3 steady state",
-            "operator CPU seconds per 1000 rotations",
-            format!("{:.2} s", cpu / rotations * 1000.0),
-            "-".into(),
-            "-".into(),
-            "",
-            Verdict::Info,
-            format!("{cpu:.1} s over {w:.0} s"),
-        );
-        t.row(
-            "3 steady state",
-            "busiest second / average rate",
-            format!("{busiest:.0}/s vs {average:.1}/s"),
-            "-".into(),
-            format!("{herd:.2}"),
-            "≤ 2",
-            verdict(herd <= 2.0),
-            String::new(),
-        );
+            floor: "1, 1, 0, 0".into(),
+            ratio: "-".into(),
+            goal: "".into(),
+            verdict: Verdict::Info,
+            runs: String::new(),
+        });
+        t.row(Row {
+            scenario: "3 steady state".into(),
+            measure: "operator CPU seconds per 1000 rotations".into(),
+            operator: format!("{:.2} s", cpu / rotations * 1000.0),
+            floor: "-".into(),
+            ratio: "-".into(),
+            goal: "".into(),
+            verdict: Verdict::Info,
+            runs: format!("{cpu:.1} s over {w:.0} s"),
+        });
+        t.row(Row {
+            scenario: "3 steady state".into(),
+            measure: "busiest second / average rate".into(),
+            operator: format!("{busiest:.0}/s vs {average:.1}/s"),
+            floor: "-".into(),
+            ratio: format!("{herd:.2}"),
+            goal: "≤ 2".into(),
+            verdict: verdict(herd <= 2.0),
+            runs: String::new(),
+        });
         Ok(())
     }
 
@@ -1299,46 +1272,46 @@ impl Bench {
         let rejected = col(&|r| r.rejected);
         let ideal = n as f64 / f64::from(rate);
         let t = &mut self.table;
-        t.row(
-            "6 protecting PingOne",
-            &format!("{n} in a burst, stand-in limited to {rate}/s: 429s"),
-            format!("{}", rejected.iter().sum::<f64>()),
-            "0".into(),
-            "-".into(),
-            "0",
-            verdict(rejected.iter().all(|r| *r == 0.0)),
-            fmt_runs(&rejected, "", 0),
-        );
+        t.row(Row {
+            scenario: "6 protecting PingOne".into(),
+            measure: format!("{n} in a burst, stand-in limited to {rate}/s: 429s"),
+            operator: format!("{}", rejected.iter().sum::<f64>()),
+            floor: "0".into(),
+            ratio: "-".into(),
+            goal: "0".into(),
+            verdict: verdict(rejected.iter().all(|r| *r == 0.0)),
+            runs: fmt_runs(&rejected, "", 0),
+        });
         let total = col(&|r| r.total);
-        t.row(
-            "6 protecting PingOne",
-            "burst → all Ready",
-            format!("{:.1} s", median(&total)),
-            format!("{ideal:.1} s"),
-            format!("{:.2}", median(&total) / ideal),
-            "≈ n / rate",
-            Verdict::Info,
-            format!(
+        t.row(Row {
+            scenario: "6 protecting PingOne".into(),
+            measure: "burst → all Ready".into(),
+            operator: format!("{:.1} s", median(&total)),
+            floor: format!("{ideal:.1} s"),
+            ratio: format!("{:.2}", median(&total) / ideal),
+            goal: "≈ n / rate".into(),
+            verdict: Verdict::Info,
+            runs: format!(
                 "achieved {}/s; busiest 1 s window {}",
                 fmt_runs(&col(&|r| r.achieved), "", 1),
                 fmt_runs(&col(&|r| r.max_window), "", 0)
             ),
-        );
-        t.row(
-            "6 protecting PingOne",
-            "queueing: wait p50 / max; order kept (Spearman)",
-            format!(
+        });
+        t.row(Row {
+            scenario: "6 protecting PingOne".into(),
+            measure: "queueing: wait p50 / max; order kept (Spearman)".into(),
+            operator: format!(
                 "{:.1} s / {:.1} s; {:.3}",
                 median(&col(&|r| r.p50_wait)),
                 median(&col(&|r| r.max_wait)),
                 median(&col(&|r| r.rank))
             ),
-            format!("{:.1} s / {ideal:.1} s; 1", ideal / 2.0),
-            format!("{:.2}", median(&col(&|r| r.max_wait)) / ideal),
-            "max wait ≈ n / rate (none starves)",
-            verdict(median(&col(&|r| r.max_wait)) <= 1.1 * ideal + 2.0),
-            format!("max waits {}", fmt_runs(&col(&|r| r.max_wait), " s", 1)),
-        );
+            floor: format!("{:.1} s / {ideal:.1} s; 1", ideal / 2.0),
+            ratio: format!("{:.2}", median(&col(&|r| r.max_wait)) / ideal),
+            goal: "max wait ≈ n / rate (none starves)".into(),
+            verdict: verdict(median(&col(&|r| r.max_wait)) <= 1.1 * ideal + 2.0),
+            runs: format!("max waits {}", fmt_runs(&col(&|r| r.max_wait), " s", 1)),
+        });
         Ok(())
     }
 }

@@ -1,0 +1,258 @@
+//! Everything the operator remembers about a connection between reconciles, in one place keyed by
+//! the connection's UID, with one way to forget it: on delete, and when a re-list no longer
+//! contains the connection.
+//!
+//! The memory is a cache, never the record: failures are also in status, tokens in the Secret.
+//! Losing it (a restart, a forget of a live connection) costs at most a repeated write.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use jiff::Timestamp;
+
+use super::own_writes::{OwnWrite, WrittenStatus};
+use super::policy::Failure;
+use super::token_secret::IssuedToken;
+use crate::pingone::SecretString;
+
+/// A token PingOne issued whose Secret write failed, kept so that the retry writes it instead
+/// of asking PingOne again.
+pub struct UnwrittenToken {
+    /// What is known of it.
+    pub token: IssuedToken,
+    /// The token itself.
+    pub access_token: SecretString,
+}
+
+/// A failed Kubernetes API call of the last reconcile, retried on its own backoff.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KubeFailure {
+    /// Condition reason.
+    pub reason: &'static str,
+    /// Human message (the API server's words, no secrets).
+    pub message: String,
+    /// Failures in a row.
+    pub attempts: u32,
+    /// Only a person can fix it (RBAC, an admission policy).
+    pub stalled: bool,
+    /// When it was first seen in this run of failures.
+    pub since: Timestamp,
+}
+
+/// The last Event published for a connection, so that an identical repeat is folded into a
+/// series while any other Event is published as it is.
+#[derive(Clone, Debug)]
+pub struct LastEvent {
+    /// Hash of type, reason and note.
+    pub key: u64,
+    /// The Event object's name.
+    pub name: String,
+    /// Occurrences so far.
+    pub count: i32,
+    /// When it last occurred.
+    pub at: Timestamp,
+}
+
+/// What the operator remembers of one connection.
+#[derive(Default)]
+pub struct ConnectionState {
+    /// The connection's namespace.
+    pub namespace: String,
+    /// The connection's name.
+    pub name: String,
+    /// The Secrets it references (credentials, target), as indexed.
+    secrets: Vec<String>,
+    /// The last failed token request, while unresolved.
+    pub failure: Option<Failure>,
+    /// A token obtained but not yet written.
+    pub unwritten: Option<UnwrittenToken>,
+    /// The latest write of its token Secret, to recognise the watch event that echoes it.
+    pub own_write: Option<OwnWrite>,
+    /// The last status written.
+    pub written_status: Option<WrittenStatus>,
+    /// The last failed Kubernetes API call, while unresolved.
+    pub kube_failure: Option<KubeFailure>,
+    /// A reserved slot of its environment's request budget.
+    pub slot: Option<tokio::time::Instant>,
+    /// The last Event published.
+    pub last_event: Option<LastEvent>,
+}
+
+type SecretKey = (String, String);
+
+#[derive(Default)]
+struct Inner {
+    by_uid: HashMap<String, ConnectionState>,
+    /// (namespace, Secret name) → UIDs of the connections that reference it.
+    by_secret: HashMap<SecretKey, BTreeSet<String>>,
+}
+
+/// The states of all connections.
+#[derive(Default)]
+pub struct States(Mutex<Inner>);
+
+impl States {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records connection `uid` (`namespace/name`) and the Secrets it references, creating its
+    /// state on first sight.
+    pub fn register(&self, uid: &str, namespace: &str, name: &str, secrets: &[&str]) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let state = inner.by_uid.entry(uid.to_string()).or_default();
+        if state.namespace == namespace
+            && state.name == name
+            && state
+                .secrets
+                .iter()
+                .map(String::as_str)
+                .eq(secrets.iter().copied())
+        {
+            return;
+        }
+        for old in std::mem::take(&mut state.secrets) {
+            unlink(&mut inner.by_secret, &state.namespace, &old, uid);
+        }
+        state.namespace = namespace.to_string();
+        state.name = name.to_string();
+        state.secrets = secrets.iter().map(|s| s.to_string()).collect();
+        for secret in secrets {
+            inner
+                .by_secret
+                .entry((namespace.to_string(), secret.to_string()))
+                .or_default()
+                .insert(uid.to_string());
+        }
+    }
+
+    /// Runs `f` on the state of connection `uid`, if it has one.
+    pub fn with<R>(&self, uid: &str, f: impl FnOnce(&mut ConnectionState) -> R) -> Option<R> {
+        self.lock().by_uid.get_mut(uid).map(f)
+    }
+
+    /// Names of the connections in `namespace` that reference Secret `secret`.
+    pub fn connections_for(&self, namespace: &str, secret: &str) -> Vec<String> {
+        let inner = self.lock();
+        inner
+            .by_secret
+            .get(&(namespace.to_string(), secret.to_string()))
+            .into_iter()
+            .flatten()
+            .filter_map(|uid| inner.by_uid.get(uid).map(|s| s.name.clone()))
+            .collect()
+    }
+
+    /// True when the watch event of Secret `namespace/secret` at `resource_version`, carrying
+    /// token digest `token_digest`, is the echo of the operator's own latest write of it.
+    pub fn is_echo(
+        &self,
+        namespace: &str,
+        secret: &str,
+        token_digest: Option<&str>,
+        resource_version: Option<&str>,
+    ) -> bool {
+        let (Some(digest), Some(rv)) = (token_digest, resource_version) else {
+            return false;
+        };
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let Some(uids) = inner
+            .by_secret
+            .get(&(namespace.to_string(), secret.to_string()))
+        else {
+            return false;
+        };
+        uids.iter().any(|uid| {
+            inner
+                .by_uid
+                .get_mut(uid)
+                .and_then(|s| s.own_write.as_mut())
+                .is_some_and(|w| w.secret == secret && w.is_echo(digest, rv))
+        })
+    }
+
+    /// Forgets connection `uid`; returns its namespace and name when it was known.
+    pub fn forget(&self, uid: &str) -> Option<(String, String)> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let state = inner.by_uid.remove(uid)?;
+        for secret in &state.secrets {
+            unlink(&mut inner.by_secret, &state.namespace, secret, uid);
+        }
+        Some((state.namespace, state.name))
+    }
+
+    /// Forgets every connection whose UID `alive` rejects; returns their namespaces and names.
+    pub fn retain(&self, alive: impl Fn(&str, &str, &str) -> bool) -> Vec<(String, String)> {
+        let dead: Vec<String> = {
+            let inner = self.lock();
+            inner
+                .by_uid
+                .iter()
+                .filter(|(uid, s)| !alive(uid, &s.namespace, &s.name))
+                .map(|(uid, _)| uid.clone())
+                .collect()
+        };
+        dead.iter().filter_map(|uid| self.forget(uid)).collect()
+    }
+
+    /// Connections with a state.
+    pub fn len(&self) -> usize {
+        self.lock().by_uid.len()
+    }
+}
+
+fn unlink(by_secret: &mut HashMap<SecretKey, BTreeSet<String>>, ns: &str, secret: &str, uid: &str) {
+    let key = (ns.to_string(), secret.to_string());
+    if let Some(uids) = by_secret.get_mut(&key) {
+        uids.remove(uid);
+        if uids.is_empty() {
+            by_secret.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracks_references_and_their_changes() {
+        let states = States::default();
+        states.register("ua", "ns", "a", &["creds", "a-token"]);
+        states.register("ub", "ns", "b", &["creds", "b-token"]);
+        let mut names = states.connections_for("ns", "creds");
+        names.sort();
+        assert_eq!(names, vec!["a", "b"]);
+        assert!(states.connections_for("other", "creds").is_empty());
+        states.register("ua", "ns", "a", &["creds2", "a-token"]);
+        assert_eq!(states.connections_for("ns", "creds"), vec!["b"]);
+        assert_eq!(states.connections_for("ns", "creds2"), vec!["a"]);
+        assert_eq!(states.forget("ub"), Some(("ns".into(), "b".into())));
+        assert!(states.connections_for("ns", "creds").is_empty());
+        assert!(states.connections_for("ns", "b-token").is_empty());
+        assert_eq!(states.connections_for("ns", "a-token"), vec!["a"]);
+        assert_eq!(states.len(), 1);
+    }
+
+    #[test]
+    fn forgetting_drops_everything_of_a_connection() {
+        let states = States::default();
+        states.register("ua", "ns", "a", &["creds", "a-token"]);
+        states.with("ua", |s| {
+            let mut w = OwnWrite::begin("a-token", "d1");
+            w.end(Some("10".into()));
+            s.own_write = Some(w);
+        });
+        assert!(states.is_echo("ns", "a-token", Some("d1"), Some("10")));
+        // Another Secret of the same connection is not its token Secret.
+        assert!(!states.is_echo("ns", "creds", Some("d1"), Some("10")));
+        let removed = states.retain(|uid, _, _| uid != "ua");
+        assert_eq!(removed, vec![("ns".to_string(), "a".to_string())]);
+        assert!(!states.is_echo("ns", "a-token", Some("d1"), Some("10")));
+        assert!(states.with("ua", |_| ()).is_none());
+        assert_eq!(states.len(), 0);
+    }
+}
