@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use pingone_testbed::controlplane::ControlPlane;
 use serde_json::json;
 
@@ -55,14 +57,13 @@ async fn a_connection_deleted_during_a_watch_gap_is_forgotten_after_the_relist()
     .await;
     assert_eq!(env.standin.token_request_count(), 2);
 
-    // The operator sleeps through the deletion and an API server restart over a compacted etcd:
-    // its watches cannot resume (410 Gone) and must re-list, which no longer has `gone`.
+    // The operator sleeps through an API server restart during which `gone` is removed from
+    // etcd directly and etcd's history is compacted: no watch can deliver that deletion (a
+    // deletion through the API while the operator sleeps would wait in its socket), and its
+    // watches cannot resume from their resourceVersion (410 Gone) but must re-list, which no
+    // longer has `gone`.
     operator.signal("STOP");
-    env.delete_connection("gone").await;
-    for i in 0..5 {
-        env.put_credentials(&format!("noise-{i}"), "x", "y").await;
-    }
-    let revision = etcd_revision(cp).await;
+    let key = format!("/registry/pingone.tokenops.dev/pingoneconnections/{ns}/gone");
     tokio::task::spawn_blocking(move || {
         cp.restart_apiserver_with(Duration::from_secs(3), || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -70,7 +71,19 @@ async fn a_connection_deleted_during_a_watch_gap_is_forgotten_after_the_relist()
                 .build()
                 .unwrap();
             rt.block_on(async {
-                let r = reqwest::Client::new()
+                let http = reqwest::Client::new();
+                let deleted: serde_json::Value = http
+                    .post(format!("{}/v3/kv/deleterange", cp.etcd_url()))
+                    .json(&json!({"key": BASE64.encode(&key)}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(deleted["deleted"], "1", "{key}: {deleted}");
+                let revision = etcd_revision(cp).await;
+                let r = http
                     .post(format!("{}/v3/kv/compaction", cp.etcd_url()))
                     .json(&json!({"revision": revision.to_string(), "physical": true}))
                     .send()
@@ -83,6 +96,10 @@ async fn a_connection_deleted_during_a_watch_gap_is_forgotten_after_the_relist()
     })
     .await
     .unwrap();
+    assert!(
+        env.connections().get_opt("gone").await.unwrap().is_none(),
+        "`gone` still served"
+    );
     operator.signal("CONT");
     let resumed = Instant::now();
     // Within the watcher's backoff after an outage (see resilience.rs).

@@ -78,7 +78,9 @@ async fn describe_shows_the_first_token_and_the_latest_renewal() {
                     .await
                     .unwrap();
                 let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                text.contains(&expiry).then_some((expiry, text))
+                // The Events table, not the status (which shows the expiry too).
+                let events = text.split_once("\nEvents:")?.1.to_string();
+                events.contains(&expiry).then_some((expiry, events))
             }
         },
     )

@@ -167,7 +167,13 @@ async fn an_html_403_at_renewal_is_retried_within_the_tokens_validity() {
     let window = seconds_between(first.time, SystemTime::now());
 
     renewed_before(&env, &old, expires).await;
-    let sent = faulted(&env, "status 403").len();
+    let attempts = faulted(&env, "status 403");
+    let gaps: Vec<String> = attempts
+        .windows(2)
+        .map(|w| format!("{:.2}", seconds_between(w[0].time, w[1].time)))
+        .collect();
+    println!("seconds between attempts: {gaps:?}");
+    let sent = attempts.len();
     let allowed = most_attempts(
         Class::Transient,
         window,
@@ -243,7 +249,13 @@ async fn invalid_client_at_renewal_is_retried_within_the_tokens_validity() {
     env.standin.set_persistent_fault(None);
     let window = seconds_between(first.time, SystemTime::now());
     renewed_before(&env, &old, expires).await;
-    let sent = faulted(&env, "status 401").len();
+    let attempts = faulted(&env, "status 401");
+    let gaps: Vec<String> = attempts
+        .windows(2)
+        .map(|w| format!("{:.2}", seconds_between(w[0].time, w[1].time)))
+        .collect();
+    println!("seconds between attempts: {gaps:?}");
+    let sent = attempts.len();
     let allowed = most_attempts(
         Class::RejectedWithToken,
         window,

@@ -63,14 +63,11 @@ rules:
   - apiGroups: [""]
     resources: ["secrets"]
     verbs: [{secret_verbs}]
-  # The operator's own digest key Secret (read, or created at first start).
+  # The operator's own key Secret (the operator's namespace is the test namespace here).
   - apiGroups: [""]
     resources: ["secrets"]
     resourceNames: ["pingone-operator-digest-key"]
     verbs: ["get"]
-  - apiGroups: [""]
-    resources: ["secrets"]
-    verbs: ["create"]
   - apiGroups: ["events.k8s.io"]
     resources: ["events"]
     verbs: ["create", "patch"]

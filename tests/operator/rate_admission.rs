@@ -159,6 +159,16 @@ async fn a_capped_environment_waits_without_blocking_another() {
     // than 1/rate), which leaves 50 ms for delivery jitter above a gap of 1 s.
     let times = request_times(&env, ENV_ID);
     assert!(times.len() >= 5, "only {} requests to A", times.len());
+    let timeline: Vec<String> = env
+        .standin
+        .requests()
+        .iter()
+        .filter(|r| r.environment_id.as_deref() == Some(ENV_ID))
+        .map(|r| {
+            let at = r.time.duration_since(times[0]).unwrap_or_default();
+            format!("{:.3} s: {}", at.as_secs_f64(), r.status)
+        })
+        .collect();
     let tightest = times
         .windows(2)
         .map(|w| w[1].duration_since(w[0]).unwrap_or_default())
@@ -167,7 +177,7 @@ async fn a_capped_environment_waits_without_blocking_another() {
     println!("{} requests to A; tightest gap {tightest:?}", times.len());
     assert!(
         tightest >= Duration::from_secs(1),
-        "two requests to A within {tightest:?}"
+        "two requests to A within {tightest:?}: {timeline:#?}"
     );
     drop(operator);
 }
