@@ -74,6 +74,34 @@ pub fn is_ready(status: Option<&PingOneConnectionStatus>) -> bool {
         .is_some_and(|c| c.status == "True")
 }
 
+/// Makes the conditions of one status: observed at `generation`, keeping the transition time of
+/// the same condition in `previous` when its status did not change.
+struct Stamp<'a> {
+    previous: Option<&'a PingOneConnectionStatus>,
+    now: Timestamp,
+    generation: Option<i64>,
+}
+
+impl Stamp<'_> {
+    fn condition(&self, type_: &str, status: bool, reason: &str, message: String) -> Condition {
+        let status = if status { "True" } else { "False" };
+        let last_transition_time = self
+            .previous
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+            .filter(|c| c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(self.now));
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            observed_generation: self.generation,
+            last_transition_time,
+        }
+    }
+}
+
 /// The status for `facts`, keeping condition transition times from `previous` where the
 /// condition's status did not change.
 pub fn compute(
@@ -141,22 +169,13 @@ pub fn compute(
         .filter(|p| p.stalled)
         .map(|p| (p.reason, p.message.clone()));
 
-    let condition = |type_: &str, status: bool, reason: &str, message: String| {
-        let status = if status { "True" } else { "False" };
-        let last_transition_time = previous
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
-            .filter(|c| c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or(Time(facts.now));
-        Condition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: reason.into(),
-            message,
-            observed_generation: facts.generation,
-            last_transition_time,
-        }
+    let stamp = Stamp {
+        previous,
+        now: facts.now,
+        generation: facts.generation,
     };
+    let condition =
+        |type_, status, reason, message| stamp.condition(type_, status, reason, message);
     let conditions = vec![
         condition(READY, ready, ready_reason, ready_message),
         match reconciling {
@@ -201,22 +220,13 @@ pub fn with_problem(
         Some(at) => format!("{}; retrying at {}", problem.message, fmt_time(at)),
         None => problem.message.clone(),
     };
-    let condition = |type_: &str, status: bool, reason: &str, message: String| {
-        let status = if status { "True" } else { "False" };
-        let last_transition_time = previous
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
-            .filter(|c| c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or(Time(now));
-        Condition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: reason.into(),
-            message,
-            observed_generation: generation,
-            last_transition_time,
-        }
+    let stamp = Stamp {
+        previous,
+        now,
+        generation,
     };
+    let condition =
+        |type_, status, reason, message| stamp.condition(type_, status, reason, message);
     let ready = match previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY)) {
         Some(c) if ready_before => c.clone(),
         _ if expired => condition(

@@ -10,7 +10,7 @@ use pingone_testbed::controlplane::ControlPlane;
 use serde_json::json;
 
 use crate::process::OperatorProcess;
-use crate::resilience::etcd_revision;
+use crate::resilience::{compact_etcd, etcd_revision};
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -82,14 +82,7 @@ async fn a_connection_deleted_during_a_watch_gap_is_forgotten_after_the_relist()
                     .await
                     .unwrap();
                 assert_eq!(deleted["deleted"], "1", "{key}: {deleted}");
-                let revision = etcd_revision(cp).await;
-                let r = http
-                    .post(format!("{}/v3/kv/compaction", cp.etcd_url()))
-                    .json(&json!({"revision": revision.to_string(), "physical": true}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(r.status().is_success(), "compaction: {}", r.status());
+                compact_etcd(cp, etcd_revision(cp).await).await;
             });
         })
         .expect("API server restarts")

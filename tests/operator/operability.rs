@@ -14,18 +14,6 @@ use crate::process::OperatorProcess;
 use crate::resilience::metric_sum;
 use crate::support::*;
 
-/// The value of the series of `name` whose labels include all of `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .find(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_report_expiry_renewal_readiness_requests_and_errors() {
     let env = TestEnv::new("metrics").await;
@@ -54,7 +42,7 @@ async fn metrics_report_expiry_renewal_readiness_requests_and_errors() {
     let status = good.status.unwrap();
     let p = "pingone_operator_";
     assert_eq!(
-        metric(
+        metric_value(
             &text,
             &format!("{p}token_expiration_timestamp_seconds"),
             &[("namespace", ns), ("name", "good")]
@@ -62,7 +50,7 @@ async fn metrics_report_expiry_renewal_readiness_requests_and_errors() {
         Some(status.expires_at.unwrap().0.as_second() as f64)
     );
     assert_eq!(
-        metric(
+        metric_value(
             &text,
             &format!("{p}token_renewal_timestamp_seconds"),
             &[("namespace", ns), ("name", "good")]
@@ -70,15 +58,15 @@ async fn metrics_report_expiry_renewal_readiness_requests_and_errors() {
         Some(status.renewal_time.unwrap().0.as_second() as f64)
     );
     assert_eq!(
-        metric(&text, &format!("{p}ready_status"), &[("name", "good")]),
+        metric_value(&text, &format!("{p}ready_status"), &[("name", "good")]),
         Some(1.0)
     );
     assert_eq!(
-        metric(&text, &format!("{p}ready_status"), &[("name", "bad")]),
+        metric_value(&text, &format!("{p}ready_status"), &[("name", "bad")]),
         Some(0.0)
     );
     assert_eq!(
-        metric(
+        metric_value(
             &text,
             &format!("{p}token_requests_total"),
             &[("name", "good"), ("result", "success")]
@@ -86,7 +74,7 @@ async fn metrics_report_expiry_renewal_readiness_requests_and_errors() {
         Some(1.0)
     );
     assert_eq!(
-        metric(
+        metric_value(
             &text,
             &format!("{p}token_requests_total"),
             &[("name", "bad"), ("result", "InvalidClient")]
@@ -94,7 +82,7 @@ async fn metrics_report_expiry_renewal_readiness_requests_and_errors() {
         Some(1.0)
     );
     assert_eq!(
-        metric(
+        metric_value(
             &text,
             &format!("{p}reconcile_errors_total"),
             &[("name", "bad"), ("reason", "InvalidClient")]
@@ -102,7 +90,7 @@ async fn metrics_report_expiry_renewal_readiness_requests_and_errors() {
         Some(1.0)
     );
     assert_eq!(
-        metric(
+        metric_value(
             &text,
             &format!("{p}token_request_duration_seconds_count"),
             &[("result", "success")]
@@ -112,7 +100,7 @@ async fn metrics_report_expiry_renewal_readiness_requests_and_errors() {
     assert!(metric_sum(&text, &format!("{p}token_request_duration_seconds_sum")) > 0.0);
     // No expiry series for a connection without a token.
     assert_eq!(
-        metric(
+        metric_value(
             &text,
             &format!("{p}token_expiration_timestamp_seconds"),
             &[("name", "bad")]
@@ -311,7 +299,7 @@ async fn rollout_restart_targets_restart_after_rotations_only() {
             let ns = env.ns.clone();
             async move {
                 (metric_sum(&text, "pingone_operator_reconciles_total") >= 1.0
-                    && metric(
+                    && metric_value(
                         &text,
                         "pingone_operator_ready_status",
                         &[("namespace", &ns), ("name", "c")],

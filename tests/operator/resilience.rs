@@ -263,6 +263,17 @@ pub(crate) async fn etcd_revision(cp: &ControlPlane) -> i64 {
         .unwrap()
 }
 
+/// Compacts etcd's history up to `revision`: watches from before it can only re-list (410 Gone).
+pub(crate) async fn compact_etcd(cp: &ControlPlane, revision: i64) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v3/kv/compaction", cp.etcd_url()))
+        .json(&json!({"revision": revision.to_string(), "physical": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "compaction: {}", r.status());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_api_server_restart_over_a_compacted_etcd_is_survived_without_extra_requests() {
     // A control plane of its own: restarting the shared one would disturb other tests.
@@ -303,15 +314,7 @@ async fn an_api_server_restart_over_a_compacted_etcd_is_survived_without_extra_r
                     .enable_all()
                     .build()
                     .unwrap();
-                rt.block_on(async {
-                    let r = reqwest::Client::new()
-                        .post(format!("{}/v3/kv/compaction", cp_ref.etcd_url()))
-                        .json(&json!({"revision": revision.to_string(), "physical": true}))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert!(r.status().is_success(), "compaction: {}", r.status());
-                });
+                rt.block_on(compact_etcd(cp_ref, revision));
             })
             .expect("API server restarts")
     })
