@@ -177,7 +177,7 @@ pub struct Failure {
 /// A token request that failed: when, for which inputs, and what token the Secret held.
 #[derive(Clone, Copy, Debug)]
 pub struct Attempt<'a> {
-    /// When it was made.
+    /// When it was made, precisely: the retry is counted from it.
     pub now: Timestamp,
     /// Digest of the inputs it was made with.
     pub inputs_digest: &'a str,
@@ -210,7 +210,8 @@ impl Failure {
             inputs_digest: inputs_digest.to_string(),
             generation,
             attempts,
-            at: now,
+            // Whole seconds, as status stores it (a recomputed status must equal the stored one).
+            at: Timestamp::from_second(now.as_second()).unwrap_or(now),
             // Whole seconds, rounded up: status stores seconds, and a restarted operator must
             // read back exactly this time, never an earlier one.
             retry_at: ceil_second(schedule::add(now, wait)),

@@ -386,7 +386,9 @@ impl Reconcile<'_> {
             .into_iter()
             .flatten()
             .min()
-            .map(|t| schedule::until(now, t))
+            // From the precise time, not the whole second `now` stands for: that would wake up
+            // to a second late.
+            .map(|t| schedule::until(Timestamp::now(), t))
             .unwrap_or(ctx.timing.stalled_recheck)
             .min(ctx.timing.stalled_recheck);
         // Wake at the due time at the earliest; a timer firing a little late is harmless.
@@ -497,7 +499,9 @@ impl Reconcile<'_> {
                         let failure = Failure::record(
                             self.failure.as_ref().filter(|f| f.inputs_digest == digest),
                             Attempt {
-                                now: self.now,
+                                // The precise time: the retry is counted from it, never from
+                                // the whole second before it.
+                                now: Timestamp::now(),
                                 inputs_digest: digest,
                                 generation: self.conn.metadata.generation,
                                 token: current.as_ref().map(|t| Validity {
