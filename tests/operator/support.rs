@@ -373,7 +373,7 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
 /// sample that was not in the future when the read was sent.
 pub struct ExpirySampler {
     stop: Arc<std::sync::atomic::AtomicBool>,
-    task: JoinHandle<(usize, Vec<String>)>,
+    task: JoinHandle<(usize, Vec<String>, Duration)>,
 }
 
 impl ExpirySampler {
@@ -383,6 +383,7 @@ impl ExpirySampler {
         let flag = stop.clone();
         let name = name.to_string();
         let task = tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let mut samples = 0;
             let mut problems = Vec::new();
             while !flag.load(Ordering::Relaxed) {
@@ -399,13 +400,14 @@ impl ExpirySampler {
                 }
                 tokio::time::sleep(period).await;
             }
-            (samples, problems)
+            (samples, problems, started.elapsed())
         });
         ExpirySampler { stop, task }
     }
 
-    /// Stops sampling; returns the number of samples and the problems seen.
-    pub async fn finish(self) -> (usize, Vec<String>) {
+    /// Stops sampling; returns the number of samples, the problems seen and how long it
+    /// sampled.
+    pub async fn finish(self) -> (usize, Vec<String>, Duration) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.task.await.expect("sampler task")
     }
