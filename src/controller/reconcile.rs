@@ -168,6 +168,13 @@ impl Reconcile<'_> {
         );
         let credentials_secret =
             credentials_secret.map_err(|e| self.read_error(&e, cred_name, true))?;
+        let seen = credentials_secret
+            .as_ref()
+            .and_then(|s| s.resource_version())
+            .map(|rv| (cred_name.clone(), rv));
+        self.ctx
+            .states
+            .with(&self.uid, |s| s.credentials_seen = seen);
         let target_secret =
             target_secret.map_err(|e| self.read_error(&e, &self.target_name, false))?;
         let target = token_secret::inspect(target_secret.as_ref(), &self.uid);

@@ -76,6 +76,9 @@ pub struct ConnectionState {
     pub slot: Option<tokio::time::Instant>,
     /// The last Event published.
     pub last_event: Option<LastEvent>,
+    /// The credentials Secret's name and resourceVersion as the last reconcile read them: a
+    /// watch event for that very version (a re-list, a list that arrives late) changes nothing.
+    pub credentials_seen: Option<(String, String)>,
 }
 
 type SecretKey = (String, String);
@@ -133,14 +136,26 @@ impl States {
     }
 
     /// Names of the connections in `namespace` that reference Secret `secret`.
-    pub fn connections_for(&self, namespace: &str, secret: &str) -> Vec<String> {
+    /// Names of the connections in `namespace` that reference Secret `secret` and have not
+    /// already read it at `resource_version`.
+    pub fn connections_for(
+        &self,
+        namespace: &str,
+        secret: &str,
+        resource_version: Option<&str>,
+    ) -> Vec<String> {
         let inner = self.lock();
         inner
             .by_secret
             .get(&(namespace.to_string(), secret.to_string()))
             .into_iter()
             .flatten()
-            .filter_map(|uid| inner.by_uid.get(uid).map(|s| s.name.clone()))
+            .filter_map(|uid| inner.by_uid.get(uid))
+            .filter(|s| {
+                !matches!((&s.credentials_seen, resource_version),
+                    (Some((name, seen)), Some(rv)) if name == secret && seen == rv)
+            })
+            .map(|s| s.name.clone())
             .collect()
     }
 
@@ -223,18 +238,24 @@ mod tests {
         let states = States::default();
         states.register("ua", "ns", "a", &["creds", "a-token"]);
         states.register("ub", "ns", "b", &["creds", "b-token"]);
-        let mut names = states.connections_for("ns", "creds");
+        let mut names = states.connections_for("ns", "creds", None);
         names.sort();
         assert_eq!(names, vec!["a", "b"]);
-        assert!(states.connections_for("other", "creds").is_empty());
+        assert!(states.connections_for("other", "creds", None).is_empty());
         states.register("ua", "ns", "a", &["creds2", "a-token"]);
-        assert_eq!(states.connections_for("ns", "creds"), vec!["b"]);
-        assert_eq!(states.connections_for("ns", "creds2"), vec!["a"]);
+        assert_eq!(states.connections_for("ns", "creds", None), vec!["b"]);
+        assert_eq!(states.connections_for("ns", "creds2", None), vec!["a"]);
         assert_eq!(states.forget("ub"), Some(("ns".into(), "b".into())));
-        assert!(states.connections_for("ns", "creds").is_empty());
-        assert!(states.connections_for("ns", "b-token").is_empty());
-        assert_eq!(states.connections_for("ns", "a-token"), vec!["a"]);
+        assert!(states.connections_for("ns", "creds", None).is_empty());
+        assert!(states.connections_for("ns", "b-token", None).is_empty());
+        assert_eq!(states.connections_for("ns", "a-token", None), vec!["a"]);
         assert_eq!(states.len(), 1);
+        // A version of the credentials the connection has already read triggers nothing.
+        states.with("ua", |s| {
+            s.credentials_seen = Some(("creds2".into(), "7".into()))
+        });
+        assert!(states.connections_for("ns", "creds2", Some("7")).is_empty());
+        assert_eq!(states.connections_for("ns", "creds2", Some("8")), vec!["a"]);
     }
 
     #[test]

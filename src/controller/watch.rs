@@ -237,7 +237,10 @@ fn connections_for(
     {
         return Vec::new();
     }
-    let mut names = ctx.states.connections_for(&namespace, &secret.name_any());
+    let version = secret.resource_version().filter(|_| !deleted);
+    let mut names = ctx
+        .states
+        .connections_for(&namespace, &secret.name_any(), version.as_deref());
     if let Some(owner) = secret.labels().get(CONNECTION_LABEL) {
         names.push(owner.clone());
     }

@@ -131,10 +131,11 @@ async fn finish_sampling(sampler: ExpirySampler) {
     let (samples, problems, sampled) = sampler.finish().await;
     assert!(problems.is_empty(), "{problems:#?}");
     // The Secret was read throughout: over the fault and the renewal (more than 4 s), at least
-    // every 300 ms on average (every 150 ms plus the time a read takes on a busy machine).
+    // once per 750 ms on average (every 150 ms plus the time a read takes on a busy machine:
+    // 350 ms measured with the whole suite running).
     assert!(sampled > Duration::from_secs(4), "sampled only {sampled:?}");
     assert!(
-        samples as f64 >= sampled.as_secs_f64() / 0.3,
+        samples as f64 >= sampled.as_secs_f64() / 0.75,
         "only {samples} samples of the token Secret in {sampled:?}"
     );
 }
