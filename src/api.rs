@@ -22,7 +22,7 @@ pub const ENVIRONMENT_ID_PATTERN: &str =
 /// access token that it keeps fresh in a Secret of the same namespace.
 // Each printcolumn repeats the same keys, which clippy mistakes for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "pingone.tokenops.dev",
     version = "v1alpha1",
@@ -53,6 +53,9 @@ pub const ENVIRONMENT_ID_PATTERN: &str =
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.clientAssertionAlgorithm) || (has(self.tokenEndpointAuthMethod) && ((self.tokenEndpointAuthMethod == 'client_secret_jwt' && self.clientAssertionAlgorithm.startsWith('HS')) || (self.tokenEndpointAuthMethod == 'private_key_jwt' && !self.clientAssertionAlgorithm.startsWith('HS'))))").message("clientAssertionAlgorithm HS256, HS384 or HS512 goes with tokenEndpointAuthMethod client_secret_jwt, RS256, RS384, RS512, ES256 or ES384 with private_key_jwt; the other methods take none"))]
+#[x_kube(validation = Rule::new("!has(self.clientSecretRotation) || !has(self.tokenEndpointAuthMethod) || self.tokenEndpointAuthMethod != 'private_key_jwt'").message("clientSecretRotation rotates a client secret; a private_key_jwt application has none"))]
+#[x_kube(validation = Rule::new("!has(self.clientSecretRotation) || self.authDomain in ['auth.pingone.com', 'auth.pingone.eu', 'auth.pingone.ca', 'auth.pingone.com.au', 'auth.pingone.sg', 'auth.pingone.asia'] || has(self.clientSecretRotation.apiDomain)").message("with a custom authDomain, clientSecretRotation.apiDomain must name the PingOne API domain of the environment's region"))]
 pub struct PingOneConnectionSpec {
     /// Host name of the PingOne authorization server: a regional domain (auth.pingone.com,
     /// auth.pingone.eu, auth.pingone.ca, auth.pingone.com.au, auth.pingone.sg, auth.pingone.asia)
@@ -77,10 +80,29 @@ pub struct PingOneConnectionSpec {
     pub credentials_secret_ref: CredentialsSecretRef,
 
     /// How the client authenticates at the token endpoint, as configured on the worker
-    /// application in PingOne: client_secret_post (client_id and client_secret in the form body)
-    /// or client_secret_basic (HTTP Basic authentication).
+    /// application in PingOne: client_secret_post (client_id and client_secret in the form
+    /// body), client_secret_basic (HTTP Basic authentication), client_secret_jwt (a JWT signed
+    /// with the client secret, so the secret itself is never sent) or private_key_jwt (a JWT
+    /// signed with the application's private key; no client secret exists). The first three
+    /// need the credentials Secret's clientIdKey and clientSecretKey; private_key_jwt needs
+    /// clientIdKey and privateKeyKey (and keyIdKey when the application's JWKS has several keys).
     #[serde(default)]
     pub token_endpoint_auth_method: TokenEndpointAuthMethod,
+
+    /// Signing algorithm of the client assertion. For client_secret_jwt: HS256 (default), HS384
+    /// or HS512. For private_key_jwt it follows the key (RS256 for RSA, ES256 for EC P-256,
+    /// ES384 for EC P-384) unless set to RS256, RS384, RS512, ES256 or ES384. Other methods take
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_assertion_algorithm: Option<AssertionAlgorithm>,
+
+    /// Rotate the worker application's client secret on a schedule through PingOne's
+    /// Management API, keeping the previous secret valid for a while. Opt-in. The application
+    /// needs a role that covers its own roles (e.g. Environment Admin or Client Application
+    /// Developer), and nobody but the operator may then use its secret: each rotation replaces
+    /// the secret in the credentials Secret. Not for private_key_jwt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_rotation: Option<ClientSecretRotation>,
 
     /// Scopes to request, e.g. those of one custom resource. Leave empty for a worker
     /// application that uses its role assignments (PingOne grants them without any scope).
@@ -109,6 +131,146 @@ pub struct PingOneConnectionSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub rollout_restart_targets: Vec<RolloutRestartTarget>,
+}
+
+/// Signing algorithms of a JWT client assertion.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AssertionAlgorithm {
+    /// HMAC SHA-256 with the client secret (client_secret_jwt).
+    HS256,
+    /// HMAC SHA-384 with the client secret (client_secret_jwt).
+    HS384,
+    /// HMAC SHA-512 with the client secret (client_secret_jwt).
+    HS512,
+    /// RSA PKCS #1 v1.5 SHA-256 (private_key_jwt).
+    RS256,
+    /// RSA PKCS #1 v1.5 SHA-384 (private_key_jwt).
+    RS384,
+    /// RSA PKCS #1 v1.5 SHA-512 (private_key_jwt).
+    RS512,
+    /// ECDSA P-256 SHA-256 (private_key_jwt).
+    ES256,
+    /// ECDSA P-384 SHA-384 (private_key_jwt).
+    ES384,
+}
+
+impl AssertionAlgorithm {
+    /// The JOSE name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HS256 => "HS256",
+            Self::HS384 => "HS384",
+            Self::HS512 => "HS512",
+            Self::RS256 => "RS256",
+            Self::RS384 => "RS384",
+            Self::RS512 => "RS512",
+            Self::ES256 => "ES256",
+            Self::ES384 => "ES384",
+        }
+    }
+
+    /// The `jsonwebtoken` algorithm.
+    pub fn jose(self) -> jsonwebtoken::Algorithm {
+        use jsonwebtoken::Algorithm as A;
+        match self {
+            Self::HS256 => A::HS256,
+            Self::HS384 => A::HS384,
+            Self::HS512 => A::HS512,
+            Self::RS256 => A::RS256,
+            Self::RS384 => A::RS384,
+            Self::RS512 => A::RS512,
+            Self::ES256 => A::ES256,
+            Self::ES384 => A::ES384,
+        }
+    }
+}
+
+/// Scheduled rotation of the worker application's client secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("duration(self.rotateEvery) >= duration('1h') && duration(self.rotateEvery) <= duration('8760h')").message("rotateEvery must be between 1h and 8760h (a year)"))]
+#[x_kube(validation = Rule::new("duration(self.keepPreviousFor) >= duration('1m') && duration(self.keepPreviousFor) <= duration('720h')").message("keepPreviousFor must be between 1m and 720h (PingOne keeps a previous secret for at most 30 days)"))]
+#[x_kube(validation = Rule::new("duration(self.keepPreviousFor) < duration(self.rotateEvery)").message("keepPreviousFor must be shorter than rotateEvery"))]
+pub struct ClientSecretRotation {
+    /// How often to rotate, as a duration such as 720h (30 days, the default). At least 1h.
+    #[serde(default = "default_rotate_every")]
+    #[schemars(regex(pattern = r"^([0-9]+(h|m|s))+$"))]
+    pub rotate_every: String,
+
+    /// How long PingOne keeps accepting the previous secret after a rotation, so that nothing
+    /// in flight breaks: 1m to 720h, default 24h.
+    #[serde(default = "default_keep_previous_for")]
+    #[schemars(regex(pattern = r"^([0-9]+(h|m|s))+$"))]
+    pub keep_previous_for: String,
+
+    /// PingOne API domain of the environment's region. Derived from a regional authDomain
+    /// (auth.pingone.eu gives api.pingone.eu); required with a custom domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_domain: Option<ApiDomain>,
+}
+
+fn default_rotate_every() -> String {
+    "720h".into()
+}
+
+fn default_keep_previous_for() -> String {
+    "24h".into()
+}
+
+/// PingOne's regional Management API domains.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ApiDomain {
+    /// North America.
+    #[serde(rename = "api.pingone.com")]
+    Com,
+    /// Europe.
+    #[serde(rename = "api.pingone.eu")]
+    Eu,
+    /// Canada.
+    #[serde(rename = "api.pingone.ca")]
+    Ca,
+    /// Australia.
+    #[serde(rename = "api.pingone.com.au")]
+    ComAu,
+    /// Singapore.
+    #[serde(rename = "api.pingone.sg")]
+    Sg,
+    /// Asia-Pacific (legacy).
+    #[serde(rename = "api.pingone.asia")]
+    Asia,
+}
+
+impl ApiDomain {
+    /// The host name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Com => "api.pingone.com",
+            Self::Eu => "api.pingone.eu",
+            Self::Ca => "api.pingone.ca",
+            Self::ComAu => "api.pingone.com.au",
+            Self::Sg => "api.pingone.sg",
+            Self::Asia => "api.pingone.asia",
+        }
+    }
+}
+
+impl ClientSecretRotation {
+    /// The rotation interval and how long the previous secret stays valid.
+    pub fn durations(&self) -> Result<(Duration, Duration), String> {
+        let every = parse_go_duration(&self.rotate_every).ok_or_else(|| {
+            format!(
+                "spec.clientSecretRotation.rotateEvery {:?} is not a duration like 720h",
+                self.rotate_every
+            )
+        })?;
+        let keep = parse_go_duration(&self.keep_previous_for).ok_or_else(|| {
+            format!(
+                "spec.clientSecretRotation.keepPreviousFor {:?} is not a duration like 24h",
+                self.keep_previous_for
+            )
+        })?;
+        Ok((every, keep))
+    }
 }
 
 /// A workload to restart after each rotation.
@@ -172,10 +334,24 @@ pub struct CredentialsSecretRef {
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub client_id_key: String,
 
-    /// Key of the Secret that holds the client secret.
+    /// Key of the Secret that holds the client secret (all methods but private_key_jwt).
     #[serde(default = "default_client_secret_key")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub client_secret_key: String,
+
+    /// Key of the Secret that holds the PEM private key (private_key_jwt only): PKCS #8
+    /// (BEGIN PRIVATE KEY), PKCS #1 (BEGIN RSA PRIVATE KEY) or SEC1 (BEGIN EC PRIVATE KEY);
+    /// RSA of at least 2048 bits, or EC P-256 or P-384; not encrypted.
+    #[serde(default = "default_private_key_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub private_key_key: String,
+
+    /// Key of the Secret that holds the key id (private_key_jwt only, optional): sent as the
+    /// assertion's kid header, so PingOne picks the right key of the application's JWKS. When
+    /// the key is absent from the Secret, no kid is sent.
+    #[serde(default = "default_key_id_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key_id_key: String,
 }
 
 fn default_client_id_key() -> String {
@@ -184,6 +360,14 @@ fn default_client_id_key() -> String {
 
 fn default_client_secret_key() -> String {
     "clientSecret".into()
+}
+
+fn default_private_key_key() -> String {
+    "privateKey".into()
+}
+
+fn default_key_id_key() -> String {
+    "keyId".into()
 }
 
 /// Token endpoint authentication method of the worker application.
@@ -196,6 +380,13 @@ pub enum TokenEndpointAuthMethod {
     /// HTTP Basic authentication with the form-urlencoded client id and secret (RFC 6749 §2.3.1).
     #[serde(rename = "client_secret_basic")]
     ClientSecretBasic,
+    /// A JWT client assertion signed with the client secret (HS256, HS384 or HS512).
+    #[serde(rename = "client_secret_jwt")]
+    ClientSecretJwt,
+    /// A JWT client assertion signed with the application's private key (RS256/384/512,
+    /// ES256/384); the public key is registered on the application.
+    #[serde(rename = "private_key_jwt")]
+    PrivateKeyJwt,
 }
 
 impl TokenEndpointAuthMethod {
@@ -204,6 +395,8 @@ impl TokenEndpointAuthMethod {
         match self {
             Self::ClientSecretPost => "client_secret_post",
             Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretJwt => "client_secret_jwt",
+            Self::PrivateKeyJwt => "private_key_jwt",
         }
     }
 }
@@ -380,6 +573,54 @@ pub struct PingOneConnectionStatus {
     /// Scopes PingOne granted with the current token.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub granted_scopes: Vec<String>,
+
+    /// The public key of a private_key_jwt connection as a JWK, to register on the PingOne
+    /// application (its JWKS). Never the private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_jwk: Option<PublicJwk>,
+
+    /// When the client secret was last rotated (and a token obtained with the new secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_credential_rotation_time: Option<Time>,
+
+    /// When the operator will next rotate the client secret (or retry a failed rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_credential_rotation_time: Option<Time>,
+
+    /// When the secret that the last rotation replaced stops working at PingOne.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_client_secret_expires_at: Option<Time>,
+}
+
+/// A public JSON Web Key (RFC 7517) of an RSA or EC key.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct PublicJwk {
+    /// Key type: RSA or EC.
+    pub kty: String,
+    /// Algorithm the key signs with, e.g. RS256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    /// Always sig.
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    pub use_: Option<String>,
+    /// Key id, when the credentials Secret names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    /// RSA modulus (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    /// RSA public exponent (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
+    /// EC curve: P-256 or P-384.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    /// EC x coordinate (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    /// EC y coordinate (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
 }
 
 impl PingOneConnection {
@@ -443,8 +684,12 @@ mod tests {
                     name: "creds".into(),
                     client_id_key: default_client_id_key(),
                     client_secret_key: default_client_secret_key(),
+                    private_key_key: default_private_key_key(),
+                    key_id_key: default_key_id_key(),
                 },
                 token_endpoint_auth_method: TokenEndpointAuthMethod::default(),
+                client_assertion_algorithm: None,
+                client_secret_rotation: None,
                 scopes: vec![],
                 target: TargetSpec::default(),
                 renewal: RenewalSpec::default(),

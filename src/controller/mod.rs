@@ -9,6 +9,7 @@ pub mod plan;
 pub mod policy;
 mod reconcile;
 pub mod rollout;
+pub mod rotation;
 pub mod schedule;
 mod state;
 pub mod status;

@@ -48,7 +48,8 @@ impl FailureClass {
         match error {
             TokenError::AuthDomainNotAllowed { .. }
             | TokenError::InvalidAuthDomain { .. }
-            | TokenError::InvalidEnvironmentId { .. } => FailureClass::NotSent,
+            | TokenError::InvalidEnvironmentId { .. }
+            | TokenError::Assertion { .. } => FailureClass::NotSent,
             TokenError::InvalidClient { .. }
             | TokenError::UnauthorizedClient { .. }
             | TokenError::InvalidScope { .. }
@@ -73,9 +74,10 @@ impl FailureClass {
     /// a restart).
     pub fn of_reason(reason: &str) -> FailureClass {
         match reason {
-            "AuthDomainNotAllowed" | "InvalidAuthDomain" | "InvalidEnvironmentId" => {
-                FailureClass::NotSent
-            }
+            "AuthDomainNotAllowed"
+            | "InvalidAuthDomain"
+            | "InvalidEnvironmentId"
+            | "ClientAssertionFailed" => FailureClass::NotSent,
             "InvalidClient"
             | "UnauthorizedClient"
             | "InvalidScope"
@@ -242,6 +244,7 @@ pub const TOKEN_FAILURE_REASONS: &[&str] = &[
     "AuthDomainNotAllowed",
     "InvalidAuthDomain",
     "InvalidEnvironmentId",
+    "ClientAssertionFailed",
     "InvalidClient",
     "UnauthorizedClient",
     "InvalidScope",

@@ -28,11 +28,11 @@ use super::{
     REASON_KUBERNETES_CONFLICT, REASON_KUBERNETES_ERROR, REASON_TARGET_CONFLICT,
     REASON_TARGET_FORBIDDEN, REASON_TARGET_REJECTED,
 };
-use super::{rollout, schedule};
+use super::{rollout, rotation, schedule};
 use crate::api::{
-    PingOneConnection, PingOneConnectionStatus, RenewBefore, TokenEndpointAuthMethod,
+    PingOneConnection, PingOneConnectionStatus, PublicJwk, RenewBefore, TokenEndpointAuthMethod,
 };
-use crate::pingone::{Admission, AuthMethod, TokenRequest};
+use crate::pingone::{Admission, TokenRequest};
 
 /// A reserved request slot this close is taken as due (the scheduler's timers have millisecond
 /// resolution).
@@ -107,6 +107,15 @@ struct Reconcile<'a> {
     now: Timestamp,
     /// The last failed token request, from memory or (after a restart) from status.
     failure: Option<Failure>,
+    /// The credentials Secret and the credentials as `act` read them.
+    read: std::sync::Mutex<Option<(Secret, Credentials)>>,
+}
+
+/// What this reconcile did about client secret rotation.
+struct RotationReport {
+    facts: Option<status::RotationFacts>,
+    /// A new secret was written: reconcile again at once to prove it.
+    rotated: bool,
 }
 
 /// Reconciles one connection. Token failures and Kubernetes API failures are reported in status
@@ -150,9 +159,13 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
         target_name,
         now: now(),
         failure,
+        read: std::sync::Mutex::new(None),
     };
     match r.act().await {
-        Ok(outcome) => r.finish(outcome).await,
+        Ok(outcome) => {
+            let rotation = r.rotate(&outcome).await;
+            r.finish(outcome, rotation).await
+        }
         Err(e) => Ok(r.kube_failed(e).await),
     }
 }
@@ -187,18 +200,24 @@ impl Reconcile<'_> {
             credentials_secret.as_ref(),
             &spec.credentials_secret_ref,
             &self.namespace,
+            spec.token_endpoint_auth_method,
+            spec.client_assertion_algorithm,
         ) {
             Ok(creds) => creds,
             Err(e) => return Ok(self.blocked(&target, e.reason(), e.to_string())),
         };
+        if let Some(secret) = &credentials_secret {
+            *self.read.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((secret.clone(), creds.clone()));
+        }
         let digest = token_secret::inputs_digest(
             &self.ctx.digest_key,
             &spec.auth_domain,
             &spec.environment_id,
             &creds.client_id,
-            &creds.client_secret,
+            creds.material(),
             &spec.scopes,
-            spec.token_endpoint_auth_method,
+            &creds.method_label(),
         );
         let plan = plan::decide(
             self.now,
@@ -249,8 +268,121 @@ impl Reconcile<'_> {
         })
     }
 
+    /// Rotates the client secret when that is configured, due, and the credentials are
+    /// healthy (the token is current); reports what status should show of it.
+    async fn rotate(&self, outcome: &Outcome) -> RotationReport {
+        let ctx = self.ctx;
+        let Some(config) = &self.conn.spec.client_secret_rotation else {
+            ctx.states.with(&self.uid, |s| {
+                s.rotation_failure = None;
+                s.pending_rotation = None;
+            });
+            return RotationReport {
+                facts: None,
+                rotated: false,
+            };
+        };
+        let (every, keep) = match config.durations() {
+            Ok(d) => d,
+            Err(message) => {
+                return RotationReport {
+                    facts: Some(status::RotationFacts {
+                        last: None,
+                        next: None,
+                        previous_expires_at: None,
+                        healthy: false,
+                        reason: REASON_INVALID_SPEC,
+                        message,
+                    }),
+                    rotated: false,
+                };
+            }
+        };
+        let read = self.read.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let token_current = matches!(outcome, Outcome::Kept { .. } | Outcome::Issued { .. });
+        let mut failure = ctx
+            .states
+            .with(&self.uid, |s| {
+                if s.rotation_failure.is_none() {
+                    s.rotation_failure = rotation::failure_from_status(self.status());
+                }
+                s.rotation_failure.clone()
+            })
+            .flatten();
+        let mut rotated = None;
+        if let (true, Some((secret, creds))) = (token_current, &read) {
+            let pending = ctx
+                .states
+                .with(&self.uid, |s| s.pending_rotation.take())
+                .flatten();
+            let created = secret.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            let due = rotation::due_at(rotation::rotated_at(secret), created, every);
+            let waiting = failure.as_ref().is_some_and(|f| f.retry_at > self.now);
+            let job = rotation::Rotation {
+                ctx,
+                conn: self.conn,
+                secrets: &self.secrets,
+                secret,
+                creds,
+                keep_previous_for: keep,
+            };
+            let result = match pending {
+                // A secret PingOne already issued is written whatever the backoff says.
+                Some(pending) => Some(job.write(pending).await),
+                None if !waiting && due.is_some_and(|d| d <= self.now) => Some(job.run().await),
+                None => None,
+            };
+            match result {
+                Some(Ok(done)) => {
+                    failure = None;
+                    rotated = Some((done, due));
+                }
+                Some(Err((error, pending))) => {
+                    let recorded = error.record(failure.as_ref(), Timestamp::now());
+                    warn!(reason = recorded.reason, detail = %recorded.message, "client secret rotation failed");
+                    self.publish(EventType::Warning, recorded.reason, &recorded.message)
+                        .await;
+                    ctx.metrics
+                        .error(&self.namespace, &self.name, recorded.reason);
+                    failure = Some(recorded);
+                    ctx.states.with(&self.uid, |s| s.pending_rotation = pending);
+                }
+                None => {}
+            }
+        }
+        ctx.states
+            .with(&self.uid, |s| s.rotation_failure = failure.clone());
+        let facts = match &rotated {
+            Some((done, _)) => status::RotationFacts {
+                last: self
+                    .status()
+                    .and_then(|s| s.last_credential_rotation_time.as_ref())
+                    .map(|t| t.0),
+                next: rotation::due_at(Some(done.at), None, every),
+                previous_expires_at: done.previous_expires_at,
+                healthy: true,
+                reason: rotation::REASON_PROVING,
+                message: format!(
+                    "The client secret was rotated at {}; waiting for a token obtained with it",
+                    done.at.strftime("%Y-%m-%dT%H:%M:%SZ")
+                ),
+            },
+            None => rotation::facts(&rotation::FactsInput {
+                secret: read.as_ref().map(|(s, _)| s),
+                token_current,
+                failure: failure.as_ref(),
+                every,
+                previous: self.status(),
+            }),
+        };
+        RotationReport {
+            facts: Some(facts),
+            rotated: rotated.is_some(),
+        }
+    }
+
     /// Turns the outcome into status, Events, metrics and the requeue.
-    async fn finish(&self, outcome: Outcome) -> Result<Action, Error> {
+    async fn finish(&self, outcome: Outcome, rotation: RotationReport) -> Result<Action, Error> {
         let ctx = self.ctx;
         let now = self.now;
         let (token, token_current, renew_at, problem, mut next) = match &outcome {
@@ -349,7 +481,15 @@ impl Reconcile<'_> {
             },
             next_attempt: failure.as_ref().map(|f| f.retry_at),
             failed_inputs_digest: failure.as_ref().map(|f| f.inputs_digest.as_str()),
+            public_jwk: public_jwk(self.conn, self.read_key_jwk()),
+            rotation: rotation.facts.clone(),
         };
+        // Wake for the next rotation (or its retry), and at once to prove a new secret.
+        if rotation.rotated {
+            next = Some(now);
+        } else if let Some(at) = rotation.facts.as_ref().and_then(|f| f.next) {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
         let new_status = status::compute(self.status(), &facts);
         let ready = status::is_ready(Some(&new_status));
         if let Outcome::Blocked { problem, .. } = &outcome {
@@ -404,6 +544,14 @@ impl Reconcile<'_> {
 
     fn status(&self) -> Option<&PingOneConnectionStatus> {
         self.conn.status.as_ref()
+    }
+
+    /// The public JWK of the private key this reconcile read, if any.
+    fn read_key_jwk(&self) -> Option<PublicJwk> {
+        let read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        read.as_ref()
+            .and_then(|(_, creds)| creds.private_key())
+            .and_then(|key| serde_json::from_value(key.public_jwk().clone()).ok())
     }
 
     fn set_failure(&self, failure: Option<Failure>) {
@@ -474,9 +622,8 @@ impl Reconcile<'_> {
                     auth_domain: &spec.auth_domain,
                     environment_id: &spec.environment_id,
                     client_id: &creds.client_id,
-                    client_secret: &creds.client_secret,
+                    auth: creds.auth(),
                     scopes: &spec.scopes,
-                    method: auth_method(spec.token_endpoint_auth_method),
                 };
                 let (result, elapsed) = ctx.tokens.request_admitted_timed(&request).await;
                 match result {
@@ -987,11 +1134,12 @@ fn previous_reason(status: Option<&PingOneConnectionStatus>) -> Option<&str> {
         .map(|c| c.reason.as_str())
 }
 
-fn auth_method(method: TokenEndpointAuthMethod) -> AuthMethod {
-    match method {
-        TokenEndpointAuthMethod::ClientSecretPost => AuthMethod::ClientSecretPost,
-        TokenEndpointAuthMethod::ClientSecretBasic => AuthMethod::ClientSecretBasic,
-    }
+/// The public JWK status shows: that of the key this reconcile loaded, for private_key_jwt.
+/// A key that does not load shows none (there is nothing to register).
+fn public_jwk(conn: &PingOneConnection, read: Option<PublicJwk>) -> Option<PublicJwk> {
+    (conn.spec.token_endpoint_auth_method == TokenEndpointAuthMethod::PrivateKeyJwt)
+        .then_some(read)
+        .flatten()
 }
 
 /// Publishes an Event about `conn` (for the rollout module).
@@ -1058,6 +1206,8 @@ mod tests {
                 last_failure: Some(failure.at),
                 next_attempt: Some(failure.retry_at),
                 failed_inputs_digest: Some(&failure.inputs_digest),
+                public_jwk: None,
+                rotation: None,
             };
             let written = status::compute(None, &facts);
             // Through the API server and back.

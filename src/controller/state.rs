@@ -79,6 +79,10 @@ pub struct ConnectionState {
     /// The credentials Secret's name and resourceVersion as the last reconcile read them: a
     /// watch event for that very version (a re-list, a list that arrives late) changes nothing.
     pub credentials_seen: Option<(String, String)>,
+    /// The last failed client secret rotation, while unresolved.
+    pub rotation_failure: Option<super::rotation::RotationFailure>,
+    /// A rotated secret not yet written into the credentials Secret.
+    pub pending_rotation: Option<super::rotation::PendingWrite>,
 }
 
 type SecretKey = (String, String);

@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::token_secret::IssuedToken;
-use crate::api::PingOneConnectionStatus;
+use crate::api::{PingOneConnectionStatus, PublicJwk};
 
 /// Condition types.
 pub const READY: &str = "Ready";
@@ -61,7 +61,31 @@ pub struct Facts<'a> {
     pub next_attempt: Option<Timestamp>,
     /// The keyed digest of the inputs the last failed request was made with.
     pub failed_inputs_digest: Option<&'a str>,
+    /// The public key of a private_key_jwt connection.
+    pub public_jwk: Option<PublicJwk>,
+    /// Client secret rotation, when configured.
+    pub rotation: Option<RotationFacts>,
 }
+
+/// What status shows of client secret rotation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RotationFacts {
+    /// When the secret was last rotated (and a token was obtained with the new one).
+    pub last: Option<Timestamp>,
+    /// When the next rotation (or retry) is due.
+    pub next: Option<Timestamp>,
+    /// When the replaced secret stops working.
+    pub previous_expires_at: Option<Timestamp>,
+    /// The ClientSecretRotation condition: working, and why.
+    pub healthy: bool,
+    /// Its reason.
+    pub reason: &'static str,
+    /// Its message.
+    pub message: String,
+}
+
+/// Condition type of client secret rotation (only on connections that rotate).
+pub const CLIENT_SECRET_ROTATION: &str = "ClientSecretRotation";
 
 fn fmt_time(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
@@ -176,7 +200,7 @@ pub fn compute(
     };
     let condition =
         |type_, status, reason, message| stamp.condition(type_, status, reason, message);
-    let conditions = vec![
+    let mut conditions = vec![
         condition(READY, ready, ready_reason, ready_message),
         match reconciling {
             Some((reason, message)) => condition(RECONCILING, true, reason, message),
@@ -187,6 +211,14 @@ pub fn compute(
             None => condition(STALLED, false, REASON_RECONCILED, String::new()),
         },
     ];
+    if let Some(r) = &facts.rotation {
+        conditions.push(condition(
+            CLIENT_SECRET_ROTATION,
+            r.healthy,
+            r.reason,
+            r.message.clone(),
+        ));
+    }
 
     PingOneConnectionStatus {
         observed_generation: facts.generation,
@@ -201,6 +233,14 @@ pub fn compute(
         failed_inputs_digest: facts.failed_inputs_digest.map(str::to_string),
         token_type: facts.token.map(|t| t.token_type.clone()),
         granted_scopes: facts.token.map(|t| t.scopes.clone()).unwrap_or_default(),
+        public_jwk: facts.public_jwk.clone(),
+        last_credential_rotation_time: facts.rotation.as_ref().and_then(|r| r.last).map(Time),
+        next_credential_rotation_time: facts.rotation.as_ref().and_then(|r| r.next).map(Time),
+        previous_client_secret_expires_at: facts
+            .rotation
+            .as_ref()
+            .and_then(|r| r.previous_expires_at)
+            .map(Time),
     }
 }
 
@@ -286,6 +326,8 @@ mod tests {
             last_failure: None,
             next_attempt: None,
             failed_inputs_digest: None,
+            public_jwk: None,
+            rotation: None,
         }
     }
 

@@ -13,7 +13,9 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use super::digest_key::DigestKey;
-use crate::api::{PingOneConnection, TokenEndpointAuthMethod};
+use crate::api::PingOneConnection;
+#[cfg(test)]
+use crate::api::TokenEndpointAuthMethod;
 use crate::pingone::{ExposeSecret, SecretString};
 
 /// Label that marks every Secret the operator writes.
@@ -106,7 +108,7 @@ pub fn inputs_digest(
     client_id: &str,
     client_secret: &SecretString,
     scopes: &[String],
-    method: TokenEndpointAuthMethod,
+    method: &str,
 ) -> String {
     let mut scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
     scopes.sort_unstable();
@@ -121,7 +123,7 @@ pub fn inputs_digest(
     field(environment_id);
     field(client_id);
     field(client_secret.expose_secret());
-    field(method.as_str());
+    field(method);
     field(&scopes.join(" "));
     format!("v2:{}", hex(&mac.finalize().into_bytes()))
 }
@@ -383,7 +385,11 @@ mod tests {
                     name: "creds".into(),
                     client_id_key: "clientId".into(),
                     client_secret_key: "clientSecret".into(),
+                    private_key_key: "privateKey".into(),
+                    key_id_key: "keyId".into(),
                 },
+                client_assertion_algorithm: None,
+                client_secret_rotation: None,
                 token_endpoint_auth_method: TokenEndpointAuthMethod::ClientSecretPost,
                 scopes: vec![],
                 target: Default::default(),
@@ -554,7 +560,7 @@ mod tests {
                 self.id,
                 &secret(self.secret),
                 &self.scopes,
-                self.method,
+                self.method.as_str(),
             )
         }
     }

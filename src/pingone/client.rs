@@ -12,6 +12,10 @@ use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+use jsonwebtoken::Algorithm;
+
+use super::assertion;
+use super::private_key::PrivateKey;
 use super::ratelimit::{Admission, RateLimiter};
 
 use super::domain::{AuthDomainPolicy, normalize_domain, token_url_normalised};
@@ -52,7 +56,7 @@ pub fn install_crypto_provider() {
     });
 }
 
-/// How the client authenticates to the token endpoint.
+/// How the client authenticates to the token endpoint (the method's name).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum AuthMethod {
     /// `client_id` and `client_secret` in the form body (PingOne's default for worker apps).
@@ -61,11 +65,49 @@ pub enum AuthMethod {
     /// HTTP Basic authentication with the form-urlencoded client id and secret
     /// (RFC 6749 §2.3.1).
     ClientSecretBasic,
+    /// A JWT client assertion signed with the client secret (HS256/384/512).
+    ClientSecretJwt,
+    /// A JWT client assertion signed with the application's private key (RFC 7523).
+    PrivateKeyJwt,
+}
+
+/// The credential a request authenticates with, and how.
+#[derive(Clone, Copy)]
+pub enum ClientAuth<'a> {
+    /// `client_secret_post`.
+    SecretPost(&'a SecretString),
+    /// `client_secret_basic`.
+    SecretBasic(&'a SecretString),
+    /// `client_secret_jwt` with an HMAC algorithm (HS256, HS384 or HS512).
+    SecretJwt(&'a SecretString, Algorithm),
+    /// `private_key_jwt`; the key carries its algorithm and key id.
+    PrivateKeyJwt(&'a PrivateKey),
+}
+
+impl ClientAuth<'_> {
+    /// The method's name.
+    pub fn method(&self) -> AuthMethod {
+        match self {
+            ClientAuth::SecretPost(_) => AuthMethod::ClientSecretPost,
+            ClientAuth::SecretBasic(_) => AuthMethod::ClientSecretBasic,
+            ClientAuth::SecretJwt(..) => AuthMethod::ClientSecretJwt,
+            ClientAuth::PrivateKeyJwt(_) => AuthMethod::PrivateKeyJwt,
+        }
+    }
+
+    fn secret(&self) -> Option<&SecretString> {
+        match self {
+            ClientAuth::SecretPost(s)
+            | ClientAuth::SecretBasic(s)
+            | ClientAuth::SecretJwt(s, _) => Some(s),
+            ClientAuth::PrivateKeyJwt(_) => None,
+        }
+    }
 }
 
 /// One client credentials token request.
 ///
-/// `Debug` prints the client secret as `[redacted]`.
+/// `Debug` never prints the client secret or key.
 #[derive(Clone, Copy)]
 pub struct TokenRequest<'a> {
     /// The auth domain, e.g. `auth.pingone.eu`, or an allowed custom domain.
@@ -74,12 +116,10 @@ pub struct TokenRequest<'a> {
     pub environment_id: &'a str,
     /// The worker application's client id.
     pub client_id: &'a str,
-    /// The worker application's client secret.
-    pub client_secret: &'a SecretString,
+    /// The credential and the method that presents it.
+    pub auth: ClientAuth<'a>,
     /// Scopes to request; none requests the application's role assignments.
     pub scopes: &'a [String],
-    /// How to present the credentials.
-    pub method: AuthMethod,
 }
 
 impl fmt::Debug for TokenRequest<'_> {
@@ -88,9 +128,9 @@ impl fmt::Debug for TokenRequest<'_> {
             .field("auth_domain", &self.auth_domain)
             .field("environment_id", &self.environment_id)
             .field("client_id", &self.client_id)
-            .field("client_secret", &super::secret::REDACTED)
+            .field("credential", &super::secret::REDACTED)
             .field("scopes", &self.scopes)
-            .field("method", &self.method)
+            .field("method", &self.auth.method())
             .finish()
     }
 }
@@ -225,6 +265,35 @@ impl TokenClient {
         &self.policy
     }
 
+    /// The locked-down HTTP client (for the Management API).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// A transport failure towards `domain`, as a short message without the URL.
+    pub(crate) fn describe_transport(&self, domain: &str, error: &reqwest::Error) -> String {
+        match transport_error(domain, error) {
+            TokenError::Timeout { domain } => format!("no answer from {domain} in time"),
+            TokenError::Tls { domain, detail } => format!("TLS with {domain} failed: {detail}"),
+            TokenError::Connect { domain, detail } => {
+                format!("could not connect to {domain}: {detail}")
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// Reads a body up to the configured cap.
+    pub(crate) async fn read_capped(
+        &self,
+        response: &mut reqwest::Response,
+    ) -> Result<Vec<u8>, String> {
+        match read_body(response, self.max_body_bytes).await {
+            Ok(body) => Ok(body),
+            Err(BodyError::TooLarge) => Err(format!("body exceeds {} bytes", self.max_body_bytes)),
+            Err(BodyError::Transport(e)) => Err(root_cause(&e)),
+        }
+    }
+
     /// Requests a token. See [`TokenClient::request_token_timed`] for the duration.
     pub async fn request_token(&self, req: &TokenRequest<'_>) -> Result<TokenResponse, TokenError> {
         self.request_token_timed(req).await.0
@@ -329,16 +398,21 @@ impl TokenClient {
         url: Url,
         req: &TokenRequest<'_>,
     ) -> (Result<TokenResponse, TokenError>, Option<u16>) {
+        // A fresh assertion per request: its own `jti`, a short `exp`, `aud` the exact URL.
+        let assertion = match assertion::for_request(req, url.as_str()) {
+            Ok(assertion) => assertion,
+            Err(error) => return (Err(error), None),
+        };
         let mut request = self
             .http
             .post(url)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
-            .body(form_body(req));
-        if req.method == AuthMethod::ClientSecretBasic {
+            .body(form_body(req, assertion.as_ref()));
+        if let ClientAuth::SecretBasic(secret) = req.auth {
             // reqwest base64-encodes "user:password" and marks the header sensitive, so that
             // HTTP-level debug output never shows it.
-            let (id, secret) = basic_credentials(req.client_id, req.client_secret.expose_secret());
+            let (id, secret) = basic_credentials(req.client_id, secret.expose_secret());
             request = request.basic_auth(id, Some(secret));
         }
 
@@ -365,20 +439,21 @@ impl TokenClient {
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, jiff::Timestamp::now()));
-            Err(classify_error_response(
-                status,
-                retry_after,
-                &body,
-                req.client_secret.expose_secret(),
-            ))
+            // An echo of the secret (or of the assertion, for a key) is scrubbed.
+            let scrub = match (req.auth.secret(), &assertion) {
+                (Some(secret), _) => secret.expose_secret(),
+                (None, Some(assertion)) => assertion.expose_secret(),
+                (None, None) => "",
+            };
+            Err(classify_error_response(status, retry_after, &body, scrub))
         };
         (result, Some(status))
     }
 }
 
 /// The form body: `grant_type`, `scope` when any, and for `client_secret_post` the
-/// credentials.
-fn form_body(req: &TokenRequest<'_>) -> String {
+/// credentials, for the JWT methods the assertion.
+fn form_body(req: &TokenRequest<'_>, assertion: Option<&SecretString>) -> String {
     let mut form = form_urlencoded::Serializer::new(String::new());
     form.append_pair("grant_type", "client_credentials");
     let scope = req
@@ -391,9 +466,13 @@ fn form_body(req: &TokenRequest<'_>) -> String {
     if !scope.is_empty() {
         form.append_pair("scope", &scope);
     }
-    if req.method == AuthMethod::ClientSecretPost {
+    if let ClientAuth::SecretPost(secret) = req.auth {
         form.append_pair("client_id", req.client_id);
-        form.append_pair("client_secret", req.client_secret.expose_secret());
+        form.append_pair("client_secret", secret.expose_secret());
+    }
+    if let Some(assertion) = assertion {
+        form.append_pair("client_assertion_type", assertion::ASSERTION_TYPE);
+        form.append_pair("client_assertion", assertion.expose_secret());
     }
     form.finish()
 }
@@ -554,13 +633,18 @@ mod tests {
     const TOKEN_BODY: &str = r#"{"access_token":"eyJhbGciOiJSUzI1NiJ9.e30.sig","token_type":"Bearer","expires_in":3600,"scope":"a b"}"#;
 
     fn request(method: AuthMethod, scopes: &[String]) -> TokenRequest<'_> {
+        let auth = match method {
+            AuthMethod::ClientSecretPost => ClientAuth::SecretPost(&SECRET_VALUE),
+            AuthMethod::ClientSecretBasic => ClientAuth::SecretBasic(&SECRET_VALUE),
+            AuthMethod::ClientSecretJwt => ClientAuth::SecretJwt(&SECRET_VALUE, Algorithm::HS256),
+            AuthMethod::PrivateKeyJwt => unreachable!("these tests use a secret"),
+        };
         TokenRequest {
             auth_domain: "auth.pingone.eu",
             environment_id: ENV,
             client_id: CLIENT_ID,
-            client_secret: &SECRET_VALUE,
+            auth,
             scopes,
-            method,
         }
     }
 
@@ -854,12 +938,12 @@ mod tests {
     fn form_body_for_post_carries_credentials_and_scope() {
         let scopes = vec!["read:x".to_string(), " ".to_string(), "write:y".to_string()];
         assert_eq!(
-            form_body(&request(AuthMethod::ClientSecretPost, &scopes)),
+            form_body(&request(AuthMethod::ClientSecretPost, &scopes), None),
             "grant_type=client_credentials&scope=read%3Ax+write%3Ay&client_id=my+client%26id\
              &client_secret=p%40ss%3Aw%2Frd%2B%C3%BC+%25"
         );
         assert_eq!(
-            form_body(&request(AuthMethod::ClientSecretPost, &[])),
+            form_body(&request(AuthMethod::ClientSecretPost, &[]), None),
             "grant_type=client_credentials&client_id=my+client%26id&client_secret=p%40ss%3Aw%2Frd%2B%C3%BC+%25"
         );
     }
@@ -867,10 +951,10 @@ mod tests {
     #[test]
     fn form_body_for_basic_has_no_credentials() {
         let scopes = vec!["a".to_string()];
-        let body = form_body(&request(AuthMethod::ClientSecretBasic, &scopes));
+        let body = form_body(&request(AuthMethod::ClientSecretBasic, &scopes), None);
         assert_eq!(body, "grant_type=client_credentials&scope=a");
         assert_eq!(
-            form_body(&request(AuthMethod::ClientSecretBasic, &[])),
+            form_body(&request(AuthMethod::ClientSecretBasic, &[]), None),
             "grant_type=client_credentials"
         );
     }

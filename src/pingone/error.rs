@@ -52,6 +52,14 @@ pub enum TokenError {
         environment_id: String,
     },
 
+    /// The client assertion (`client_secret_jwt`, `private_key_jwt`) could not be built. No
+    /// request was sent.
+    #[error("{detail}; the token request was not sent")]
+    Assertion {
+        /// What failed, never key material.
+        detail: String,
+    },
+
     /// PingOne did not accept the client credentials (HTTP 401, or `invalid_client`).
     #[error(
         "PingOne rejected the client credentials ({}); check the client id, the client secret \
@@ -213,6 +221,7 @@ impl TokenError {
             Self::AuthDomainNotAllowed { .. } => "AuthDomainNotAllowed",
             Self::InvalidAuthDomain { .. } => "InvalidAuthDomain",
             Self::InvalidEnvironmentId { .. } => "InvalidEnvironmentId",
+            Self::Assertion { .. } => "ClientAssertionFailed",
             Self::InvalidClient { .. } => "InvalidClient",
             Self::UnauthorizedClient { .. } => "UnauthorizedClient",
             Self::InvalidScope { .. } => "InvalidScope",
@@ -248,6 +257,7 @@ impl TokenError {
             Self::AuthDomainNotAllowed { .. }
                 | Self::InvalidAuthDomain { .. }
                 | Self::InvalidEnvironmentId { .. }
+                | Self::Assertion { .. }
                 | Self::InvalidClient { .. }
                 | Self::UnauthorizedClient { .. }
                 | Self::InvalidScope { .. }

@@ -5,23 +5,30 @@
 //! Everything that decides (URL building, the allow-list, response parsing, error
 //! classification) is a pure function tested without I/O; [`TokenClient`] only moves bytes.
 
+mod assertion;
 mod client;
 mod domain;
 mod error;
+pub mod jose;
+mod management;
+mod private_key;
 mod ratelimit;
 mod response;
 mod secret;
 
+pub use assertion::{ASSERTION_LIFETIME, ASSERTION_TYPE};
 pub use client::{
-    AuthMethod, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_REQUESTS_PER_SECOND,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, TokenClient, TokenClientConfig, TokenRequest,
-    install_crypto_provider,
+    AuthMethod, ClientAuth, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_REQUESTS_PER_SECOND, DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, TokenClient,
+    TokenClientConfig, TokenRequest, install_crypto_provider,
 };
 pub use domain::{
     AuthDomainPolicy, REGIONAL_AUTH_DOMAINS, is_environment_id, is_regional, normalize_domain,
     token_url,
 };
 pub use error::{ClientBuildError, MAX_DESCRIPTION_CHARS, TokenError, sanitize_message};
+pub use management::{API_DOMAINS, ManagementError, RotatedSecret, api_domain_of};
+pub use private_key::{KeyError, KeyKind, PrivateKey, algorithm_name};
 pub use ratelimit::{Admission, RateLimiter};
 pub use response::{
     MAX_EXPIRES_IN, MAX_RETRY_AFTER, MIN_EXPIRES_IN, TokenResponse, classify_error_response,

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use pingone_operator::api::{CredentialsSecretRef, parse_go_duration};
+use pingone_operator::api::{CredentialsSecretRef, TokenEndpointAuthMethod, parse_go_duration};
 use pingone_operator::controller::credentials;
 use pingone_operator::pingone::{ExposeSecret, TokenError, TokenResponse};
 use pingone_operator::pingone::{
@@ -121,6 +121,7 @@ proptest! {
             data: Some(BTreeMap::from([
                 ("clientId".to_string(), ByteString(id)),
                 ("clientSecret".to_string(), ByteString(secret.clone())),
+                ("privateKey".to_string(), ByteString(secret.clone())),
             ])),
             ..Default::default()
         };
@@ -128,11 +129,15 @@ proptest! {
             name: "creds".into(),
             client_id_key: "clientId".into(),
             client_secret_key: "clientSecret".into(),
+            private_key_key: "privateKey".into(),
+            key_id_key: "keyId".into(),
         };
-        if let (Err(e), Ok(text)) = (credentials::read(Some(&s), &reference, "ns"), String::from_utf8(secret))
-            && text.len() >= 4
-        {
-            prop_assert!(!e.to_string().contains(&text));
+        for method in [TokenEndpointAuthMethod::ClientSecretPost, TokenEndpointAuthMethod::PrivateKeyJwt] {
+            if let (Err(e), Ok(text)) = (credentials::read(Some(&s), &reference, "ns", method, None), String::from_utf8(secret.clone()))
+                && text.len() >= 4
+            {
+                prop_assert!(!e.to_string().contains(&text));
+            }
         }
     }
 
