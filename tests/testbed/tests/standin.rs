@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use pingone_testbed::standin::{
-    AuthMethod, ClientRegistration, Fault, RecordedAuthMethod, STANDIN_ORG_ID, StandIn,
-    StandInConfig,
+    AuthMethod, ClientRegistration, Fault, JWT_BEARER_ASSERTION_TYPE, RecordedAuthMethod,
+    STANDIN_ORG_ID, StandIn, StandInConfig,
 };
 use reqwest::StatusCode;
 use rsa::pkcs1v15::{Signature, VerifyingKey};
@@ -31,6 +31,8 @@ const POST_SECRET: &str = "post-secret-~.ABCdef123";
 /// Reserved characters and spaces in both parts, to check RFC 6749 §2.3.1 encoding.
 const BASIC_ID: &str = "basic client:1+2";
 const BASIC_SECRET: &str = "s+e/c:r%e&t=x y?#ü";
+/// The Management API host of [`REGION`].
+const API_EU: &str = "api.pingone.eu";
 const SCOPED_ID: &str = "scoped-client";
 const SCOPED_SECRET: &str = "scoped-secret";
 
@@ -82,6 +84,8 @@ fn http(standin: &StandIn) -> reqwest::Client {
         CUSTOM_DOMAIN,
         UNREGISTERED_DOMAIN,
         "localhost",
+        API_EU,
+        "api.pingone.com",
     ] {
         builder = builder.resolve(name, standin.addr());
     }
@@ -615,6 +619,12 @@ async fn jwks_and_openid_configuration_are_served() {
                 "client_secret_post",
                 "client_secret_jwt",
                 "private_key_jwt"
+            ])
+        );
+        assert_eq!(
+            conf["token_endpoint_auth_signing_alg_values_supported"],
+            serde_json::json!([
+                "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"
             ])
         );
         assert!(
@@ -1251,4 +1261,715 @@ async fn standalone_binary_serves_until_sigterm() {
         .expect("waiter")
         .expect("wait");
     assert!(status.success(), "{status}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client assertions (client_secret_jwt, private_key_jwt), built with ring alone.
+
+mod jwt {
+    use std::sync::LazyLock;
+
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ring::rand::SystemRandom;
+    use ring::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
+    use serde_json::{Value, json};
+
+    /// One 2048-bit RSA key for the whole test binary: generating it is the slow part.
+    static RSA_PKCS8: LazyLock<Vec<u8>> = LazyLock::new(|| {
+        use rsa::pkcs8::EncodePrivateKey;
+        let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("RSA key");
+        key.to_pkcs8_der().expect("PKCS#8").as_bytes().to_vec()
+    });
+
+    pub enum Signer {
+        Rsa(RsaKeyPair),
+        Ec(EcdsaKeyPair),
+    }
+
+    /// A private key and its public JWK.
+    pub struct TestKey {
+        pub jwk: Value,
+        signer: Signer,
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    impl TestKey {
+        pub fn rsa(kid: Option<&str>) -> TestKey {
+            let pair = RsaKeyPair::from_pkcs8(&RSA_PKCS8).expect("ring RSA key");
+            let public = signature::RsaPublicKeyComponents::<Vec<u8>>::from(pair.public());
+            let mut jwk = json!({
+                "kty": "RSA",
+                "use": "sig",
+                "n": b64(&public.n),
+                "e": b64(&public.e),
+            });
+            if let Some(kid) = kid {
+                jwk["kid"] = json!(kid);
+            }
+            TestKey {
+                jwk,
+                signer: Signer::Rsa(pair),
+            }
+        }
+
+        /// `p384` false: P-256.
+        pub fn ec(kid: Option<&str>, p384: bool) -> TestKey {
+            let (alg, crv, size) = if p384 {
+                (&signature::ECDSA_P384_SHA384_FIXED_SIGNING, "P-384", 48)
+            } else {
+                (&signature::ECDSA_P256_SHA256_FIXED_SIGNING, "P-256", 32)
+            };
+            let rng = SystemRandom::new();
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).expect("EC key");
+            let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).expect("ring EC key");
+            let point = pair.public_key().as_ref();
+            assert_eq!(point.len(), 1 + 2 * size);
+            let mut jwk = json!({
+                "kty": "EC",
+                "crv": crv,
+                "x": b64(&point[1..1 + size]),
+                "y": b64(&point[1 + size..]),
+            });
+            if let Some(kid) = kid {
+                jwk["kid"] = json!(kid);
+            }
+            TestKey {
+                jwk,
+                signer: Signer::Ec(pair),
+            }
+        }
+
+        pub fn sign(&self, alg: &str, input: &[u8]) -> Vec<u8> {
+            let rng = SystemRandom::new();
+            match &self.signer {
+                Signer::Rsa(pair) => {
+                    let padding: &'static dyn signature::RsaEncoding = match alg {
+                        "RS256" => &signature::RSA_PKCS1_SHA256,
+                        "RS384" => &signature::RSA_PKCS1_SHA384,
+                        "RS512" => &signature::RSA_PKCS1_SHA512,
+                        other => panic!("no RSA signing for {other}"),
+                    };
+                    let mut sig = vec![0; pair.public().modulus_len()];
+                    pair.sign(padding, &rng, input, &mut sig).expect("RSA sign");
+                    sig
+                }
+                Signer::Ec(pair) => pair.sign(&rng, input).expect("EC sign").as_ref().to_vec(),
+            }
+        }
+    }
+
+    /// HMAC of `input` with the secret's UTF-8 bytes.
+    pub fn hmac(alg: &str, secret: &str, input: &[u8]) -> Vec<u8> {
+        let alg = match alg {
+            "HS256" => ring::hmac::HMAC_SHA256,
+            "HS384" => ring::hmac::HMAC_SHA384,
+            "HS512" => ring::hmac::HMAC_SHA512,
+            other => panic!("no HMAC for {other}"),
+        };
+        ring::hmac::sign(&ring::hmac::Key::new(alg, secret.as_bytes()), input)
+            .as_ref()
+            .to_vec()
+    }
+
+    /// A compact JWS of `header` and `claims` signed by `sign`.
+    pub fn jws(header: &Value, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let sig = sign(input.as_bytes());
+        format!("{input}.{}", b64(&sig))
+    }
+
+    pub fn header(alg: &str, kid: Option<&str>) -> Value {
+        let mut header = json!({"alg": alg, "typ": "JWT"});
+        if let Some(kid) = kid {
+            header["kid"] = json!(kid);
+        }
+        header
+    }
+
+    /// Valid claims for `client_id` and `aud`: `exp` 60 s ahead and a fresh `jti`.
+    pub fn claims(client_id: &str, aud: &str) -> Value {
+        let now = super::now_secs();
+        json!({
+            "iss": client_id,
+            "sub": client_id,
+            "aud": aud,
+            "iat": now,
+            "exp": now + 60,
+            "jti": format!("{:032x}", rand::random::<u128>()),
+        })
+    }
+
+    /// `jws` with its signature bytes changed.
+    pub fn tamper_signature(jws: &str) -> String {
+        let (input, sig) = jws.rsplit_once('.').expect("three parts");
+        let mut sig = URL_SAFE_NO_PAD.decode(sig).expect("b64");
+        sig[0] ^= 0x01;
+        format!("{input}.{}", b64(&sig))
+    }
+}
+
+const SECRET_JWT_ID: &str = "a0f1e2d3-c4b5-4a69-8877-665544332211";
+/// HS512 wants a long key; PingOne's secrets are 64+ characters.
+const SECRET_JWT_SECRET: &str =
+    "hmac-Secret.0123456789~abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-0123";
+const KEY_JWT_ID: &str = "b1c2d3e4-f5a6-4b7c-8d9e-0f1a2b3c4d5e";
+
+/// The keys of the `private_key_jwt` client: RSA `rsa-1`, P-256 `ec-256`, P-256 `ec-256-b`,
+/// and a P-384 key without `kid`.
+struct JwtKeys {
+    rsa: jwt::TestKey,
+    ec256: jwt::TestKey,
+    ec256_b: jwt::TestKey,
+    ec384: jwt::TestKey,
+}
+
+impl JwtKeys {
+    fn new() -> JwtKeys {
+        JwtKeys {
+            rsa: jwt::TestKey::rsa(Some("rsa-1")),
+            ec256: jwt::TestKey::ec(Some("ec-256"), false),
+            ec256_b: jwt::TestKey::ec(Some("ec-256-b"), false),
+            ec384: jwt::TestKey::ec(None, true),
+        }
+    }
+
+    fn jwks(&self) -> Value {
+        serde_json::json!({"keys": [
+            self.rsa.jwk, self.ec256.jwk, self.ec256_b.jwk, self.ec384.jwk
+        ]})
+    }
+}
+
+/// The stand-in of [`start`] with a `client_secret_jwt` and a `private_key_jwt` client.
+async fn start_jwt(keys: &JwtKeys) -> StandIn {
+    let standin = start(config()).await;
+    standin.add_client(
+        ClientRegistration::new(ENV, SECRET_JWT_ID, SECRET_JWT_SECRET)
+            .with_auth_method(AuthMethod::ClientSecretJwt),
+    );
+    standin.add_client(ClientRegistration::private_key(
+        ENV,
+        KEY_JWT_ID,
+        keys.jwks(),
+    ));
+    standin
+}
+
+fn issuer(domain: &str, env: &str) -> String {
+    format!("https://{domain}/{env}/as")
+}
+
+fn hs_assertion(alg: &str, secret: &str, claims: &Value) -> String {
+    jwt::jws(&jwt::header(alg, None), claims, |input| {
+        jwt::hmac(alg, secret, input)
+    })
+}
+
+fn key_assertion(key: &jwt::TestKey, alg: &str, kid: Option<&str>, claims: &Value) -> String {
+    jwt::jws(&jwt::header(alg, kid), claims, |input| key.sign(alg, input))
+}
+
+async fn token_assertion(
+    http: &reqwest::Client,
+    url: &str,
+    assertion: &str,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut fields = vec![
+        ("client_assertion_type", JWT_BEARER_ASSERTION_TYPE),
+        ("client_assertion", assertion),
+    ];
+    fields.extend_from_slice(extra);
+    post_form(http, url, &form(&fields)).await
+}
+
+async fn assert_token_for(standin: &StandIn, resp: reqwest::Response, client_id: &str) {
+    let status = resp.status();
+    let body = json(resp).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let claims = standin
+        .verify_token(body["access_token"].as_str().expect("access_token"))
+        .expect("verifies");
+    assert_eq!(claims["client_id"], client_id);
+}
+
+#[tokio::test]
+async fn client_secret_jwt_accepts_hs256_hs384_hs512_with_either_audience() {
+    let keys = JwtKeys::new();
+    let standin = start_jwt(&keys).await;
+    let http = http(&standin);
+    let url = token_url(REGION, ENV);
+    let mut jtis = Vec::new();
+    for alg in ["HS256", "HS384", "HS512"] {
+        let claims = jwt::claims(SECRET_JWT_ID, &url);
+        jtis.push(claims["jti"].as_str().expect("jti").to_string());
+        let resp = token_assertion(
+            &http,
+            &url,
+            &hs_assertion(alg, SECRET_JWT_SECRET, &claims),
+            &[],
+        )
+        .await;
+        assert_token_for(&standin, resp, SECRET_JWT_ID).await;
+    }
+    // The issuer as audience, in an array, with a matching client_id field.
+    let mut claims = jwt::claims(SECRET_JWT_ID, "");
+    claims["aud"] = serde_json::json!(["https://example.com/other", issuer(REGION, ENV)]);
+    let resp = token_assertion(
+        &http,
+        &url,
+        &hs_assertion("HS256", SECRET_JWT_SECRET, &claims),
+        &[("client_id", SECRET_JWT_ID)],
+    )
+    .await;
+    assert_token_for(&standin, resp, SECRET_JWT_ID).await;
+
+    let recorded = standin.requests();
+    assert_eq!(recorded.len(), 4);
+    for (r, alg) in recorded.iter().zip(["HS256", "HS384", "HS512", "HS256"]) {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.auth_method, RecordedAuthMethod::ClientSecretJwt);
+        assert_eq!(r.assertion_alg.as_deref(), Some(alg));
+        assert_eq!(r.assertion_kid, None);
+        assert_eq!(r.client_id.as_deref(), Some(SECRET_JWT_ID));
+        assert!(r.client_secret_ok && !r.used_previous_secret);
+    }
+    let recorded_jtis: Vec<String> = recorded[..3]
+        .iter()
+        .map(|r| r.assertion_jti.clone().expect("jti recorded"))
+        .collect();
+    assert_eq!(recorded_jtis, jtis);
+    let text = serde_json::to_string(&recorded).expect("json");
+    assert!(!text.contains(SECRET_JWT_SECRET));
+}
+
+#[tokio::test]
+async fn private_key_jwt_accepts_rs256_es256_es384_on_both_path_forms() {
+    let keys = JwtKeys::new();
+    let standin = start_jwt(&keys).await;
+    let http = http(&standin);
+    let regional = token_url(REGION, ENV);
+    let custom = format!("https://{CUSTOM_DOMAIN}/as/token");
+    let custom_issuer = format!("https://{CUSTOM_DOMAIN}/as");
+    let cases: [(&jwt::TestKey, &str, Option<&str>, &str, &str); 6] = [
+        (&keys.rsa, "RS256", Some("rsa-1"), &regional, &regional),
+        (&keys.rsa, "RS512", None, &regional, &issuer(REGION, ENV)),
+        (&keys.ec256, "ES256", Some("ec-256"), &custom, &custom),
+        // Without kid: the stand-in tries every P-256 key.
+        (&keys.ec256_b, "ES256", None, &custom, &custom_issuer),
+        (&keys.ec384, "ES384", None, &custom, &custom),
+        (&keys.rsa, "RS384", Some("rsa-1"), &custom, &custom_issuer),
+    ];
+    for (key, alg, kid, url, aud) in cases {
+        let assertion = key_assertion(key, alg, kid, &jwt::claims(KEY_JWT_ID, aud));
+        let resp = token_assertion(&http, url, &assertion, &[]).await;
+        assert_token_for(&standin, resp, KEY_JWT_ID).await;
+    }
+    let recorded = standin.requests();
+    assert_eq!(recorded.len(), cases.len());
+    for (r, (_, alg, kid, url, _)) in recorded.iter().zip(cases) {
+        assert_eq!(r.auth_method, RecordedAuthMethod::PrivateKeyJwt);
+        assert_eq!(r.assertion_alg.as_deref(), Some(alg));
+        assert_eq!(r.assertion_kid.as_deref(), kid);
+        assert_eq!(r.environment_id.as_deref(), Some(ENV));
+        assert_eq!(
+            r.host,
+            if url.contains(CUSTOM_DOMAIN) {
+                CUSTOM_DOMAIN
+            } else {
+                REGION
+            }
+        );
+        assert!(r.client_secret_ok);
+    }
+}
+
+#[tokio::test]
+async fn each_assertion_rule_rejects() {
+    let keys = JwtKeys::new();
+    let standin = start_jwt(&keys).await;
+    let http = http(&standin);
+    let url = token_url(REGION, ENV);
+    let now = now_secs();
+    let hs = |claims: &Value| hs_assertion("HS256", SECRET_JWT_SECRET, claims);
+    let es = |claims: &Value| key_assertion(&keys.ec256, "ES256", Some("ec-256"), claims);
+    let base_hs = || jwt::claims(SECRET_JWT_ID, &url);
+    let base_es = || jwt::claims(KEY_JWT_ID, &url);
+    let with = |mut claims: Value, name: &str, value: Value| {
+        claims[name] = value;
+        claims
+    };
+    let without = |mut claims: Value, name: &str| {
+        claims.as_object_mut().expect("object").remove(name);
+        claims
+    };
+    let none_alg = jwt::jws(&jwt::header("none", None), &base_hs(), |_| Vec::new());
+
+    // (what, assertion, extra form fields, a word the description must hold)
+    let cases: Vec<(&str, String, Vec<(&str, &str)>, &str)> = vec![
+        ("not a JWT", "not-a-jwt".into(), vec![], "well-formed"),
+        (
+            "four parts",
+            format!("{}.x", hs(&base_hs())),
+            vec![],
+            "well-formed",
+        ),
+        (
+            "HS256 with another secret",
+            hs_assertion("HS256", "not-the-secret", &base_hs()),
+            vec![],
+            "signature",
+        ),
+        (
+            "ES256 signature changed",
+            jwt::tamper_signature(&es(&base_es())),
+            vec![],
+            "signature",
+        ),
+        (
+            "RS256 signature changed",
+            jwt::tamper_signature(&key_assertion(
+                &keys.rsa,
+                "RS256",
+                Some("rsa-1"),
+                &base_es(),
+            )),
+            vec![],
+            "signature",
+        ),
+        (
+            "signed by ec-256, kid of ec-256-b",
+            key_assertion(&keys.ec256, "ES256", Some("ec-256-b"), &base_es()),
+            vec![],
+            "signature",
+        ),
+        (
+            "kid of the RSA key on ES256",
+            key_assertion(&keys.ec256, "ES256", Some("rsa-1"), &base_es()),
+            vec![],
+            "kid",
+        ),
+        (
+            "unknown kid",
+            key_assertion(&keys.ec256, "ES256", Some("nope"), &base_es()),
+            vec![],
+            "kid",
+        ),
+        ("alg none", none_alg, vec![], "algorithm"),
+        (
+            "ES512",
+            jwt::jws(&jwt::header("ES512", None), &base_es(), |_| vec![0; 132]),
+            vec![],
+            "algorithm",
+        ),
+        (
+            "HS256 for a private_key_jwt client",
+            hs_assertion("HS256", SECRET_JWT_SECRET, &base_es()),
+            vec![],
+            "alg",
+        ),
+        (
+            "RS256 for a client_secret_jwt client",
+            key_assertion(&keys.rsa, "RS256", Some("rsa-1"), &base_hs()),
+            vec![],
+            "alg",
+        ),
+        (
+            "iss is another client",
+            hs(&with(base_hs(), "iss", KEY_JWT_ID.into())),
+            vec![],
+            "iss",
+        ),
+        (
+            "sub is another client",
+            hs(&with(base_hs(), "sub", KEY_JWT_ID.into())),
+            vec![],
+            "iss",
+        ),
+        ("no sub", hs(&without(base_hs(), "sub")), vec![], "sub"),
+        (
+            "iss and sub an unknown client",
+            hs(&with(
+                with(base_hs(), "iss", "ghost".into()),
+                "sub",
+                "ghost".into(),
+            )),
+            vec![],
+            "credentials",
+        ),
+        (
+            "client_id field differs",
+            hs(&base_hs()),
+            vec![("client_id", KEY_JWT_ID)],
+            "client_id",
+        ),
+        (
+            "aud of another environment",
+            hs(&with(base_hs(), "aud", token_url(REGION, OTHER_ENV).into())),
+            vec![],
+            "aud",
+        ),
+        (
+            "aud on another host",
+            hs(&with(
+                base_hs(),
+                "aud",
+                token_url("auth.pingone.com", ENV).into(),
+            )),
+            vec![],
+            "aud",
+        ),
+        (
+            "aud with a port",
+            hs(&with(
+                base_hs(),
+                "aud",
+                format!("https://{REGION}:443/{ENV}/as/token").into(),
+            )),
+            vec![],
+            "aud",
+        ),
+        ("aud missing", hs(&without(base_hs(), "aud")), vec![], "aud"),
+        ("exp missing", hs(&without(base_hs(), "exp")), vec![], "exp"),
+        (
+            "exp past",
+            es(&with(base_es(), "exp", (now - 30).into())),
+            vec![],
+            "expired",
+        ),
+        (
+            "exp a string",
+            hs(&with(base_hs(), "exp", (now + 60).to_string().into())),
+            vec![],
+            "exp",
+        ),
+        (
+            "exp more than an hour ahead",
+            hs(&with(base_hs(), "exp", (now + 3700).into())),
+            vec![],
+            "one hour",
+        ),
+        (
+            "nbf in the future",
+            hs(&with(base_hs(), "nbf", (now + 60).into())),
+            vec![],
+            "nbf",
+        ),
+    ];
+    for (what, assertion, extra, word) in &cases {
+        let resp = token_assertion(&http, &url, assertion, extra).await;
+        assert_eq!(header(&resp, "www-authenticate"), None, "{what}");
+        let body = assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+        let description = body["error_description"].as_str().expect("description");
+        assert!(
+            description.starts_with("Request denied: "),
+            "{what}: {description}"
+        );
+        assert!(
+            description.contains(word),
+            "{what}: {description:?} lacks {word:?}"
+        );
+        assert!(
+            !body.to_string().contains(assertion.as_str()),
+            "{what} echoed"
+        );
+    }
+    assert!(standin.issued_tokens().is_empty());
+    assert!(
+        standin
+            .requests()
+            .iter()
+            .all(|r| !r.client_secret_ok && r.status == 401)
+    );
+    // The same clients, keys and URL pass with valid assertions: the rejections were the rules.
+    assert_token_for(
+        &standin,
+        token_assertion(&http, &url, &hs(&base_hs()), &[]).await,
+        SECRET_JWT_ID,
+    )
+    .await;
+    assert_token_for(
+        &standin,
+        token_assertion(&http, &url, &es(&base_es()), &[]).await,
+        KEY_JWT_ID,
+    )
+    .await;
+    // nbf within the leeway, exp just under an hour.
+    let edge = with(
+        with(base_hs(), "nbf", (now + 2).into()),
+        "exp",
+        (now + 3590).into(),
+    );
+    assert_token_for(
+        &standin,
+        token_assertion(&http, &url, &hs(&edge), &[]).await,
+        SECRET_JWT_ID,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn replayed_jti_is_refused_and_a_missing_jti_is_recorded() {
+    let keys = JwtKeys::new();
+    let standin = start_jwt(&keys).await;
+    let http = http(&standin);
+    let url = token_url(REGION, ENV);
+    let claims = jwt::claims(KEY_JWT_ID, &url);
+    let assertion = key_assertion(&keys.ec384, "ES384", None, &claims);
+
+    // A rejected assertion does not use up its jti.
+    let mut wrong_aud = claims.clone();
+    wrong_aud["aud"] = Value::from(token_url(REGION, OTHER_ENV));
+    let resp = token_assertion(
+        &http,
+        &url,
+        &key_assertion(&keys.ec384, "ES384", None, &wrong_aud),
+        &[],
+    )
+    .await;
+    assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+
+    assert_token_for(
+        &standin,
+        token_assertion(&http, &url, &assertion, &[]).await,
+        KEY_JWT_ID,
+    )
+    .await;
+    let resp = token_assertion(&http, &url, &assertion, &[]).await;
+    let body = assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .expect("d")
+            .contains("jti"),
+        "{body}"
+    );
+    // The same jti on another client is that client's business.
+    let mut other = jwt::claims(SECRET_JWT_ID, &url);
+    other["jti"] = claims["jti"].clone();
+    assert_token_for(
+        &standin,
+        token_assertion(
+            &http,
+            &url,
+            &hs_assertion("HS256", SECRET_JWT_SECRET, &other),
+            &[],
+        )
+        .await,
+        SECRET_JWT_ID,
+    )
+    .await;
+
+    // No jti: accepted (twice), and the record shows it was missing.
+    let mut no_jti = jwt::claims(KEY_JWT_ID, &url);
+    no_jti.as_object_mut().expect("object").remove("jti");
+    let assertion = key_assertion(&keys.ec384, "ES384", None, &no_jti);
+    for _ in 0..2 {
+        assert_token_for(
+            &standin,
+            token_assertion(&http, &url, &assertion, &[]).await,
+            KEY_JWT_ID,
+        )
+        .await;
+    }
+    let recorded = standin.requests();
+    assert_eq!(recorded.len(), 6);
+    assert_eq!(recorded[1].assertion_jti.as_deref(), claims["jti"].as_str());
+    assert!(!recorded[2].client_secret_ok);
+    assert_eq!(recorded[4].assertion_jti, None);
+    assert_eq!(recorded[5].assertion_jti, None);
+}
+
+#[tokio::test]
+async fn assertion_mixed_with_a_secret_or_sent_by_a_secret_client_is_refused() {
+    let keys = JwtKeys::new();
+    let standin = start_jwt(&keys).await;
+    let http = http(&standin);
+    let url = token_url(REGION, ENV);
+    let assertion = hs_assertion(
+        "HS256",
+        SECRET_JWT_SECRET,
+        &jwt::claims(SECRET_JWT_ID, &url),
+    );
+
+    let resp = token_assertion(
+        &http,
+        &url,
+        &assertion,
+        &[("client_secret", SECRET_JWT_SECRET)],
+    )
+    .await;
+    let body = assert_oauth_error(resp, StatusCode::BAD_REQUEST, "invalid_request").await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .expect("d")
+            .contains("Multiple"),
+        "{body}"
+    );
+    let resp = http
+        .post(&url)
+        .header(
+            "Authorization",
+            basic_header(SECRET_JWT_ID, SECRET_JWT_SECRET),
+        )
+        .form(&form(&[
+            ("client_assertion_type", JWT_BEARER_ASSERTION_TYPE),
+            ("client_assertion", &assertion),
+        ]))
+        .send()
+        .await
+        .expect("request");
+    assert_oauth_error(resp, StatusCode::BAD_REQUEST, "invalid_request").await;
+    // Half an assertion, and another assertion type.
+    let resp = post_form(&http, &url, &form(&[("client_assertion", &assertion)])).await;
+    assert_oauth_error(resp, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let resp = post_form(
+        &http,
+        &url,
+        &form(&[
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:saml2-bearer",
+            ),
+            ("client_assertion", &assertion),
+        ]),
+    )
+    .await;
+    assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+
+    // A client registered for client_secret_post, with an assertion signed by its secret.
+    let post_assertion = hs_assertion("HS256", POST_SECRET, &jwt::claims(POST_ID, &url));
+    let resp = token_assertion(&http, &url, &post_assertion, &[]).await;
+    let body = assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    assert_eq!(
+        body["error_description"],
+        "Request denied: Unsupported authentication method"
+    );
+    // And the other way round: the client_secret_jwt client posting its secret.
+    let resp = token_post(&http, SECRET_JWT_ID, SECRET_JWT_SECRET).await;
+    let body = assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    assert_eq!(
+        body["error_description"],
+        "Request denied: Unsupported authentication method"
+    );
+    // A private_key_jwt client has no secret to post.
+    let resp = token_post(&http, KEY_JWT_ID, "").await;
+    assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    assert!(standin.issued_tokens().is_empty());
+    // The assertion itself was fine.
+    assert_token_for(
+        &standin,
+        token_assertion(&http, &url, &assertion, &[]).await,
+        SECRET_JWT_ID,
+    )
+    .await;
 }
