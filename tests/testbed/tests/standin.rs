@@ -1614,7 +1614,8 @@ async fn each_assertion_rule_rejects() {
     let none_alg = jwt::jws(&jwt::header("none", None), &base_hs(), |_| Vec::new());
 
     // (what, assertion, extra form fields, a word the description must hold)
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         ("not a JWT", "not-a-jwt".into(), vec![], "well-formed"),
         (
             "four parts",
@@ -1972,4 +1973,743 @@ async fn assertion_mixed_with_a_secret_or_sent_by_a_secret_client_is_refused() {
         SECRET_JWT_ID,
     )
     .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Management API: rotation of the application secret.
+
+const ROTATOR_ID: &str = "c3d4e5f6-a7b8-4c9d-8e0f-1a2b3c4d5e6f";
+const ROTATOR_SECRET: &str = "rotator-secret-0123456789";
+const NO_ROLE_ID: &str = "d4e5f6a7-b8c9-4d0e-9f1a-2b3c4d5e6f70";
+const NO_ROLE_SECRET: &str = "no-role-secret-0123456789";
+
+/// The stand-in of [`start`] with a client that may rotate secrets and one that may not.
+async fn start_management() -> StandIn {
+    let standin = start(config()).await;
+    standin.add_client(
+        ClientRegistration::new(ENV, ROTATOR_ID, ROTATOR_SECRET).with_secret_rotation(true),
+    );
+    standin.add_client(ClientRegistration::new(ENV, NO_ROLE_ID, NO_ROLE_SECRET));
+    standin
+}
+
+/// Authenticates at the regional token endpoint with `method`.
+async fn token_with(
+    http: &reqwest::Client,
+    method: AuthMethod,
+    id: &str,
+    secret: &str,
+) -> reqwest::Response {
+    match method {
+        AuthMethod::ClientSecretPost => token_post(http, id, secret).await,
+        AuthMethod::ClientSecretBasic => token_basic(http, id, secret).await,
+        AuthMethod::ClientSecretJwt => {
+            let url = token_url(REGION, ENV);
+            let assertion = hs_assertion("HS512", secret, &jwt::claims(id, &url));
+            token_assertion(http, &url, &assertion, &[]).await
+        }
+        AuthMethod::PrivateKeyJwt => panic!("no secret for private_key_jwt"),
+    }
+}
+
+async fn access_token(http: &reqwest::Client, id: &str, secret: &str) -> String {
+    let resp = token_post(http, id, secret).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    json(resp).await["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
+}
+
+/// `{"previous":{"expiresAt": now + after}}`.
+fn retain(after: Duration) -> Value {
+    let at = jiff::Timestamp::try_from(SystemTime::now() + after).expect("timestamp");
+    serde_json::json!({"previous": {"expiresAt": at.to_string()}})
+}
+
+async fn rotate(
+    http: &reqwest::Client,
+    token: Option<&str>,
+    app: &str,
+    body: Option<&Value>,
+) -> reqwest::Response {
+    rotate_at(http, API_EU, token, app, body)
+        .await
+        .expect("management request")
+}
+
+async fn rotate_at(
+    http: &reqwest::Client,
+    host: &str,
+    token: Option<&str>,
+    app: &str,
+    body: Option<&Value>,
+) -> reqwest::Result<reqwest::Response> {
+    let mut req = http.post(StandIn::management_secret_url(host, ENV, app));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    req.send().await
+}
+
+async fn assert_platform_error(resp: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(resp.status(), status);
+    let body = json(resp).await;
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["id"].as_str().is_some_and(|id| id.len() == 36),
+        "{body}"
+    );
+    assert!(body["message"].is_string(), "{body}");
+    body
+}
+
+/// Polls until exactly `n` requests are parked, for at most 10 s.
+async fn wait_held(standin: &StandIn, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while standin.held_requests() != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} requests held, waiting for {n}",
+            standin.held_requests()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn assert_generated(secret: &str) {
+    assert!((64..=80).contains(&secret.len()), "length {}", secret.len());
+    assert!(
+        secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    );
+}
+
+#[tokio::test]
+async fn rotation_keeps_the_previous_secret_until_expires_at_for_every_secret_method() {
+    let standin = start_management().await;
+    let http = http(&standin);
+    let clients = [
+        (
+            AuthMethod::ClientSecretPost,
+            "rot-post",
+            "rot-post-secret-0",
+        ),
+        (
+            AuthMethod::ClientSecretBasic,
+            "rot-basic",
+            "rot-basic-secret-0",
+        ),
+        (
+            AuthMethod::ClientSecretJwt,
+            "rot-jwt",
+            "rot-jwt-secret-0-long-enough-for-hmac-sha-512-0123456789abcdefghij",
+        ),
+    ];
+    let mut secrets = Vec::new();
+    let mut tokens = Vec::new();
+    for (method, id, old) in clients {
+        standin.add_client(
+            ClientRegistration::new(ENV, id, old)
+                .with_auth_method(method)
+                .with_secret_rotation(true),
+        );
+        let resp = token_with(&http, method, id, old).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let token = json(resp).await["access_token"]
+            .as_str()
+            .expect("token")
+            .to_string();
+        let before = SystemTime::now();
+        let resp = rotate(
+            &http,
+            Some(&token),
+            id,
+            Some(&retain(Duration::from_secs(120))),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(header(&resp, "cache-control").as_deref(), Some("no-store"));
+        let body = json(resp).await;
+        assert_eq!(body["environment"]["id"], ENV);
+        let new = body["secret"].as_str().expect("secret").to_string();
+        assert_generated(&new);
+        assert_eq!(body["previous"]["secret"], old);
+        let expires_at = body["previous"]["expiresAt"].as_str().expect("expiresAt");
+        // RFC 3339, millisecond precision, UTC.
+        assert_eq!(
+            expires_at.len(),
+            "2026-01-01T00:00:00.000Z".len(),
+            "{expires_at}"
+        );
+        assert!(expires_at.ends_with('Z') && expires_at.as_bytes()[19] == b'.');
+        let until = SystemTime::from(expires_at.parse::<jiff::Timestamp>().expect("RFC 3339"));
+        assert!(until >= before + Duration::from_secs(119));
+        assert!(until <= SystemTime::now() + Duration::from_secs(120));
+        assert_eq!(
+            standin.current_secret(ENV, id).as_deref(),
+            Some(new.as_str())
+        );
+        assert_eq!(
+            standin.previous_secret(ENV, id),
+            Some((old.to_string(), until))
+        );
+
+        // Both work now; the record tells which one was used.
+        for (secret, previous) in [(old, true), (new.as_str(), false)] {
+            let resp = token_with(&http, method, id, secret).await;
+            assert_eq!(
+                resp.status(),
+                StatusCode::OK,
+                "{method:?} previous={previous}"
+            );
+            let last = standin.requests().pop().expect("recorded");
+            assert!(last.client_secret_ok);
+            assert_eq!(last.used_previous_secret, previous, "{method:?}");
+        }
+        secrets.extend([old.to_string(), new.clone()]);
+        tokens.push(token);
+    }
+
+    // Past expiresAt (on the stand-in's clock) the previous secrets stop working.
+    standin.advance_clock(Duration::from_secs(121));
+    for (i, (method, id, old)) in clients.into_iter().enumerate() {
+        assert_eq!(standin.previous_secret(ENV, id), None);
+        let resp = token_with(&http, method, id, old).await;
+        assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+        assert!(!standin.requests().pop().expect("recorded").client_secret_ok);
+        let resp = token_with(&http, method, id, &secrets[2 * i + 1]).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+
+    let recorded = standin.management_requests();
+    assert_eq!(recorded.len(), 3);
+    for (r, (_, id, _)) in recorded.iter().zip(clients) {
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.host, API_EU);
+        assert_eq!(r.environment_id, ENV);
+        assert_eq!(r.application_id, id);
+        assert_eq!(r.caller_client_id.as_deref(), Some(id));
+        assert_eq!(
+            r.path,
+            format!("/v1/environments/{ENV}/applications/{id}/secret")
+        );
+        assert_eq!((r.status, r.rotated, r.fault.as_deref()), (200, true, None));
+    }
+    let text = serde_json::to_string(&recorded).expect("json")
+        + &serde_json::to_string(&standin.requests()).expect("json");
+    for leak in secrets.iter().chain(&tokens) {
+        assert!(
+            !text.contains(leak.as_str()),
+            "a secret or token was recorded"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rotation_without_previous_ends_the_old_secret_and_a_second_rotation_replaces_the_previous()
+{
+    let standin = start_management().await;
+    let http = http(&standin);
+    let token = access_token(&http, ROTATOR_ID, ROTATOR_SECRET).await;
+    let secret = |body: &Value| body["secret"].as_str().expect("secret").to_string();
+
+    // Another region's API host is fine too.
+    let resp = rotate_at(&http, "api.pingone.com", Some(&token), ROTATOR_ID, None)
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = json(resp).await;
+    assert!(body.get("previous").is_none(), "{body}");
+    let s1 = secret(&body);
+    assert_eq!(standin.previous_secret(ENV, ROTATOR_ID), None);
+    let resp = token_post(&http, ROTATOR_ID, ROTATOR_SECRET).await;
+    assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    assert_eq!(
+        token_post(&http, ROTATOR_ID, &s1).await.status(),
+        StatusCode::OK
+    );
+
+    let hour = retain(Duration::from_secs(3600));
+    let s2 = secret(&json(rotate(&http, Some(&token), ROTATOR_ID, Some(&hour)).await).await);
+    assert_eq!(
+        token_post(&http, ROTATOR_ID, &s1).await.status(),
+        StatusCode::OK
+    );
+    let body = json(rotate(&http, Some(&token), ROTATOR_ID, Some(&hour)).await).await;
+    assert_eq!(body["previous"]["secret"], s2.as_str());
+    let s3 = secret(&body);
+    // Only one previous secret: s1 stopped at once.
+    let resp = token_post(&http, ROTATOR_ID, &s1).await;
+    assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    assert_eq!(
+        token_post(&http, ROTATOR_ID, &s2).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        token_post(&http, ROTATOR_ID, &s3).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        standin.previous_secret(ENV, ROTATOR_ID).map(|(s, _)| s),
+        Some(s2)
+    );
+    let hosts: Vec<String> = standin
+        .management_requests()
+        .into_iter()
+        .map(|r| r.host)
+        .collect();
+    assert_eq!(hosts, ["api.pingone.com", API_EU, API_EU]);
+}
+
+#[tokio::test]
+async fn management_api_refuses_bad_tokens_missing_roles_unknown_apps_and_bad_bodies() {
+    let standin = start_management().await;
+    let http = http(&standin);
+    standin.add_client(
+        ClientRegistration::new(ENV, SCOPED_ID, SCOPED_SECRET)
+            .with_scopes(["billing:read"])
+            .with_secret_rotation(true),
+    );
+    standin.add_client(
+        ClientRegistration::new(ENV, "expiring", "expiring-secret")
+            .with_token_lifetime(Duration::ZERO)
+            .with_secret_rotation(true),
+    );
+    standin.add_client(
+        ClientRegistration::new(OTHER_ENV, ROTATOR_ID, ROTATOR_SECRET).with_secret_rotation(true),
+    );
+    let token = access_token(&http, ROTATOR_ID, ROTATOR_SECRET).await;
+    let scoped = json(token_post_scoped(&http, SCOPED_ID, SCOPED_SECRET, "billing:read").await)
+        .await["access_token"]
+        .as_str()
+        .expect("scoped token")
+        .to_string();
+    let expired = access_token(&http, "expiring", "expiring-secret").await;
+    let other_env = json(
+        post_form(
+            &http,
+            &token_url(REGION, OTHER_ENV),
+            &form(&[("client_id", ROTATOR_ID), ("client_secret", ROTATOR_SECRET)]),
+        )
+        .await,
+    )
+    .await["access_token"]
+        .as_str()
+        .expect("other env token")
+        .to_string();
+    let tampered = jwt::tamper_signature(&token);
+    let no_role = access_token(&http, NO_ROLE_ID, NO_ROLE_SECRET).await;
+
+    let message = "The request could not be completed. You do not have access to this resource.";
+    for (what, bearer) in [
+        ("no token", None),
+        ("not a JWT", Some("not-a-token")),
+        ("bad signature", Some(tampered.as_str())),
+        ("scoped token", Some(scoped.as_str())),
+        ("expired token", Some(expired.as_str())),
+        ("token of another environment", Some(other_env.as_str())),
+    ] {
+        let resp = rotate(&http, bearer, ROTATOR_ID, None).await;
+        let body = assert_platform_error(resp, StatusCode::UNAUTHORIZED, "ACCESS_FAILED").await;
+        assert_eq!(body["message"], message, "{what}");
+    }
+    for app in [ROTATOR_ID, NO_ROLE_ID] {
+        let resp = rotate(&http, Some(&no_role), app, None).await;
+        let body = assert_platform_error(resp, StatusCode::FORBIDDEN, "ACCESS_FAILED").await;
+        assert_eq!(body["message"], message);
+        assert!(
+            body["details"]
+                .as_array()
+                .is_some_and(|d| !d.is_empty() && d[0]["message"].is_string()),
+            "{body}"
+        );
+    }
+    let resp = rotate(&http, Some(&token), "no-such-application", None).await;
+    assert_platform_error(resp, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    for body in [
+        retain(Duration::from_secs(30)),
+        retain(Duration::from_secs(31 * 24 * 3600)),
+        serde_json::json!({"previous": {"expiresAt": "tomorrow"}}),
+        serde_json::json!({"previous": {}}),
+        serde_json::json!(["previous"]),
+    ] {
+        let resp = rotate(&http, Some(&token), ROTATOR_ID, Some(&body)).await;
+        let err = assert_platform_error(resp, StatusCode::BAD_REQUEST, "INVALID_DATA").await;
+        assert!(err["details"][0]["message"].is_string(), "{body}: {err}");
+    }
+    let resp = rotate(
+        &http,
+        Some(&token),
+        ROTATOR_ID,
+        Some(&retain(Duration::from_secs(30))),
+    )
+    .await;
+    let err = json(resp).await;
+    assert!(
+        err["details"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 minute and 30 days")),
+        "{err}"
+    );
+    let resp = http
+        .get(StandIn::management_secret_url(API_EU, ENV, ROTATOR_ID))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    // Nothing changed, and the record says who asked where the token verified.
+    assert_eq!(
+        standin.current_secret(ENV, ROTATOR_ID).as_deref(),
+        Some(ROTATOR_SECRET)
+    );
+    assert_eq!(standin.previous_secret(ENV, ROTATOR_ID), None);
+    let recorded = standin.management_requests();
+    assert!(recorded.iter().all(|r| !r.rotated));
+    let callers: Vec<Option<&str>> = recorded[..8]
+        .iter()
+        .map(|r| r.caller_client_id.as_deref())
+        .collect();
+    assert_eq!(
+        callers,
+        [
+            None,
+            None,
+            None,
+            Some(SCOPED_ID),
+            Some("expiring"),
+            Some(ROTATOR_ID),
+            Some(NO_ROLE_ID),
+            Some(NO_ROLE_ID)
+        ]
+    );
+    let statuses: Vec<u16> = recorded.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            401, 401, 401, 401, 401, 401, 403, 403, 404, 400, 400, 400, 400, 400, 400, 405
+        ]
+    );
+    // The same caller with an unscoped token and a good body succeeds.
+    let unscoped = access_token(&http, SCOPED_ID, SCOPED_SECRET).await;
+    let resp = rotate(&http, Some(&unscoped), ROTATOR_ID, None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+async fn token_post_scoped(
+    http: &reqwest::Client,
+    id: &str,
+    secret: &str,
+    scope: &str,
+) -> reqwest::Response {
+    post_form(
+        http,
+        &token_url(REGION, ENV),
+        &form(&[
+            ("client_id", id),
+            ("client_secret", secret),
+            ("scope", scope),
+        ]),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn hold_parks_before_the_rotation_and_hold_after_commit_after_it() {
+    let standin = start_management().await;
+    let http = http(&standin);
+    let token = access_token(&http, ROTATOR_ID, ROTATOR_SECRET).await;
+    let spawn_rotation = |body: Value| {
+        let (http, token) = (http.clone(), token.clone());
+        tokio::spawn(async move {
+            json(rotate(&http, Some(&token), ROTATOR_ID, Some(&body)).await).await
+        })
+    };
+    let hour = retain(Duration::from_secs(3600));
+
+    // Hold: nothing is decided until the release.
+    standin.push_management_fault(Fault::Hold, 1);
+    let task = spawn_rotation(hour.clone());
+    wait_held(&standin, 1).await;
+    assert_eq!(
+        standin.current_secret(ENV, ROTATOR_ID).as_deref(),
+        Some(ROTATOR_SECRET)
+    );
+    assert!(standin.management_requests().is_empty());
+    standin.release_held();
+    let body = task.await.expect("rotation task");
+    let s1 = body["secret"].as_str().expect("secret").to_string();
+    assert_eq!(standin.current_secret(ENV, ROTATOR_ID), Some(s1.clone()));
+    wait_held(&standin, 0).await;
+    let recorded = standin.management_requests();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].fault.as_deref(), Some("hold"));
+    assert!(recorded[0].rotated);
+
+    // HoldAfterCommit: the new secret is current while the caller still waits for it.
+    standin.push_management_fault(Fault::HoldAfterCommit, 1);
+    let task = spawn_rotation(hour.clone());
+    wait_held(&standin, 1).await;
+    let s2 = standin.current_secret(ENV, ROTATOR_ID).expect("secret");
+    assert_ne!(s2, s1);
+    assert!(!task.is_finished());
+    assert_eq!(
+        token_post(&http, ROTATOR_ID, &s2).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        token_post(&http, ROTATOR_ID, &s1).await.status(),
+        StatusCode::OK
+    );
+    standin.release_held();
+    let body = task.await.expect("rotation task");
+    assert_eq!(body["secret"], s2.as_str());
+    assert_eq!(body["previous"]["secret"], s1.as_str());
+    wait_held(&standin, 0).await;
+
+    // A caller that gives up on a held answer wedges nothing.
+    standin.push_management_fault(Fault::HoldAfterCommit, 1);
+    let task = spawn_rotation(hour.clone());
+    wait_held(&standin, 1).await;
+    let s3 = standin.current_secret(ENV, ROTATOR_ID).expect("secret");
+    task.abort();
+    assert!(task.await.expect_err("aborted").is_cancelled());
+    assert_eq!(
+        token_post(&http, ROTATOR_ID, &s3).await.status(),
+        StatusCode::OK
+    );
+    let resp = rotate(&http, Some(&token), ROTATOR_ID, Some(&hour)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    standin.release_held();
+    wait_held(&standin, 0).await;
+}
+
+#[tokio::test]
+async fn token_endpoint_holds_issue_nothing_until_released() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    standin.push_fault(Fault::Hold, 1);
+    standin.push_fault(Fault::HoldAfterCommit, 1);
+    let spawn_token = || {
+        let http = http.clone();
+        tokio::spawn(async move { token_post(&http, POST_ID, POST_SECRET).await.status() })
+    };
+    let first = spawn_token();
+    wait_held(&standin, 1).await;
+    let second = spawn_token();
+    wait_held(&standin, 2).await;
+    assert!(standin.issued_tokens().is_empty());
+    assert!(standin.requests().is_empty());
+    assert!(!first.is_finished() && !second.is_finished());
+    standin.release_held();
+    assert_eq!(first.await.expect("task"), StatusCode::OK);
+    assert_eq!(second.await.expect("task"), StatusCode::OK);
+    wait_held(&standin, 0).await;
+    assert_eq!(standin.issued_tokens().len(), 2);
+    let mut faults: Vec<Option<String>> = standin.requests().into_iter().map(|r| r.fault).collect();
+    faults.sort();
+    assert_eq!(
+        faults,
+        [
+            Some("hold".to_string()),
+            Some("hold after commit".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn management_faults_and_token_faults_stay_apart() {
+    let standin = start_management().await;
+    let http = http(&standin);
+    let token = access_token(&http, ROTATOR_ID, ROTATOR_SECRET).await;
+    let current = || standin.current_secret(ENV, ROTATOR_ID).expect("secret");
+
+    standin.push_management_fault(Fault::status_with_retry_after(503, 7), 1);
+    assert_eq!(
+        token_post(&http, ROTATOR_ID, &current()).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(standin.pending_faults(), 0);
+    let before = current();
+    let resp = rotate(&http, Some(&token), ROTATOR_ID, None).await;
+    assert_eq!(header(&resp, "retry-after").as_deref(), Some("7"));
+    assert_platform_error(resp, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE").await;
+    assert_eq!(current(), before);
+
+    standin.push_fault(Fault::status(500), 1);
+    let resp = rotate(&http, Some(&token), ROTATOR_ID, None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_ne!(current(), before);
+    assert_eq!(standin.pending_faults(), 1);
+    assert_eq!(
+        token_post(&http, ROTATOR_ID, &current()).await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+
+    let before = current();
+    standin.push_management_fault(Fault::DropConnection, 1);
+    assert!(
+        rotate_at(&http, API_EU, Some(&token), ROTATOR_ID, None)
+            .await
+            .is_err()
+    );
+    standin.push_management_fault(Fault::MalformedJson, 1);
+    let resp = rotate(&http, Some(&token), ROTATOR_ID, None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = resp.bytes().await.expect("body");
+    assert!(serde_json::from_slice::<Value>(&bytes).is_err());
+    assert_eq!(current(), before, "a faulty answer commits nothing");
+
+    standin.push_management_fault(Fault::Delay(Duration::from_millis(300)), 1);
+    let started = Instant::now();
+    let resp = rotate(&http, Some(&token), ROTATOR_ID, None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_ne!(current(), before);
+
+    standin.push_management_fault(Fault::status(500), 3);
+    standin.clear_management_faults();
+    assert_eq!(
+        rotate(&http, Some(&token), ROTATOR_ID, None).await.status(),
+        StatusCode::OK
+    );
+    let recorded: Vec<(u16, Option<String>, bool)> = standin
+        .management_requests()
+        .into_iter()
+        .map(|r| (r.status, r.fault, r.rotated))
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            (503, Some("status 503".to_string()), false),
+            (200, None, true),
+            (0, Some("drop connection".to_string()), false),
+            (200, Some("malformed json".to_string()), false),
+            (200, Some("delay 300 ms".to_string()), true),
+            (200, None, true),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn admin_api_registers_jwt_clients_and_drives_the_management_api() {
+    let standin = start_management().await;
+    let http = http(&standin);
+    let admin = |path: &str| format!("https://localhost/__standin/{path}");
+    let key = jwt::TestKey::ec(Some("admin-ec"), false);
+    let resp = http
+        .post(admin("clients"))
+        .json(&serde_json::json!({
+            "environment_id": ENV,
+            "client_id": "admin-pkj",
+            "auth_method": "private_key_jwt",
+            "jwks": {"keys": [key.jwk]},
+            "can_rotate_secret": true,
+        }))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let resp = http
+        .post(admin("clients"))
+        .json(&serde_json::json!({
+            "environment_id": ENV,
+            "client_id": "admin-no-keys",
+            "auth_method": "private_key_jwt",
+        }))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    let url = token_url(REGION, ENV);
+    let assertion = key_assertion(
+        &key,
+        "ES256",
+        Some("admin-ec"),
+        &jwt::claims("admin-pkj", &url),
+    );
+    let resp = token_assertion(&http, &url, &assertion, &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let token = json(resp).await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+
+    let resp = http
+        .post(admin("management-faults"))
+        .json(&serde_json::json!({"fault": {"kind": "status", "status": 429, "retry_after": 2}}))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let resp = http
+        .post(admin("management-faults"))
+        .json(&serde_json::json!({"fault": {"kind": "hold"}, "persistent": true}))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let resp = rotate(&http, Some(&token), ROTATOR_ID, None).await;
+    assert_eq!(header(&resp, "retry-after").as_deref(), Some("2"));
+    assert_platform_error(resp, StatusCode::TOO_MANY_REQUESTS, "REQUEST_LIMITED").await;
+
+    let resp = http
+        .post(admin("management-faults"))
+        .json(&serde_json::json!({"fault": {"kind": "hold"}}))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let task = {
+        let (http, token) = (http.clone(), token.clone());
+        tokio::spawn(async move { rotate(&http, Some(&token), ROTATOR_ID, None).await.status() })
+    };
+    wait_held(&standin, 1).await;
+    let stats = json(http.get(admin("stats")).send().await.expect("admin")).await;
+    assert_eq!(stats["held_requests"], 1);
+    let resp = http
+        .post(admin("release-held"))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(task.await.expect("task"), StatusCode::OK);
+
+    let recorded = json(
+        http.get(admin("management-requests"))
+            .send()
+            .await
+            .expect("admin"),
+    )
+    .await;
+    let recorded = recorded.as_array().expect("list");
+    assert_eq!(recorded.len(), 2);
+    assert_eq!(recorded[0]["status"], 429);
+    assert_eq!(recorded[1]["fault"], "hold");
+    assert_eq!(recorded[1]["rotated"], true);
+    assert_eq!(recorded[1]["caller_client_id"], "admin-pkj");
+    let secret = standin.current_secret(ENV, ROTATOR_ID).expect("secret");
+    assert!(!Value::Array(recorded.clone()).to_string().contains(&secret));
+
+    let requests = json(http.get(admin("requests")).send().await.expect("admin")).await;
+    let last = requests
+        .as_array()
+        .and_then(|r| r.last())
+        .expect("a token request");
+    assert_eq!(last["auth_method"], "private_key_jwt");
+    assert_eq!(last["assertion_alg"], "ES256");
+    assert_eq!(last["assertion_kid"], "admin-ec");
+    let resp = http
+        .delete(admin("management-faults"))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
 }
