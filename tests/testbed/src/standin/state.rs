@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use super::assertion::LEEWAY_SECS;
 use super::keys::SigningKeys;
 use super::{
     AuthMethod, ClientRegistration, Fault, RecordedManagementRequest, RecordedRequest, lock,
@@ -87,7 +88,8 @@ pub(crate) struct Client {
     pub(crate) token_lifetime: Option<Duration>,
     pub(crate) jwks: Option<serde_json::Value>,
     pub(crate) can_rotate_secret: bool,
-    /// `jti` of accepted assertions and their `exp`, pruned as they expire.
+    /// `jti` of accepted assertions and until when each could be replayed (its `exp` plus
+    /// the leeway), pruned after that.
     seen_jtis: HashMap<String, f64>,
 }
 
@@ -129,15 +131,16 @@ impl Client {
         };
     }
 
-    /// Whether `jti` was accepted before in an assertion not yet expired at `now` (seconds).
+    /// Whether `jti` was accepted before in an assertion still acceptable at `now` (seconds).
     pub(crate) fn jti_replayed(&self, jti: &str, now: f64) -> bool {
-        self.seen_jtis.get(jti).is_some_and(|exp| *exp >= now)
+        self.seen_jtis.get(jti).is_some_and(|until| *until >= now)
     }
 
-    /// Remembers an accepted `jti` until its assertion's `exp`, forgetting expired ones.
+    /// Remembers an accepted `jti` for as long as its assertion is accepted: until `exp` plus
+    /// the clock leeway. Forgets the ones past that.
     pub(crate) fn remember_jti(&mut self, jti: String, exp: f64, now: f64) {
-        self.seen_jtis.retain(|_, e| *e >= now);
-        self.seen_jtis.insert(jti, exp);
+        self.seen_jtis.retain(|_, until| *until >= now);
+        self.seen_jtis.insert(jti, exp + LEEWAY_SECS);
     }
 }
 
@@ -317,5 +320,46 @@ impl State {
         // Round up to whole seconds, never below 1.
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         Err(secs.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jti_is_remembered_while_its_assertion_is_accepted_then_forgotten() {
+        let mut state = State::new(Duration::from_secs(3600));
+        state.add_client(ClientRegistration::new("env", "c", "s"));
+        let client = state.client_mut("env", "c").expect("client");
+        client.remember_jti("a".into(), 1000.0, 990.0);
+        assert!(client.jti_replayed("a", 1000.0));
+        // Still inside the leeway after exp: a replay must not pass.
+        assert!(client.jti_replayed("a", 1000.0 + LEEWAY_SECS));
+        assert!(!client.jti_replayed("a", 1000.0 + LEEWAY_SECS + 1.0));
+        assert!(!client.jti_replayed("b", 1000.0));
+        client.remember_jti("b".into(), 2000.0, 1010.0);
+        assert_eq!(client.seen_jtis.len(), 1, "pruned");
+    }
+
+    #[test]
+    fn a_previous_secret_works_until_it_expires_and_only_one_is_kept() {
+        let mut state = State::new(Duration::from_secs(3600));
+        state.add_client(ClientRegistration::new("env", "c", "s0"));
+        let t0 = SystemTime::now();
+        let client = state.client_mut("env", "c").expect("client");
+        client.rotate("s1".into(), Some(t0 + Duration::from_secs(60)));
+        assert_eq!(client.match_secret("s1", t0), SecretMatch::Current);
+        assert_eq!(client.match_secret("s0", t0), SecretMatch::Previous);
+        assert_eq!(
+            client.match_secret("s0", t0 + Duration::from_secs(60)),
+            SecretMatch::None
+        );
+        client.rotate("s2".into(), Some(t0 + Duration::from_secs(60)));
+        assert_eq!(client.match_secret("s0", t0), SecretMatch::None);
+        assert_eq!(client.match_secret("s1", t0), SecretMatch::Previous);
+        client.rotate("s3".into(), None);
+        assert_eq!(client.match_secret("s2", t0), SecretMatch::None);
+        assert_eq!(client.match_secret("s3", t0), SecretMatch::Current);
     }
 }
