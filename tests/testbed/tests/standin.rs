@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use pingone_testbed::standin::{
-    AuthMethod, ClientRegistration, Fault, RecordedAuthMethod, STANDIN_ORG_ID, StandIn,
-    StandInConfig,
+    AuthMethod, ClientRegistration, Fault, JWT_BEARER_ASSERTION_TYPE, RecordedAuthMethod,
+    STANDIN_ORG_ID, StandIn, StandInConfig,
 };
 use reqwest::StatusCode;
 use rsa::pkcs1v15::{Signature, VerifyingKey};
@@ -31,6 +31,8 @@ const POST_SECRET: &str = "post-secret-~.ABCdef123";
 /// Reserved characters and spaces in both parts, to check RFC 6749 §2.3.1 encoding.
 const BASIC_ID: &str = "basic client:1+2";
 const BASIC_SECRET: &str = "s+e/c:r%e&t=x y?#ü";
+/// The Management API host of [`REGION`].
+const API_EU: &str = "api.pingone.eu";
 const SCOPED_ID: &str = "scoped-client";
 const SCOPED_SECRET: &str = "scoped-secret";
 
@@ -82,6 +84,8 @@ fn http(standin: &StandIn) -> reqwest::Client {
         CUSTOM_DOMAIN,
         UNREGISTERED_DOMAIN,
         "localhost",
+        API_EU,
+        "api.pingone.com",
     ] {
         builder = builder.resolve(name, standin.addr());
     }
@@ -615,6 +619,12 @@ async fn jwks_and_openid_configuration_are_served() {
                 "client_secret_post",
                 "client_secret_jwt",
                 "private_key_jwt"
+            ])
+        );
+        assert_eq!(
+            conf["token_endpoint_auth_signing_alg_values_supported"],
+            serde_json::json!([
+                "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"
             ])
         );
         assert!(
@@ -1251,4 +1261,1455 @@ async fn standalone_binary_serves_until_sigterm() {
         .expect("waiter")
         .expect("wait");
     assert!(status.success(), "{status}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client assertions (client_secret_jwt, private_key_jwt), built with ring alone.
+
+mod jwt {
+    use std::sync::LazyLock;
+
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ring::rand::SystemRandom;
+    use ring::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
+    use serde_json::{Value, json};
+
+    /// One 2048-bit RSA key for the whole test binary: generating it is the slow part.
+    static RSA_PKCS8: LazyLock<Vec<u8>> = LazyLock::new(|| {
+        use rsa::pkcs8::EncodePrivateKey;
+        let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("RSA key");
+        key.to_pkcs8_der().expect("PKCS#8").as_bytes().to_vec()
+    });
+
+    pub enum Signer {
+        Rsa(RsaKeyPair),
+        Ec(EcdsaKeyPair),
+    }
+
+    /// A private key and its public JWK.
+    pub struct TestKey {
+        pub jwk: Value,
+        signer: Signer,
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    impl TestKey {
+        pub fn rsa(kid: Option<&str>) -> TestKey {
+            let pair = RsaKeyPair::from_pkcs8(&RSA_PKCS8).expect("ring RSA key");
+            let public = signature::RsaPublicKeyComponents::<Vec<u8>>::from(pair.public());
+            let mut jwk = json!({
+                "kty": "RSA",
+                "use": "sig",
+                "n": b64(&public.n),
+                "e": b64(&public.e),
+            });
+            if let Some(kid) = kid {
+                jwk["kid"] = json!(kid);
+            }
+            TestKey {
+                jwk,
+                signer: Signer::Rsa(pair),
+            }
+        }
+
+        /// `p384` false: P-256.
+        pub fn ec(kid: Option<&str>, p384: bool) -> TestKey {
+            let (alg, crv, size) = if p384 {
+                (&signature::ECDSA_P384_SHA384_FIXED_SIGNING, "P-384", 48)
+            } else {
+                (&signature::ECDSA_P256_SHA256_FIXED_SIGNING, "P-256", 32)
+            };
+            let rng = SystemRandom::new();
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).expect("EC key");
+            let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).expect("ring EC key");
+            let point = pair.public_key().as_ref();
+            assert_eq!(point.len(), 1 + 2 * size);
+            let mut jwk = json!({
+                "kty": "EC",
+                "crv": crv,
+                "x": b64(&point[1..1 + size]),
+                "y": b64(&point[1 + size..]),
+            });
+            if let Some(kid) = kid {
+                jwk["kid"] = json!(kid);
+            }
+            TestKey {
+                jwk,
+                signer: Signer::Ec(pair),
+            }
+        }
+
+        pub fn sign(&self, alg: &str, input: &[u8]) -> Vec<u8> {
+            let rng = SystemRandom::new();
+            match &self.signer {
+                Signer::Rsa(pair) => {
+                    let padding: &'static dyn signature::RsaEncoding = match alg {
+                        "RS256" => &signature::RSA_PKCS1_SHA256,
+                        "RS384" => &signature::RSA_PKCS1_SHA384,
+                        "RS512" => &signature::RSA_PKCS1_SHA512,
+                        other => panic!("no RSA signing for {other}"),
+                    };
+                    let mut sig = vec![0; pair.public().modulus_len()];
+                    pair.sign(padding, &rng, input, &mut sig).expect("RSA sign");
+                    sig
+                }
+                Signer::Ec(pair) => pair.sign(&rng, input).expect("EC sign").as_ref().to_vec(),
+            }
+        }
+    }
+
+    /// HMAC of `input` with the secret's UTF-8 bytes.
+    pub fn hmac(alg: &str, secret: &str, input: &[u8]) -> Vec<u8> {
+        let alg = match alg {
+            "HS256" => ring::hmac::HMAC_SHA256,
+            "HS384" => ring::hmac::HMAC_SHA384,
+            "HS512" => ring::hmac::HMAC_SHA512,
+            other => panic!("no HMAC for {other}"),
+        };
+        ring::hmac::sign(&ring::hmac::Key::new(alg, secret.as_bytes()), input)
+            .as_ref()
+            .to_vec()
+    }
+
+    /// A compact JWS of `header` and `claims` signed by `sign`.
+    pub fn jws(header: &Value, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let sig = sign(input.as_bytes());
+        format!("{input}.{}", b64(&sig))
+    }
+
+    pub fn header(alg: &str, kid: Option<&str>) -> Value {
+        let mut header = json!({"alg": alg, "typ": "JWT"});
+        if let Some(kid) = kid {
+            header["kid"] = json!(kid);
+        }
+        header
+    }
+
+    /// Valid claims for `client_id` and `aud`: `exp` 60 s ahead and a fresh `jti`.
+    pub fn claims(client_id: &str, aud: &str) -> Value {
+        let now = super::now_secs();
+        json!({
+            "iss": client_id,
+            "sub": client_id,
+            "aud": aud,
+            "iat": now,
+            "exp": now + 60,
+            "jti": format!("{:032x}", rand::random::<u128>()),
+        })
+    }
+
+    /// `jws` with its signature bytes changed.
+    pub fn tamper_signature(jws: &str) -> String {
+        let (input, sig) = jws.rsplit_once('.').expect("three parts");
+        let mut sig = URL_SAFE_NO_PAD.decode(sig).expect("b64");
+        sig[0] ^= 0x01;
+        format!("{input}.{}", b64(&sig))
+    }
+}
+
+const SECRET_JWT_ID: &str = "a0f1e2d3-c4b5-4a69-8877-665544332211";
+/// HS512 wants a long key; PingOne's secrets are 64+ characters.
+const SECRET_JWT_SECRET: &str =
+    "hmac-Secret.0123456789~abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-0123";
+const KEY_JWT_ID: &str = "b1c2d3e4-f5a6-4b7c-8d9e-0f1a2b3c4d5e";
+
+/// The keys of the `private_key_jwt` client: RSA `rsa-1`, P-256 `ec-256`, P-256 `ec-256-b`,
+/// and a P-384 key without `kid`.
+struct JwtKeys {
+    rsa: jwt::TestKey,
+    ec256: jwt::TestKey,
+    ec256_b: jwt::TestKey,
+    ec384: jwt::TestKey,
+}
+
+impl JwtKeys {
+    fn new() -> JwtKeys {
+        JwtKeys {
+            rsa: jwt::TestKey::rsa(Some("rsa-1")),
+            ec256: jwt::TestKey::ec(Some("ec-256"), false),
+            ec256_b: jwt::TestKey::ec(Some("ec-256-b"), false),
+            ec384: jwt::TestKey::ec(None, true),
+        }
+    }
+
+    fn jwks(&self) -> Value {
+        serde_json::json!({"keys": [
+            self.rsa.jwk, self.ec256.jwk, self.ec256_b.jwk, self.ec384.jwk
+        ]})
+    }
+}
+
+/// The stand-in of [`start`] with a `client_secret_jwt` and a `private_key_jwt` client.
+async fn start_jwt(keys: &JwtKeys) -> StandIn {
+    let standin = start(config()).await;
+    standin.add_client(
+        ClientRegistration::new(ENV, SECRET_JWT_ID, SECRET_JWT_SECRET)
+            .with_auth_method(AuthMethod::ClientSecretJwt),
+    );
+    standin.add_client(ClientRegistration::private_key(
+        ENV,
+        KEY_JWT_ID,
+        keys.jwks(),
+    ));
+    standin
+}
+
+fn issuer(domain: &str, env: &str) -> String {
+    format!("https://{domain}/{env}/as")
+}
+
+fn hs_assertion(alg: &str, secret: &str, claims: &Value) -> String {
+    jwt::jws(&jwt::header(alg, None), claims, |input| {
+        jwt::hmac(alg, secret, input)
+    })
+}
+
+fn key_assertion(key: &jwt::TestKey, alg: &str, kid: Option<&str>, claims: &Value) -> String {
+    jwt::jws(&jwt::header(alg, kid), claims, |input| key.sign(alg, input))
+}
+
+async fn token_assertion(
+    http: &reqwest::Client,
+    url: &str,
+    assertion: &str,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut fields = vec![
+        ("client_assertion_type", JWT_BEARER_ASSERTION_TYPE),
+        ("client_assertion", assertion),
+    ];
+    fields.extend_from_slice(extra);
+    post_form(http, url, &form(&fields)).await
+}
+
+async fn assert_token_for(standin: &StandIn, resp: reqwest::Response, client_id: &str) {
+    let status = resp.status();
+    let body = json(resp).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let claims = standin
+        .verify_token(body["access_token"].as_str().expect("access_token"))
+        .expect("verifies");
+    assert_eq!(claims["client_id"], client_id);
+}
+
+#[tokio::test]
+async fn client_secret_jwt_accepts_hs256_hs384_hs512_with_either_audience() {
+    let keys = JwtKeys::new();
+    let standin = start_jwt(&keys).await;
+    let http = http(&standin);
+    let url = token_url(REGION, ENV);
+    let mut jtis = Vec::new();
+    for alg in ["HS256", "HS384", "HS512"] {
+        let claims = jwt::claims(SECRET_JWT_ID, &url);
+        jtis.push(claims["jti"].as_str().expect("jti").to_string());
+        let resp = token_assertion(
+            &http,
+            &url,
+            &hs_assertion(alg, SECRET_JWT_SECRET, &claims),
+            &[],
+        )
+        .await;
+        assert_token_for(&standin, resp, SECRET_JWT_ID).await;
+    }
+    // The issuer as audience, in an array, with a matching client_id field.
+    let mut claims = jwt::claims(SECRET_JWT_ID, "");
+    claims["aud"] = serde_json::json!(["https://example.com/other", issuer(REGION, ENV)]);
+    let resp = token_assertion(
+        &http,
+        &url,
+        &hs_assertion("HS256", SECRET_JWT_SECRET, &claims),
+        &[("client_id", SECRET_JWT_ID)],
+    )
+    .await;
+    assert_token_for(&standin, resp, SECRET_JWT_ID).await;
+
+    let recorded = standin.requests();
+    assert_eq!(recorded.len(), 4);
+    for (r, alg) in recorded.iter().zip(["HS256", "HS384", "HS512", "HS256"]) {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.auth_method, RecordedAuthMethod::ClientSecretJwt);
+        assert_eq!(r.assertion_alg.as_deref(), Some(alg));
+        assert_eq!(r.assertion_kid, None);
+        assert_eq!(r.client_id.as_deref(), Some(SECRET_JWT_ID));
+        assert!(r.client_secret_ok && !r.used_previous_secret);
+    }
+    let recorded_jtis: Vec<String> = recorded[..3]
+        .iter()
+        .map(|r| r.assertion_jti.clone().expect("jti recorded"))
+        .collect();
+    assert_eq!(recorded_jtis, jtis);
+    let text = serde_json::to_string(&recorded).expect("json");
+    assert!(!text.contains(SECRET_JWT_SECRET));
+}
+
+#[tokio::test]
+async fn private_key_jwt_accepts_rs256_es256_es384_on_both_path_forms() {
+    let keys = JwtKeys::new();
+    let standin = start_jwt(&keys).await;
+    let http = http(&standin);
+    let regional = token_url(REGION, ENV);
+    let custom = format!("https://{CUSTOM_DOMAIN}/as/token");
+    let custom_issuer = format!("https://{CUSTOM_DOMAIN}/as");
+    let cases: [(&jwt::TestKey, &str, Option<&str>, &str, &str); 6] = [
+        (&keys.rsa, "RS256", Some("rsa-1"), &regional, &regional),
+        (&keys.rsa, "RS512", None, &regional, &issuer(REGION, ENV)),
+        (&keys.ec256, "ES256", Some("ec-256"), &custom, &custom),
+        // Without kid: the stand-in tries every P-256 key.
+        (&keys.ec256_b, "ES256", None, &custom, &custom_issuer),
+        (&keys.ec384, "ES384", None, &custom, &custom),
+        (&keys.rsa, "RS384", Some("rsa-1"), &custom, &custom_issuer),
+    ];
+    for (key, alg, kid, url, aud) in cases {
+        let assertion = key_assertion(key, alg, kid, &jwt::claims(KEY_JWT_ID, aud));
+        let resp = token_assertion(&http, url, &assertion, &[]).await;
+        assert_token_for(&standin, resp, KEY_JWT_ID).await;
+    }
+    let recorded = standin.requests();
+    assert_eq!(recorded.len(), cases.len());
+    for (r, (_, alg, kid, url, _)) in recorded.iter().zip(cases) {
+        assert_eq!(r.auth_method, RecordedAuthMethod::PrivateKeyJwt);
+        assert_eq!(r.assertion_alg.as_deref(), Some(alg));
+        assert_eq!(r.assertion_kid.as_deref(), kid);
+        assert_eq!(r.environment_id.as_deref(), Some(ENV));
+        assert_eq!(
+            r.host,
+            if url.contains(CUSTOM_DOMAIN) {
+                CUSTOM_DOMAIN
+            } else {
+                REGION
+            }
+        );
+        assert!(r.client_secret_ok);
+    }
+}
+
+#[tokio::test]
+async fn each_assertion_rule_rejects() {
+    let keys = JwtKeys::new();
+    let standin = start_jwt(&keys).await;
+    let http = http(&standin);
+    let url = token_url(REGION, ENV);
+    let now = now_secs();
+    let hs = |claims: &Value| hs_assertion("HS256", SECRET_JWT_SECRET, claims);
+    let es = |claims: &Value| key_assertion(&keys.ec256, "ES256", Some("ec-256"), claims);
+    let base_hs = || jwt::claims(SECRET_JWT_ID, &url);
+    let base_es = || jwt::claims(KEY_JWT_ID, &url);
+    let with = |mut claims: Value, name: &str, value: Value| {
+        claims[name] = value;
+        claims
+    };
+    let without = |mut claims: Value, name: &str| {
+        claims.as_object_mut().expect("object").remove(name);
+        claims
+    };
+    let none_alg = jwt::jws(&jwt::header("none", None), &base_hs(), |_| Vec::new());
+
+    // (what, assertion, extra form fields, a word the description must hold)
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        ("not a JWT", "not-a-jwt".into(), vec![], "well-formed"),
+        (
+            "four parts",
+            format!("{}.x", hs(&base_hs())),
+            vec![],
+            "well-formed",
+        ),
+        (
+            "HS256 with another secret",
+            hs_assertion("HS256", "not-the-secret", &base_hs()),
+            vec![],
+            "signature",
+        ),
+        (
+            "ES256 signature changed",
+            jwt::tamper_signature(&es(&base_es())),
+            vec![],
+            "signature",
+        ),
+        (
+            "RS256 signature changed",
+            jwt::tamper_signature(&key_assertion(
+                &keys.rsa,
+                "RS256",
+                Some("rsa-1"),
+                &base_es(),
+            )),
+            vec![],
+            "signature",
+        ),
+        (
+            "signed by ec-256, kid of ec-256-b",
+            key_assertion(&keys.ec256, "ES256", Some("ec-256-b"), &base_es()),
+            vec![],
+            "signature",
+        ),
+        (
+            "kid of the RSA key on ES256",
+            key_assertion(&keys.ec256, "ES256", Some("rsa-1"), &base_es()),
+            vec![],
+            "kid",
+        ),
+        (
+            "unknown kid",
+            key_assertion(&keys.ec256, "ES256", Some("nope"), &base_es()),
+            vec![],
+            "kid",
+        ),
+        ("alg none", none_alg, vec![], "algorithm"),
+        (
+            "ES512",
+            jwt::jws(&jwt::header("ES512", None), &base_es(), |_| vec![0; 132]),
+            vec![],
+            "algorithm",
+        ),
+        (
+            "HS256 for a private_key_jwt client",
+            hs_assertion("HS256", SECRET_JWT_SECRET, &base_es()),
+            vec![],
+            "alg",
+        ),
+        (
+            "RS256 for a client_secret_jwt client",
+            key_assertion(&keys.rsa, "RS256", Some("rsa-1"), &base_hs()),
+            vec![],
+            "alg",
+        ),
+        (
+            "iss is another client",
+            hs(&with(base_hs(), "iss", KEY_JWT_ID.into())),
+            vec![],
+            "iss",
+        ),
+        (
+            "sub is another client",
+            hs(&with(base_hs(), "sub", KEY_JWT_ID.into())),
+            vec![],
+            "iss",
+        ),
+        ("no sub", hs(&without(base_hs(), "sub")), vec![], "sub"),
+        (
+            "iss and sub an unknown client",
+            hs(&with(
+                with(base_hs(), "iss", "ghost".into()),
+                "sub",
+                "ghost".into(),
+            )),
+            vec![],
+            "credentials",
+        ),
+        (
+            "client_id field differs",
+            hs(&base_hs()),
+            vec![("client_id", KEY_JWT_ID)],
+            "client_id",
+        ),
+        (
+            "aud of another environment",
+            hs(&with(base_hs(), "aud", token_url(REGION, OTHER_ENV).into())),
+            vec![],
+            "aud",
+        ),
+        (
+            "aud on another host",
+            hs(&with(
+                base_hs(),
+                "aud",
+                token_url("auth.pingone.com", ENV).into(),
+            )),
+            vec![],
+            "aud",
+        ),
+        (
+            "aud with a port",
+            hs(&with(
+                base_hs(),
+                "aud",
+                format!("https://{REGION}:443/{ENV}/as/token").into(),
+            )),
+            vec![],
+            "aud",
+        ),
+        ("aud missing", hs(&without(base_hs(), "aud")), vec![], "aud"),
+        ("exp missing", hs(&without(base_hs(), "exp")), vec![], "exp"),
+        (
+            "exp past",
+            es(&with(base_es(), "exp", (now - 30).into())),
+            vec![],
+            "expired",
+        ),
+        (
+            "exp a string",
+            hs(&with(base_hs(), "exp", (now + 60).to_string().into())),
+            vec![],
+            "exp",
+        ),
+        (
+            "exp more than an hour ahead",
+            hs(&with(base_hs(), "exp", (now + 3700).into())),
+            vec![],
+            "one hour",
+        ),
+        (
+            "nbf in the future",
+            hs(&with(base_hs(), "nbf", (now + 60).into())),
+            vec![],
+            "nbf",
+        ),
+    ];
+    for (what, assertion, extra, word) in &cases {
+        let resp = token_assertion(&http, &url, assertion, extra).await;
+        assert_eq!(header(&resp, "www-authenticate"), None, "{what}");
+        let body = assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+        let description = body["error_description"].as_str().expect("description");
+        assert!(
+            description.starts_with("Request denied: "),
+            "{what}: {description}"
+        );
+        assert!(
+            description.contains(word),
+            "{what}: {description:?} lacks {word:?}"
+        );
+        assert!(
+            !body.to_string().contains(assertion.as_str()),
+            "{what} echoed"
+        );
+    }
+    assert!(standin.issued_tokens().is_empty());
+    assert!(
+        standin
+            .requests()
+            .iter()
+            .all(|r| !r.client_secret_ok && r.status == 401)
+    );
+    // The same clients, keys and URL pass with valid assertions: the rejections were the rules.
+    assert_token_for(
+        &standin,
+        token_assertion(&http, &url, &hs(&base_hs()), &[]).await,
+        SECRET_JWT_ID,
+    )
+    .await;
+    assert_token_for(
+        &standin,
+        token_assertion(&http, &url, &es(&base_es()), &[]).await,
+        KEY_JWT_ID,
+    )
+    .await;
+    // nbf within the leeway, exp just under an hour.
+    let edge = with(
+        with(base_hs(), "nbf", (now + 2).into()),
+        "exp",
+        (now + 3590).into(),
+    );
+    assert_token_for(
+        &standin,
+        token_assertion(&http, &url, &hs(&edge), &[]).await,
+        SECRET_JWT_ID,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn replayed_jti_is_refused_and_a_missing_jti_is_recorded() {
+    let keys = JwtKeys::new();
+    let standin = start_jwt(&keys).await;
+    let http = http(&standin);
+    let url = token_url(REGION, ENV);
+    let claims = jwt::claims(KEY_JWT_ID, &url);
+    let assertion = key_assertion(&keys.ec384, "ES384", None, &claims);
+
+    // A rejected assertion does not use up its jti.
+    let mut wrong_aud = claims.clone();
+    wrong_aud["aud"] = Value::from(token_url(REGION, OTHER_ENV));
+    let resp = token_assertion(
+        &http,
+        &url,
+        &key_assertion(&keys.ec384, "ES384", None, &wrong_aud),
+        &[],
+    )
+    .await;
+    assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+
+    assert_token_for(
+        &standin,
+        token_assertion(&http, &url, &assertion, &[]).await,
+        KEY_JWT_ID,
+    )
+    .await;
+    let resp = token_assertion(&http, &url, &assertion, &[]).await;
+    let body = assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .expect("d")
+            .contains("jti"),
+        "{body}"
+    );
+    // The same jti on another client is that client's business.
+    let mut other = jwt::claims(SECRET_JWT_ID, &url);
+    other["jti"] = claims["jti"].clone();
+    assert_token_for(
+        &standin,
+        token_assertion(
+            &http,
+            &url,
+            &hs_assertion("HS256", SECRET_JWT_SECRET, &other),
+            &[],
+        )
+        .await,
+        SECRET_JWT_ID,
+    )
+    .await;
+
+    // No jti: accepted (twice), and the record shows it was missing.
+    let mut no_jti = jwt::claims(KEY_JWT_ID, &url);
+    no_jti.as_object_mut().expect("object").remove("jti");
+    let assertion = key_assertion(&keys.ec384, "ES384", None, &no_jti);
+    for _ in 0..2 {
+        assert_token_for(
+            &standin,
+            token_assertion(&http, &url, &assertion, &[]).await,
+            KEY_JWT_ID,
+        )
+        .await;
+    }
+    let recorded = standin.requests();
+    assert_eq!(recorded.len(), 6);
+    assert_eq!(recorded[1].assertion_jti.as_deref(), claims["jti"].as_str());
+    assert!(!recorded[2].client_secret_ok);
+    assert_eq!(recorded[4].assertion_jti, None);
+    assert_eq!(recorded[5].assertion_jti, None);
+}
+
+#[tokio::test]
+async fn assertion_mixed_with_a_secret_or_sent_by_a_secret_client_is_refused() {
+    let keys = JwtKeys::new();
+    let standin = start_jwt(&keys).await;
+    let http = http(&standin);
+    let url = token_url(REGION, ENV);
+    let assertion = hs_assertion(
+        "HS256",
+        SECRET_JWT_SECRET,
+        &jwt::claims(SECRET_JWT_ID, &url),
+    );
+
+    let resp = token_assertion(
+        &http,
+        &url,
+        &assertion,
+        &[("client_secret", SECRET_JWT_SECRET)],
+    )
+    .await;
+    let body = assert_oauth_error(resp, StatusCode::BAD_REQUEST, "invalid_request").await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .expect("d")
+            .contains("Multiple"),
+        "{body}"
+    );
+    let resp = http
+        .post(&url)
+        .header(
+            "Authorization",
+            basic_header(SECRET_JWT_ID, SECRET_JWT_SECRET),
+        )
+        .form(&form(&[
+            ("client_assertion_type", JWT_BEARER_ASSERTION_TYPE),
+            ("client_assertion", &assertion),
+        ]))
+        .send()
+        .await
+        .expect("request");
+    assert_oauth_error(resp, StatusCode::BAD_REQUEST, "invalid_request").await;
+    // Half an assertion, and another assertion type.
+    let resp = post_form(&http, &url, &form(&[("client_assertion", &assertion)])).await;
+    assert_oauth_error(resp, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let resp = post_form(
+        &http,
+        &url,
+        &form(&[
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:saml2-bearer",
+            ),
+            ("client_assertion", &assertion),
+        ]),
+    )
+    .await;
+    assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+
+    // A client registered for client_secret_post, with an assertion signed by its secret.
+    let post_assertion = hs_assertion("HS256", POST_SECRET, &jwt::claims(POST_ID, &url));
+    let resp = token_assertion(&http, &url, &post_assertion, &[]).await;
+    let body = assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    assert_eq!(
+        body["error_description"],
+        "Request denied: Unsupported authentication method"
+    );
+    // And the other way round: the client_secret_jwt client posting its secret.
+    let resp = token_post(&http, SECRET_JWT_ID, SECRET_JWT_SECRET).await;
+    let body = assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    assert_eq!(
+        body["error_description"],
+        "Request denied: Unsupported authentication method"
+    );
+    // A private_key_jwt client has no secret to post.
+    let resp = token_post(&http, KEY_JWT_ID, "").await;
+    assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    assert!(standin.issued_tokens().is_empty());
+    // The assertion itself was fine.
+    assert_token_for(
+        &standin,
+        token_assertion(&http, &url, &assertion, &[]).await,
+        SECRET_JWT_ID,
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Management API: rotation of the application secret.
+
+const ROTATOR_ID: &str = "c3d4e5f6-a7b8-4c9d-8e0f-1a2b3c4d5e6f";
+const ROTATOR_SECRET: &str = "rotator-secret-0123456789";
+const NO_ROLE_ID: &str = "d4e5f6a7-b8c9-4d0e-9f1a-2b3c4d5e6f70";
+const NO_ROLE_SECRET: &str = "no-role-secret-0123456789";
+
+/// The stand-in of [`start`] with a client that may rotate secrets and one that may not.
+async fn start_management() -> StandIn {
+    let standin = start(config()).await;
+    standin.add_client(
+        ClientRegistration::new(ENV, ROTATOR_ID, ROTATOR_SECRET).with_secret_rotation(true),
+    );
+    standin.add_client(ClientRegistration::new(ENV, NO_ROLE_ID, NO_ROLE_SECRET));
+    standin
+}
+
+/// Authenticates at the regional token endpoint with `method`.
+async fn token_with(
+    http: &reqwest::Client,
+    method: AuthMethod,
+    id: &str,
+    secret: &str,
+) -> reqwest::Response {
+    match method {
+        AuthMethod::ClientSecretPost => token_post(http, id, secret).await,
+        AuthMethod::ClientSecretBasic => token_basic(http, id, secret).await,
+        AuthMethod::ClientSecretJwt => {
+            let url = token_url(REGION, ENV);
+            let assertion = hs_assertion("HS512", secret, &jwt::claims(id, &url));
+            token_assertion(http, &url, &assertion, &[]).await
+        }
+        AuthMethod::PrivateKeyJwt => panic!("no secret for private_key_jwt"),
+    }
+}
+
+async fn access_token(http: &reqwest::Client, id: &str, secret: &str) -> String {
+    let resp = token_post(http, id, secret).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    json(resp).await["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
+}
+
+/// `{"previous":{"expiresAt": now + after}}`.
+fn retain(after: Duration) -> Value {
+    let at = jiff::Timestamp::try_from(SystemTime::now() + after).expect("timestamp");
+    serde_json::json!({"previous": {"expiresAt": at.to_string()}})
+}
+
+async fn rotate(
+    http: &reqwest::Client,
+    token: Option<&str>,
+    app: &str,
+    body: Option<&Value>,
+) -> reqwest::Response {
+    rotate_at(http, API_EU, token, app, body)
+        .await
+        .expect("management request")
+}
+
+async fn rotate_at(
+    http: &reqwest::Client,
+    host: &str,
+    token: Option<&str>,
+    app: &str,
+    body: Option<&Value>,
+) -> reqwest::Result<reqwest::Response> {
+    let mut req = http.post(StandIn::management_secret_url(host, ENV, app));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    req.send().await
+}
+
+async fn assert_platform_error(resp: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(resp.status(), status);
+    let body = json(resp).await;
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["id"].as_str().is_some_and(|id| id.len() == 36),
+        "{body}"
+    );
+    assert!(body["message"].is_string(), "{body}");
+    body
+}
+
+/// Polls until exactly `n` requests are parked, for at most 10 s.
+async fn wait_held(standin: &StandIn, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while standin.held_requests() != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} requests held, waiting for {n}",
+            standin.held_requests()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn assert_generated(secret: &str) {
+    assert!((64..=80).contains(&secret.len()), "length {}", secret.len());
+    assert!(
+        secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    );
+}
+
+#[tokio::test]
+async fn rotation_keeps_the_previous_secret_until_expires_at_for_every_secret_method() {
+    let standin = start_management().await;
+    let http = http(&standin);
+    let clients = [
+        (
+            AuthMethod::ClientSecretPost,
+            "rot-post",
+            "rot-post-secret-0",
+        ),
+        (
+            AuthMethod::ClientSecretBasic,
+            "rot-basic",
+            "rot-basic-secret-0",
+        ),
+        (
+            AuthMethod::ClientSecretJwt,
+            "rot-jwt",
+            "rot-jwt-secret-0-long-enough-for-hmac-sha-512-0123456789abcdefghij",
+        ),
+    ];
+    let mut secrets = Vec::new();
+    let mut tokens = Vec::new();
+    for (method, id, old) in clients {
+        standin.add_client(
+            ClientRegistration::new(ENV, id, old)
+                .with_auth_method(method)
+                .with_secret_rotation(true),
+        );
+        let resp = token_with(&http, method, id, old).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let token = json(resp).await["access_token"]
+            .as_str()
+            .expect("token")
+            .to_string();
+        let before = SystemTime::now();
+        let resp = rotate(
+            &http,
+            Some(&token),
+            id,
+            Some(&retain(Duration::from_secs(120))),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(header(&resp, "cache-control").as_deref(), Some("no-store"));
+        let body = json(resp).await;
+        assert_eq!(body["environment"]["id"], ENV);
+        let new = body["secret"].as_str().expect("secret").to_string();
+        assert_generated(&new);
+        assert_eq!(body["previous"]["secret"], old);
+        let expires_at = body["previous"]["expiresAt"].as_str().expect("expiresAt");
+        // RFC 3339, millisecond precision, UTC.
+        assert_eq!(
+            expires_at.len(),
+            "2026-01-01T00:00:00.000Z".len(),
+            "{expires_at}"
+        );
+        assert!(expires_at.ends_with('Z') && expires_at.as_bytes()[19] == b'.');
+        let until = SystemTime::from(expires_at.parse::<jiff::Timestamp>().expect("RFC 3339"));
+        assert!(until >= before + Duration::from_secs(119));
+        assert!(until <= SystemTime::now() + Duration::from_secs(120));
+        assert_eq!(
+            standin.current_secret(ENV, id).as_deref(),
+            Some(new.as_str())
+        );
+        assert_eq!(
+            standin.previous_secret(ENV, id),
+            Some((old.to_string(), until))
+        );
+
+        // Both work now; the record tells which one was used.
+        for (secret, previous) in [(old, true), (new.as_str(), false)] {
+            let resp = token_with(&http, method, id, secret).await;
+            assert_eq!(
+                resp.status(),
+                StatusCode::OK,
+                "{method:?} previous={previous}"
+            );
+            let last = standin.requests().pop().expect("recorded");
+            assert!(last.client_secret_ok);
+            assert_eq!(last.used_previous_secret, previous, "{method:?}");
+        }
+        secrets.extend([old.to_string(), new.clone()]);
+        tokens.push(token);
+    }
+
+    // Past expiresAt (on the stand-in's clock) the previous secrets stop working.
+    standin.advance_clock(Duration::from_secs(121));
+    for (i, (method, id, old)) in clients.into_iter().enumerate() {
+        assert_eq!(standin.previous_secret(ENV, id), None);
+        let resp = token_with(&http, method, id, old).await;
+        assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+        assert!(!standin.requests().pop().expect("recorded").client_secret_ok);
+        let resp = token_with(&http, method, id, &secrets[2 * i + 1]).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+
+    let recorded = standin.management_requests();
+    assert_eq!(recorded.len(), 3);
+    for (r, (_, id, _)) in recorded.iter().zip(clients) {
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.host, API_EU);
+        assert_eq!(r.environment_id, ENV);
+        assert_eq!(r.application_id, id);
+        assert_eq!(r.caller_client_id.as_deref(), Some(id));
+        assert_eq!(
+            r.path,
+            format!("/v1/environments/{ENV}/applications/{id}/secret")
+        );
+        assert_eq!((r.status, r.rotated, r.fault.as_deref()), (200, true, None));
+    }
+    let text = serde_json::to_string(&recorded).expect("json")
+        + &serde_json::to_string(&standin.requests()).expect("json");
+    for leak in secrets.iter().chain(&tokens) {
+        assert!(
+            !text.contains(leak.as_str()),
+            "a secret or token was recorded"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rotation_without_previous_ends_the_old_secret_and_a_second_rotation_replaces_the_previous()
+{
+    let standin = start_management().await;
+    let http = http(&standin);
+    let token = access_token(&http, ROTATOR_ID, ROTATOR_SECRET).await;
+    let secret = |body: &Value| body["secret"].as_str().expect("secret").to_string();
+
+    // Another region's API host is fine too.
+    let resp = rotate_at(&http, "api.pingone.com", Some(&token), ROTATOR_ID, None)
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = json(resp).await;
+    assert!(body.get("previous").is_none(), "{body}");
+    let s1 = secret(&body);
+    assert_eq!(standin.previous_secret(ENV, ROTATOR_ID), None);
+    let resp = token_post(&http, ROTATOR_ID, ROTATOR_SECRET).await;
+    assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    assert_eq!(
+        token_post(&http, ROTATOR_ID, &s1).await.status(),
+        StatusCode::OK
+    );
+
+    let hour = retain(Duration::from_secs(3600));
+    let s2 = secret(&json(rotate(&http, Some(&token), ROTATOR_ID, Some(&hour)).await).await);
+    assert_eq!(
+        token_post(&http, ROTATOR_ID, &s1).await.status(),
+        StatusCode::OK
+    );
+    let body = json(rotate(&http, Some(&token), ROTATOR_ID, Some(&hour)).await).await;
+    assert_eq!(body["previous"]["secret"], s2.as_str());
+    let s3 = secret(&body);
+    // Only one previous secret: s1 stopped at once.
+    let resp = token_post(&http, ROTATOR_ID, &s1).await;
+    assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    assert_eq!(
+        token_post(&http, ROTATOR_ID, &s2).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        token_post(&http, ROTATOR_ID, &s3).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        standin.previous_secret(ENV, ROTATOR_ID).map(|(s, _)| s),
+        Some(s2)
+    );
+    let hosts: Vec<String> = standin
+        .management_requests()
+        .into_iter()
+        .map(|r| r.host)
+        .collect();
+    assert_eq!(hosts, ["api.pingone.com", API_EU, API_EU]);
+}
+
+#[tokio::test]
+async fn management_api_refuses_bad_tokens_missing_roles_unknown_apps_and_bad_bodies() {
+    let standin = start_management().await;
+    let http = http(&standin);
+    standin.add_client(
+        ClientRegistration::new(ENV, SCOPED_ID, SCOPED_SECRET)
+            .with_scopes(["billing:read"])
+            .with_secret_rotation(true),
+    );
+    standin.add_client(
+        ClientRegistration::new(ENV, "expiring", "expiring-secret")
+            .with_token_lifetime(Duration::ZERO)
+            .with_secret_rotation(true),
+    );
+    standin.add_client(
+        ClientRegistration::new(OTHER_ENV, ROTATOR_ID, ROTATOR_SECRET).with_secret_rotation(true),
+    );
+    let token = access_token(&http, ROTATOR_ID, ROTATOR_SECRET).await;
+    let scoped = json(token_post_scoped(&http, SCOPED_ID, SCOPED_SECRET, "billing:read").await)
+        .await["access_token"]
+        .as_str()
+        .expect("scoped token")
+        .to_string();
+    let expired = access_token(&http, "expiring", "expiring-secret").await;
+    let other_env = json(
+        post_form(
+            &http,
+            &token_url(REGION, OTHER_ENV),
+            &form(&[("client_id", ROTATOR_ID), ("client_secret", ROTATOR_SECRET)]),
+        )
+        .await,
+    )
+    .await["access_token"]
+        .as_str()
+        .expect("other env token")
+        .to_string();
+    let tampered = jwt::tamper_signature(&token);
+    let no_role = access_token(&http, NO_ROLE_ID, NO_ROLE_SECRET).await;
+
+    let message = "The request could not be completed. You do not have access to this resource.";
+    for (what, bearer) in [
+        ("no token", None),
+        ("not a JWT", Some("not-a-token")),
+        ("bad signature", Some(tampered.as_str())),
+        ("scoped token", Some(scoped.as_str())),
+        ("expired token", Some(expired.as_str())),
+        ("token of another environment", Some(other_env.as_str())),
+    ] {
+        let resp = rotate(&http, bearer, ROTATOR_ID, None).await;
+        let body = assert_platform_error(resp, StatusCode::UNAUTHORIZED, "ACCESS_FAILED").await;
+        assert_eq!(body["message"], message, "{what}");
+    }
+    for app in [ROTATOR_ID, NO_ROLE_ID] {
+        let resp = rotate(&http, Some(&no_role), app, None).await;
+        let body = assert_platform_error(resp, StatusCode::FORBIDDEN, "ACCESS_FAILED").await;
+        assert_eq!(body["message"], message);
+        assert!(
+            body["details"]
+                .as_array()
+                .is_some_and(|d| !d.is_empty() && d[0]["message"].is_string()),
+            "{body}"
+        );
+    }
+    let resp = rotate(&http, Some(&token), "no-such-application", None).await;
+    assert_platform_error(resp, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    for body in [
+        retain(Duration::from_secs(30)),
+        retain(Duration::from_secs(31 * 24 * 3600)),
+        serde_json::json!({"previous": {"expiresAt": "tomorrow"}}),
+        serde_json::json!({"previous": {}}),
+        serde_json::json!(["previous"]),
+    ] {
+        let resp = rotate(&http, Some(&token), ROTATOR_ID, Some(&body)).await;
+        let err = assert_platform_error(resp, StatusCode::BAD_REQUEST, "INVALID_DATA").await;
+        assert!(err["details"][0]["message"].is_string(), "{body}: {err}");
+    }
+    let resp = rotate(
+        &http,
+        Some(&token),
+        ROTATOR_ID,
+        Some(&retain(Duration::from_secs(30))),
+    )
+    .await;
+    let err = json(resp).await;
+    assert!(
+        err["details"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 minute and 30 days")),
+        "{err}"
+    );
+    let resp = http
+        .get(StandIn::management_secret_url(API_EU, ENV, ROTATOR_ID))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    // Nothing changed, and the record says who asked where the token verified.
+    assert_eq!(
+        standin.current_secret(ENV, ROTATOR_ID).as_deref(),
+        Some(ROTATOR_SECRET)
+    );
+    assert_eq!(standin.previous_secret(ENV, ROTATOR_ID), None);
+    let recorded = standin.management_requests();
+    assert!(recorded.iter().all(|r| !r.rotated));
+    let callers: Vec<Option<&str>> = recorded[..8]
+        .iter()
+        .map(|r| r.caller_client_id.as_deref())
+        .collect();
+    assert_eq!(
+        callers,
+        [
+            None,
+            None,
+            None,
+            Some(SCOPED_ID),
+            Some("expiring"),
+            Some(ROTATOR_ID),
+            Some(NO_ROLE_ID),
+            Some(NO_ROLE_ID)
+        ]
+    );
+    let statuses: Vec<u16> = recorded.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            401, 401, 401, 401, 401, 401, 403, 403, 404, 400, 400, 400, 400, 400, 400, 405
+        ]
+    );
+    // The same caller with an unscoped token and a good body succeeds.
+    let unscoped = access_token(&http, SCOPED_ID, SCOPED_SECRET).await;
+    let resp = rotate(&http, Some(&unscoped), ROTATOR_ID, None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+async fn token_post_scoped(
+    http: &reqwest::Client,
+    id: &str,
+    secret: &str,
+    scope: &str,
+) -> reqwest::Response {
+    post_form(
+        http,
+        &token_url(REGION, ENV),
+        &form(&[
+            ("client_id", id),
+            ("client_secret", secret),
+            ("scope", scope),
+        ]),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn hold_parks_before_the_rotation_and_hold_after_commit_after_it() {
+    let standin = start_management().await;
+    let http = http(&standin);
+    let token = access_token(&http, ROTATOR_ID, ROTATOR_SECRET).await;
+    let spawn_rotation = |body: Value| {
+        let (http, token) = (http.clone(), token.clone());
+        tokio::spawn(async move {
+            json(rotate(&http, Some(&token), ROTATOR_ID, Some(&body)).await).await
+        })
+    };
+    let hour = retain(Duration::from_secs(3600));
+
+    // Hold: nothing is decided until the release.
+    standin.push_management_fault(Fault::Hold, 1);
+    let task = spawn_rotation(hour.clone());
+    wait_held(&standin, 1).await;
+    assert_eq!(
+        standin.current_secret(ENV, ROTATOR_ID).as_deref(),
+        Some(ROTATOR_SECRET)
+    );
+    assert!(standin.management_requests().is_empty());
+    standin.release_held();
+    let body = task.await.expect("rotation task");
+    let s1 = body["secret"].as_str().expect("secret").to_string();
+    assert_eq!(standin.current_secret(ENV, ROTATOR_ID), Some(s1.clone()));
+    wait_held(&standin, 0).await;
+    let recorded = standin.management_requests();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].fault.as_deref(), Some("hold"));
+    assert!(recorded[0].rotated);
+
+    // HoldAfterCommit: the new secret is current while the caller still waits for it.
+    standin.push_management_fault(Fault::HoldAfterCommit, 1);
+    let task = spawn_rotation(hour.clone());
+    wait_held(&standin, 1).await;
+    let s2 = standin.current_secret(ENV, ROTATOR_ID).expect("secret");
+    assert_ne!(s2, s1);
+    assert!(!task.is_finished());
+    assert_eq!(
+        token_post(&http, ROTATOR_ID, &s2).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        token_post(&http, ROTATOR_ID, &s1).await.status(),
+        StatusCode::OK
+    );
+    standin.release_held();
+    let body = task.await.expect("rotation task");
+    assert_eq!(body["secret"], s2.as_str());
+    assert_eq!(body["previous"]["secret"], s1.as_str());
+    wait_held(&standin, 0).await;
+
+    // A caller that gives up on a held answer wedges nothing.
+    standin.push_management_fault(Fault::HoldAfterCommit, 1);
+    let task = spawn_rotation(hour.clone());
+    wait_held(&standin, 1).await;
+    let s3 = standin.current_secret(ENV, ROTATOR_ID).expect("secret");
+    task.abort();
+    assert!(task.await.expect_err("aborted").is_cancelled());
+    assert_eq!(
+        token_post(&http, ROTATOR_ID, &s3).await.status(),
+        StatusCode::OK
+    );
+    let resp = rotate(&http, Some(&token), ROTATOR_ID, Some(&hour)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    standin.release_held();
+    wait_held(&standin, 0).await;
+}
+
+#[tokio::test]
+async fn token_endpoint_holds_issue_nothing_until_released() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    standin.push_fault(Fault::Hold, 1);
+    standin.push_fault(Fault::HoldAfterCommit, 1);
+    let spawn_token = || {
+        let http = http.clone();
+        tokio::spawn(async move { token_post(&http, POST_ID, POST_SECRET).await.status() })
+    };
+    let first = spawn_token();
+    wait_held(&standin, 1).await;
+    let second = spawn_token();
+    wait_held(&standin, 2).await;
+    assert!(standin.issued_tokens().is_empty());
+    assert!(standin.requests().is_empty());
+    assert!(!first.is_finished() && !second.is_finished());
+    standin.release_held();
+    assert_eq!(first.await.expect("task"), StatusCode::OK);
+    assert_eq!(second.await.expect("task"), StatusCode::OK);
+    wait_held(&standin, 0).await;
+    assert_eq!(standin.issued_tokens().len(), 2);
+    let mut faults: Vec<Option<String>> = standin.requests().into_iter().map(|r| r.fault).collect();
+    faults.sort();
+    assert_eq!(
+        faults,
+        [
+            Some("hold".to_string()),
+            Some("hold after commit".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn management_faults_and_token_faults_stay_apart() {
+    let standin = start_management().await;
+    let http = http(&standin);
+    let token = access_token(&http, ROTATOR_ID, ROTATOR_SECRET).await;
+    let current = || standin.current_secret(ENV, ROTATOR_ID).expect("secret");
+
+    standin.push_management_fault(Fault::status_with_retry_after(503, 7), 1);
+    assert_eq!(
+        token_post(&http, ROTATOR_ID, &current()).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(standin.pending_faults(), 0);
+    let before = current();
+    let resp = rotate(&http, Some(&token), ROTATOR_ID, None).await;
+    assert_eq!(header(&resp, "retry-after").as_deref(), Some("7"));
+    assert_platform_error(resp, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE").await;
+    assert_eq!(current(), before);
+
+    standin.push_fault(Fault::status(500), 1);
+    let resp = rotate(&http, Some(&token), ROTATOR_ID, None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_ne!(current(), before);
+    assert_eq!(standin.pending_faults(), 1);
+    assert_eq!(
+        token_post(&http, ROTATOR_ID, &current()).await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+
+    let before = current();
+    standin.push_management_fault(Fault::DropConnection, 1);
+    assert!(
+        rotate_at(&http, API_EU, Some(&token), ROTATOR_ID, None)
+            .await
+            .is_err()
+    );
+    standin.push_management_fault(Fault::MalformedJson, 1);
+    let resp = rotate(&http, Some(&token), ROTATOR_ID, None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = resp.bytes().await.expect("body");
+    assert!(serde_json::from_slice::<Value>(&bytes).is_err());
+    assert_eq!(current(), before, "a faulty answer commits nothing");
+
+    standin.push_management_fault(Fault::Delay(Duration::from_millis(300)), 1);
+    let started = Instant::now();
+    let resp = rotate(&http, Some(&token), ROTATOR_ID, None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_ne!(current(), before);
+
+    standin.push_management_fault(Fault::status(500), 3);
+    standin.clear_management_faults();
+    assert_eq!(
+        rotate(&http, Some(&token), ROTATOR_ID, None).await.status(),
+        StatusCode::OK
+    );
+    let recorded: Vec<(u16, Option<String>, bool)> = standin
+        .management_requests()
+        .into_iter()
+        .map(|r| (r.status, r.fault, r.rotated))
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            (503, Some("status 503".to_string()), false),
+            (200, None, true),
+            (0, Some("drop connection".to_string()), false),
+            (200, Some("malformed json".to_string()), false),
+            (200, Some("delay 300 ms".to_string()), true),
+            (200, None, true),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn admin_api_registers_jwt_clients_and_drives_the_management_api() {
+    let standin = start_management().await;
+    let http = http(&standin);
+    let admin = |path: &str| format!("https://localhost/__standin/{path}");
+    let key = jwt::TestKey::ec(Some("admin-ec"), false);
+    let resp = http
+        .post(admin("clients"))
+        .json(&serde_json::json!({
+            "environment_id": ENV,
+            "client_id": "admin-pkj",
+            "auth_method": "private_key_jwt",
+            "jwks": {"keys": [key.jwk]},
+            "can_rotate_secret": true,
+        }))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let resp = http
+        .post(admin("clients"))
+        .json(&serde_json::json!({
+            "environment_id": ENV,
+            "client_id": "admin-no-keys",
+            "auth_method": "private_key_jwt",
+        }))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    let url = token_url(REGION, ENV);
+    let assertion = key_assertion(
+        &key,
+        "ES256",
+        Some("admin-ec"),
+        &jwt::claims("admin-pkj", &url),
+    );
+    let resp = token_assertion(&http, &url, &assertion, &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let token = json(resp).await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+
+    let resp = http
+        .post(admin("management-faults"))
+        .json(&serde_json::json!({"fault": {"kind": "status", "status": 429, "retry_after": 2}}))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let resp = http
+        .post(admin("management-faults"))
+        .json(&serde_json::json!({"fault": {"kind": "hold"}, "persistent": true}))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let resp = rotate(&http, Some(&token), ROTATOR_ID, None).await;
+    assert_eq!(header(&resp, "retry-after").as_deref(), Some("2"));
+    assert_platform_error(resp, StatusCode::TOO_MANY_REQUESTS, "REQUEST_LIMITED").await;
+
+    let resp = http
+        .post(admin("management-faults"))
+        .json(&serde_json::json!({"fault": {"kind": "hold"}}))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let task = {
+        let (http, token) = (http.clone(), token.clone());
+        tokio::spawn(async move { rotate(&http, Some(&token), ROTATOR_ID, None).await.status() })
+    };
+    wait_held(&standin, 1).await;
+    let stats = json(http.get(admin("stats")).send().await.expect("admin")).await;
+    assert_eq!(stats["held_requests"], 1);
+    let resp = http
+        .post(admin("release-held"))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(task.await.expect("task"), StatusCode::OK);
+
+    let recorded = json(
+        http.get(admin("management-requests"))
+            .send()
+            .await
+            .expect("admin"),
+    )
+    .await;
+    let recorded = recorded.as_array().expect("list");
+    assert_eq!(recorded.len(), 2);
+    assert_eq!(recorded[0]["status"], 429);
+    assert_eq!(recorded[1]["fault"], "hold");
+    assert_eq!(recorded[1]["rotated"], true);
+    assert_eq!(recorded[1]["caller_client_id"], "admin-pkj");
+    let secret = standin.current_secret(ENV, ROTATOR_ID).expect("secret");
+    assert!(!Value::Array(recorded.clone()).to_string().contains(&secret));
+
+    let requests = json(http.get(admin("requests")).send().await.expect("admin")).await;
+    let last = requests
+        .as_array()
+        .and_then(|r| r.last())
+        .expect("a token request");
+    assert_eq!(last["auth_method"], "private_key_jwt");
+    assert_eq!(last["assertion_alg"], "ES256");
+    assert_eq!(last["assertion_kid"], "admin-ec");
+    let resp = http
+        .delete(admin("management-faults"))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
 }

@@ -4,9 +4,13 @@
 //! | --- | --- | --- |
 //! | `GET /__standin/requests` | | recorded token requests ([`RecordedRequest`](super::RecordedRequest) list) |
 //! | `DELETE /__standin/requests` | | forget them |
-//! | `GET /__standin/stats` | | `{"token_requests","connections","issued_tokens","pending_faults"}` |
+//! | `GET /__standin/stats` | | `{"token_requests","connections","issued_tokens","pending_faults","management_requests","pending_management_faults","held_requests"}` |
 //! | `POST /__standin/faults` | [`FaultRequest`] | queue a fault, or set the persistent one |
 //! | `DELETE /__standin/faults` | | clear all faults |
+//! | `POST /__standin/management-faults` | [`FaultRequest`] (not `persistent`) | queue a fault for the Management API |
+//! | `DELETE /__standin/management-faults` | | clear the Management API's faults |
+//! | `GET /__standin/management-requests` | | recorded Management API requests ([`RecordedManagementRequest`](super::RecordedManagementRequest) list) |
+//! | `POST /__standin/release-held` | | let every held request proceed |
 //! | `POST /__standin/clients` | [`ClientSpec`] | register (or replace) a client |
 //! | `POST /__standin/environments` | `{"environment_id"}` | make an environment known |
 //! | `POST /__standin/custom-domains` | `{"host","environment_id"}` | serve an environment on a custom domain |
@@ -33,7 +37,8 @@ use super::{AuthMethod, ClientRegistration, Fault, is_environment_id};
 /// `{"kind":"status","status":503,"retry_after":7}`, `{"kind":"delay","millis":1500}`,
 /// `{"kind":"malformed_json"}`, `{"kind":"missing_field","field":"expires_in"}`,
 /// `{"kind":"expires_in","value":0}`, `{"kind":"oversized","bytes":100000}`,
-/// `{"kind":"drop_connection"}`, `{"kind":"redirect","location":"https://example.com/"}`.
+/// `{"kind":"drop_connection"}`, `{"kind":"redirect","location":"https://example.com/"}`,
+/// `{"kind":"hold"}`, `{"kind":"hold_after_commit"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FaultSpec {
@@ -61,6 +66,8 @@ pub enum FaultSpec {
     Redirect {
         location: String,
     },
+    Hold,
+    HoldAfterCommit,
 }
 
 impl From<FaultSpec> for Fault {
@@ -82,6 +89,8 @@ impl From<FaultSpec> for Fault {
             FaultSpec::Oversized { bytes } => Fault::Oversized(bytes),
             FaultSpec::DropConnection => Fault::DropConnection,
             FaultSpec::Redirect { location } => Fault::Redirect(location),
+            FaultSpec::Hold => Fault::Hold,
+            FaultSpec::HoldAfterCommit => Fault::HoldAfterCommit,
         }
     }
 }
@@ -107,6 +116,8 @@ impl From<Fault> for FaultSpec {
             Fault::Oversized(bytes) => FaultSpec::Oversized { bytes },
             Fault::DropConnection => FaultSpec::DropConnection,
             Fault::Redirect(location) => FaultSpec::Redirect { location },
+            Fault::Hold => FaultSpec::Hold,
+            Fault::HoldAfterCommit => FaultSpec::HoldAfterCommit,
         }
     }
 }
@@ -128,17 +139,33 @@ pub struct FaultRequest {
 }
 
 /// Body of `POST /__standin/clients`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientSpec {
     pub environment_id: String,
     pub client_id: String,
+    /// Not needed for `private_key_jwt`.
+    #[serde(default)]
     pub client_secret: String,
+    /// `client_secret_post` (default), `client_secret_basic`, `client_secret_jwt` or
+    /// `private_key_jwt`.
     #[serde(default)]
     pub auth_method: AuthMethod,
     #[serde(default)]
     pub allowed_scopes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_lifetime_secs: Option<u64>,
+    /// The public JWKS of a `private_key_jwt` client (required for that method).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
+    /// Whether the client's tokens may rotate secrets through the Management API.
+    #[serde(default)]
+    pub can_rotate_secret: bool,
+}
+
+impl std::fmt::Debug for ClientSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        ClientRegistration::from(self.clone()).fmt(f)
+    }
 }
 
 impl From<ClientSpec> for ClientRegistration {
@@ -150,6 +177,8 @@ impl From<ClientSpec> for ClientRegistration {
             auth_method: spec.auth_method,
             allowed_scopes: spec.allowed_scopes,
             token_lifetime: spec.token_lifetime_secs.map(Duration::from_secs),
+            jwks: spec.jwks,
+            can_rotate_secret: spec.can_rotate_secret,
         }
     }
 }
@@ -232,6 +261,10 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Result<Re
                     "issued_tokens": state.issued_tokens.len(),
                     "pending_faults": state.faults.iter().map(|(_, n)| n).sum::<usize>(),
                     "persistent_fault": state.persistent_fault.clone().map(FaultSpec::from),
+                    "management_requests": state.management_requests.len(),
+                    "pending_management_faults":
+                        state.management_faults.iter().map(|(_, n)| n).sum::<usize>(),
+                    "held_requests": shared.held_requests(),
                 }),
             ))
         }
@@ -251,9 +284,44 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Result<Re
             state.persistent_fault = None;
             Ok(no_content())
         }
+        ("POST", "management-faults") => {
+            let req: FaultRequest = parse(body)?;
+            if req.persistent {
+                return Err(Box::new(bad_request(
+                    "Management API faults cannot be persistent",
+                )));
+            }
+            shared
+                .state()
+                .push_management_fault(req.fault.into(), req.times);
+            Ok(no_content())
+        }
+        ("DELETE", "management-faults") => {
+            shared.state().management_faults.clear();
+            Ok(no_content())
+        }
+        ("GET", "management-requests") => Ok(json_response(
+            StatusCode::OK,
+            &shared.state().management_requests,
+        )),
+        ("POST", "release-held") => {
+            shared.release_held();
+            Ok(no_content())
+        }
         ("POST", "clients") => {
             let spec: ClientSpec = parse(body)?;
             check_env(&spec.environment_id)?;
+            if spec.auth_method == AuthMethod::PrivateKeyJwt
+                && !spec
+                    .jwks
+                    .as_ref()
+                    .and_then(|j| j.get("keys"))
+                    .is_some_and(serde_json::Value::is_array)
+            {
+                return Err(Box::new(bad_request(
+                    "a private_key_jwt client needs a jwks with a keys array",
+                )));
+            }
             shared.state().add_client(spec.into());
             Ok(no_content())
         }
@@ -293,8 +361,18 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Result<Re
         ("GET", "jwks") => Ok(json_response(StatusCode::OK, &shared.keys.jwks())),
         (
             _,
-            "requests" | "stats" | "faults" | "clients" | "environments" | "custom-domains"
-            | "lifetime" | "rate-limit" | "jwks",
+            "requests"
+            | "stats"
+            | "faults"
+            | "clients"
+            | "environments"
+            | "custom-domains"
+            | "lifetime"
+            | "rate-limit"
+            | "jwks"
+            | "management-faults"
+            | "management-requests"
+            | "release-held",
         ) => Ok(json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({ "error": format!("{method} is not supported on /__standin/{path}") }),

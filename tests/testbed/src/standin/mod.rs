@@ -1,17 +1,25 @@
-//! PingOne token endpoint stand-in.
+//! PingOne token endpoint and Management API stand-in.
 //!
 //! A small HTTPS server that speaks PingOne's OAuth 2 token endpoint as PingOne documents it
-//! (DESIGN.md sections 2 and 6): both path forms (`/{environmentId}/as/token` on the regional
-//! domains, `/as/token` on custom domains), `client_secret_post` and `client_secret_basic`
-//! client authentication, RS256 JWT access tokens with a configurable lifetime, `/as/jwks`,
-//! `/as/.well-known/openid-configuration`, `/as/introspect`, RFC 6749 error bodies, a rate
-//! limit and injectable faults (status codes with `Retry-After`, delays, malformed, incomplete
-//! or oversized bodies, dropped connections, redirects). It records every token request.
+//! (DESIGN.md sections 2, 6 and 7): both path forms (`/{environmentId}/as/token` on the regional
+//! domains, `/as/token` on custom domains), `client_secret_post`, `client_secret_basic`,
+//! `client_secret_jwt` and `private_key_jwt` client authentication, RS256 JWT access tokens with
+//! a configurable lifetime, `/as/jwks`, `/as/.well-known/openid-configuration`,
+//! `/as/introspect`, RFC 6749 error bodies, a rate limit and injectable faults (status codes with
+//! `Retry-After`, delays, malformed, incomplete or oversized bodies, dropped connections,
+//! redirects, requests held until released). It records every token request.
+//!
+//! It also serves the one Management API call the operator makes, the rotation of an
+//! application's client secret (`POST /v1/environments/{envId}/applications/{appId}/secret`,
+//! see [`StandIn::management_secret_url`]), with its own fault queue and its own record.
+//!
+//! Client assertions are verified with `ring` directly, written apart from the operator's
+//! signing code so that a mistake there cannot be mirrored here.
 //!
 //! Its certificate is issued by a test CA generated at start ([`StandIn::ca_pem`],
-//! [`StandIn::ca_path`]) for the six regional domains, `localhost`, `127.0.0.1` and any extra
-//! names, so a client that resolves `auth.pingone.eu` to [`StandIn::addr`] exercises the real
-//! URL and TLS verification.
+//! [`StandIn::ca_path`]) for the six regional auth domains, the six Management API domains,
+//! `localhost`, `127.0.0.1` and any extra names, so a client that resolves `auth.pingone.eu`
+//! to [`StandIn::addr`] exercises the real URL and TLS verification.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -28,14 +36,31 @@
 //! A token request is evaluated in this order: method (`POST`, else 405), rate limit (429),
 //! the next fault, environment (404), content type, client authentication (`invalid_client`
 //! 401, or `invalid_request` 400 for two methods at once), `grant_type`, `scope`. Faults that
-//! rewrite a success ([`Fault::MissingField`], [`Fault::ExpiresIn`]) or [`Fault::Delay`] go
-//! through the normal checks; the others answer whatever the request was.
+//! rewrite a success ([`Fault::MissingField`], [`Fault::ExpiresIn`]), [`Fault::Delay`] and the
+//! holds ([`Fault::Hold`], [`Fault::HoldAfterCommit`]) go through the normal checks; the others
+//! answer whatever the request was.
+//!
+//! A client assertion (`client_assertion_type` =
+//! `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`) is checked in this order, each
+//! failure a 401 `invalid_client` that never echoes the assertion: well-formed JWT; `iss` =
+//! `sub`; the `client_id` form field, if sent, equals them; the client exists; its registered
+//! method is a JWT method; `alg` fits that method (HS256/384/512 for `client_secret_jwt`,
+//! RS256/384/512 or ES256/ES384 for `private_key_jwt`); the signature (with the current client
+//! secret, then with a previous one still valid; or with the JWKS key named by `kid`, else any
+//! key of the fitting type); `aud` holds the token URL or the issuer, both written with the
+//! request's host *without* a port (`https://{host}/{envId}/as/token`,
+//! `https://{host}/{envId}/as`, or `https://{host}/as/...` on a custom domain); `exp` present,
+//! not past (5 s leeway) and at most 3600 s ahead; `nbf`, if present, not in the future (5 s
+//! leeway); a `jti`, if present, not seen before for that client while its earlier assertion
+//! was unexpired.
 //!
 //! The same server has a small admin API under `/__standin/` for the standalone
 //! `pingone-standin` binary (see [`admin`]).
 
 pub mod admin;
+mod assertion;
 mod keys;
+mod management;
 mod server;
 mod state;
 mod tls;
@@ -64,6 +89,21 @@ pub const REGIONAL_AUTH_DOMAINS: [&str; 6] = [
     "auth.pingone.sg",
     "auth.pingone.asia",
 ];
+
+/// The six regional PingOne Management API domains, in the order of
+/// [`REGIONAL_AUTH_DOMAINS`].
+pub const MANAGEMENT_API_DOMAINS: [&str; 6] = [
+    "api.pingone.com",
+    "api.pingone.eu",
+    "api.pingone.ca",
+    "api.pingone.com.au",
+    "api.pingone.sg",
+    "api.pingone.asia",
+];
+
+/// `client_assertion_type` of a JWT client assertion (RFC 7523).
+pub const JWT_BEARER_ASSERTION_TYPE: &str =
+    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// The organisation id put in the `org` claim of every token.
 pub const STANDIN_ORG_ID: &str = "5a9e3c2e-1b7d-4f0a-9c4e-7d2f1e6b8a30";
@@ -123,6 +163,13 @@ pub enum AuthMethod {
     /// HTTP Basic authentication with form-urlencoded id and secret (RFC 6749 §2.3.1).
     #[serde(rename = "client_secret_basic")]
     ClientSecretBasic,
+    /// A client assertion signed HS256/HS384/HS512 with the client secret.
+    #[serde(rename = "client_secret_jwt")]
+    ClientSecretJwt,
+    /// A client assertion signed with a private key whose public key is in the client's
+    /// [`ClientRegistration::jwks`]; the client has no usable secret.
+    #[serde(rename = "private_key_jwt")]
+    PrivateKeyJwt,
 }
 
 impl AuthMethod {
@@ -131,22 +178,49 @@ impl AuthMethod {
         match self {
             AuthMethod::ClientSecretPost => "client_secret_post",
             AuthMethod::ClientSecretBasic => "client_secret_basic",
+            AuthMethod::ClientSecretJwt => "client_secret_jwt",
+            AuthMethod::PrivateKeyJwt => "private_key_jwt",
         }
     }
 }
 
-/// A worker application known to the stand-in.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A worker application known to the stand-in. In PingOne the application id is the client id.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClientRegistration {
+    /// The environment the application lives in.
     pub environment_id: String,
+    /// The client id (also the application id of the Management API).
     pub client_id: String,
+    /// The client secret; empty for none. A `private_key_jwt` client never authenticates with
+    /// it. Kept in memory only (HMAC of `client_secret_jwt` needs it), never logged.
     pub client_secret: String,
+    /// The one token endpoint authentication method the client may use.
     pub auth_method: AuthMethod,
     /// Scopes (of one custom resource) that the client may request. Requesting no scope is
     /// always allowed.
     pub allowed_scopes: Vec<String>,
     /// Overrides the stand-in's token lifetime for this client.
     pub token_lifetime: Option<Duration>,
+    /// The public keys of a `private_key_jwt` client: a JWKS `{"keys":[...]}` of RSA and EC
+    /// P-256/P-384 public JWKs, each optionally with a `kid`.
+    pub jwks: Option<serde_json::Value>,
+    /// Whether the client's tokens may rotate application secrets through the Management API
+    /// (a role covering the application's roles, in PingOne's terms).
+    pub can_rotate_secret: bool,
+}
+
+impl std::fmt::Debug for ClientRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRegistration")
+            .field("environment_id", &self.environment_id)
+            .field("client_id", &self.client_id)
+            .field("auth_method", &self.auth_method)
+            .field("allowed_scopes", &self.allowed_scopes)
+            .field("token_lifetime", &self.token_lifetime)
+            .field("jwks", &self.jwks)
+            .field("can_rotate_secret", &self.can_rotate_secret)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientRegistration {
@@ -163,26 +237,55 @@ impl ClientRegistration {
             auth_method: AuthMethod::ClientSecretPost,
             allowed_scopes: Vec::new(),
             token_lifetime: None,
+            jwks: None,
+            can_rotate_secret: false,
         }
     }
 
+    /// A `private_key_jwt` client with these public keys and no secret.
+    pub fn private_key(
+        environment_id: impl Into<String>,
+        client_id: impl Into<String>,
+        jwks: serde_json::Value,
+    ) -> Self {
+        ClientRegistration::new(environment_id, client_id, "")
+            .with_auth_method(AuthMethod::PrivateKeyJwt)
+            .with_jwks(jwks)
+    }
+
+    /// Sets the authentication method.
     pub fn with_auth_method(mut self, auth_method: AuthMethod) -> Self {
         self.auth_method = auth_method;
         self
     }
 
+    /// Sets the scopes the client may request.
     pub fn with_scopes<S: Into<String>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
         self.allowed_scopes = scopes.into_iter().map(Into::into).collect();
         self
     }
 
+    /// Sets the client's own token lifetime.
     pub fn with_token_lifetime(mut self, lifetime: Duration) -> Self {
         self.token_lifetime = Some(lifetime);
         self
     }
+
+    /// Sets the public keys used to verify `private_key_jwt` assertions.
+    pub fn with_jwks(mut self, jwks: serde_json::Value) -> Self {
+        self.jwks = Some(jwks);
+        self
+    }
+
+    /// Lets the client's tokens rotate application secrets through the Management API.
+    pub fn with_secret_rotation(mut self, allowed: bool) -> Self {
+        self.can_rotate_secret = allowed;
+        self
+    }
 }
 
-/// A fault injected into token requests (and only into those).
+/// A fault injected into token requests ([`StandIn::push_fault`]) or Management API requests
+/// ([`StandIn::push_management_fault`]); each queue serves only its own endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// Answer with this status, a `Retry-After: <secs>` header when set, and the given body or
@@ -208,6 +311,13 @@ pub enum Fault {
     DropConnection,
     /// A `302 Found` to this location.
     Redirect(String),
+    /// Park the request before anything is decided (no token issued, no rotation committed)
+    /// until [`StandIn::release_held`]; then it proceeds normally.
+    Hold,
+    /// On the Management API: commit the rotation (the new secret is current), then park the
+    /// response until [`StandIn::release_held`]. On the token endpoint the same as
+    /// [`Fault::Hold`].
+    HoldAfterCommit,
 }
 
 impl Fault {
@@ -240,6 +350,8 @@ impl Fault {
             Fault::Oversized(n) => format!("oversized {n} bytes"),
             Fault::DropConnection => "drop connection".to_string(),
             Fault::Redirect(_) => "redirect".to_string(),
+            Fault::Hold => "hold".to_string(),
+            Fault::HoldAfterCommit => "hold after commit".to_string(),
         }
     }
 }
@@ -253,6 +365,12 @@ pub enum RecordedAuthMethod {
     /// An `Authorization: Basic` header (also when both were used).
     #[serde(rename = "client_secret_basic")]
     Basic,
+    /// A client assertion whose header names an HMAC algorithm (`HS…`).
+    #[serde(rename = "client_secret_jwt")]
+    ClientSecretJwt,
+    /// A client assertion with any other (or no readable) algorithm.
+    #[serde(rename = "private_key_jwt")]
+    PrivateKeyJwt,
     /// No client secret at all.
     #[serde(rename = "none")]
     None,
@@ -274,7 +392,8 @@ pub struct RecordedRequest {
     /// The environment addressed: the path's for the regional form, the custom domain's
     /// otherwise (`None` for an unknown custom domain).
     pub environment_id: Option<String>,
-    /// From the Basic header or the form body.
+    /// From the Basic header or the form body; for an assertion without a `client_id` field,
+    /// its (unverified) `sub`, else its `iss`.
     pub client_id: Option<String>,
     pub auth_method: RecordedAuthMethod,
     pub grant_type: Option<String>,
@@ -282,11 +401,51 @@ pub struct RecordedRequest {
     pub scope: Option<String>,
     /// Response status; 0 when the connection was dropped without a response.
     pub status: u16,
-    /// Whether the client exists in that environment and the secret sent matches its secret
-    /// (whatever the method used).
+    /// Whether the client authenticated: for a secret, that the client exists in that
+    /// environment and the secret matches its current secret or a still valid previous one
+    /// (whatever the method used); for an assertion, that it passed every check.
     pub client_secret_ok: bool,
+    /// Whether the credentials matched only the previous secret (post, basic, or an HMAC
+    /// assertion).
+    #[serde(default)]
+    pub used_previous_secret: bool,
+    /// The `alg` header of a client assertion.
+    #[serde(default)]
+    pub assertion_alg: Option<String>,
+    /// The `kid` header of a client assertion.
+    #[serde(default)]
+    pub assertion_kid: Option<String>,
+    /// The `jti` claim of a client assertion; `None` also when the assertion had none (PingOne
+    /// expects one; the stand-in accepts its absence).
+    #[serde(default)]
+    pub assertion_jti: Option<String>,
     /// The fault applied, if any (see [`Fault::name`]).
     pub fault: Option<String>,
+}
+
+/// One request to the Management API. Never holds a secret or a token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedManagementRequest {
+    /// When the request arrived.
+    #[serde(with = "rfc3339")]
+    pub time: SystemTime,
+    /// HTTP method.
+    pub method: String,
+    /// Host name from the `Host` header (without port), or the TLS SNI when there was none.
+    pub host: String,
+    pub path: String,
+    /// The environment id of the path.
+    pub environment_id: String,
+    /// The application id of the path (a client id).
+    pub application_id: String,
+    /// The `client_id` of the bearer token, when its signature verified.
+    pub caller_client_id: Option<String>,
+    /// Response status; 0 when the connection was dropped without a response.
+    pub status: u16,
+    /// The fault applied, if any (see [`Fault::name`]).
+    pub fault: Option<String>,
+    /// Whether a new secret was committed (also when the response was then held or lost).
+    pub rotated: bool,
 }
 
 mod rfc3339 {
@@ -332,6 +491,7 @@ impl StandIn {
         }
         let mut names: Vec<String> = REGIONAL_AUTH_DOMAINS
             .iter()
+            .chain(MANAGEMENT_API_DOMAINS.iter())
             .map(|d| d.to_string())
             .chain(["localhost".to_string(), "127.0.0.1".to_string()])
             .collect();
@@ -428,6 +588,18 @@ impl StandIn {
         format!("https://{auth_domain}/{environment_id}/as/token")
     }
 
+    /// `https://{api_domain}/v1/environments/{environment_id}/applications/{application_id}/secret`
+    /// (no port, as [`StandIn::token_url`]).
+    pub fn management_secret_url(
+        api_domain: &str,
+        environment_id: &str,
+        application_id: &str,
+    ) -> String {
+        format!(
+            "https://{api_domain}/v1/environments/{environment_id}/applications/{application_id}/secret"
+        )
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.shared.state()
     }
@@ -491,6 +663,63 @@ impl StandIn {
     /// Every token endpoint request so far, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state().requests.clone()
+    }
+
+    /// Queues a fault for the next `times` Management API requests (FIFO); token requests do
+    /// not see it.
+    pub fn push_management_fault(&self, fault: Fault, times: usize) {
+        self.state().push_management_fault(fault, times);
+    }
+
+    /// Clears queued Management API faults.
+    pub fn clear_management_faults(&self) {
+        self.state().management_faults.clear();
+    }
+
+    /// Lets every request parked by [`Fault::Hold`] or [`Fault::HoldAfterCommit`] proceed.
+    /// Requests parked later stay parked until the next call.
+    pub fn release_held(&self) {
+        self.shared.release_held();
+    }
+
+    /// How many requests (of both endpoints) are parked right now.
+    pub fn held_requests(&self) -> usize {
+        self.shared.held_requests()
+    }
+
+    /// Every Management API request so far, oldest first (a held one once it has finished).
+    pub fn management_requests(&self) -> Vec<RecordedManagementRequest> {
+        self.state().management_requests.clone()
+    }
+
+    /// The client's current secret (`None` for an unknown client or one without a secret).
+    pub fn current_secret(&self, environment_id: &str, client_id: &str) -> Option<String> {
+        self.state()
+            .client(environment_id, client_id)?
+            .current_secret()
+            .map(str::to_owned)
+    }
+
+    /// The client's previous secret and when it stops working, while the token endpoint still
+    /// accepts it (judged by the stand-in's clock, see [`StandIn::advance_clock`]).
+    pub fn previous_secret(
+        &self,
+        environment_id: &str,
+        client_id: &str,
+    ) -> Option<(String, SystemTime)> {
+        let state = self.state();
+        let now = state.now();
+        state
+            .client(environment_id, client_id)?
+            .previous_secret(now)
+            .map(|(secret, until)| (secret.to_owned(), until))
+    }
+
+    /// Moves the clock that decides whether a previous secret has expired forward by `by`.
+    /// Nothing else follows it: token `iat`/`exp`, assertion time checks and the bounds of a
+    /// rotation's `expiresAt` stay on the real clock, so clients keep working.
+    pub fn advance_clock(&self, by: Duration) {
+        self.state().clock_offset += by;
     }
 
     /// Number of token endpoint requests recorded.

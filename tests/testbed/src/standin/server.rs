@@ -21,8 +21,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use super::state::{Client, Shared, State};
-use super::{AuthMethod, Fault, RecordedAuthMethod, RecordedRequest, admin, is_environment_id};
+use super::assertion::{self, AlgKind, Assertion};
+use super::state::{SecretMatch, Shared, State};
+use super::{
+    AuthMethod, Fault, JWT_BEARER_ASSERTION_TYPE, RecordedAuthMethod, RecordedRequest, admin,
+    is_environment_id, management,
+};
 
 pub(crate) type Resp = Response<Full<Bytes>>;
 
@@ -115,7 +119,7 @@ pub(crate) struct Ctx {
     /// `host[:port]` as in the Host header, for URLs.
     authority: String,
     /// Lowercase host name without port.
-    host: String,
+    pub(crate) host: String,
     sni: Option<String>,
 }
 
@@ -175,6 +179,17 @@ impl Prefix {
         }
     }
 
+    /// The `aud` values a client assertion may carry: the token URL and the issuer, written
+    /// with the host *without* a port (PingOne is only ever reached on 443, and the operator
+    /// never writes a port), so a client behind a host override still builds the real URL.
+    fn assertion_audiences(&self, ctx: &Ctx) -> [String; 2] {
+        let issuer = match self {
+            Prefix::Regional(env) => format!("https://{}/{env}/as", ctx.host),
+            Prefix::Custom => format!("https://{}/as", ctx.host),
+        };
+        [format!("{issuer}/token"), issuer]
+    }
+
     /// `aud` of access tokens: the PingOne API of the region.
     fn audience(&self, ctx: &Ctx) -> String {
         match (self, ctx.host.strip_prefix("auth.pingone.")) {
@@ -206,6 +221,10 @@ async fn handle(
     }
 
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if let ["v1", "environments", env, "applications", app, "secret"] = segments.as_slice() {
+        let (env, app) = (env.to_string(), app.to_string());
+        return management::secret_endpoint(shared, &ctx, &path, &env, &app, req).await;
+    }
     let (prefix, rest) = match segments.as_slice() {
         [env, "as", rest @ ..] if is_environment_id(env) => {
             (Prefix::Regional(env.to_string()), rest)
@@ -234,12 +253,12 @@ async fn handle(
     }
 }
 
-enum BodyError {
+pub(crate) enum BodyError {
     TooLarge,
     Io,
 }
 
-async fn read_body(body: Incoming) -> Result<Bytes, BodyError> {
+pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, BodyError> {
     match Limited::new(body, MAX_REQUEST_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
@@ -255,7 +274,7 @@ pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Resp {
     raw_response(status, "application/json;charset=UTF-8", Bytes::from(bytes))
 }
 
-fn raw_response(status: StatusCode, content_type: &'static str, body: Bytes) -> Resp {
+pub(crate) fn raw_response(status: StatusCode, content_type: &'static str, body: Bytes) -> Resp {
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
     resp.headers_mut()
@@ -279,7 +298,7 @@ pub(crate) fn not_found() -> Resp {
     )
 }
 
-fn method_not_allowed(allow: &'static str) -> Resp {
+pub(crate) fn method_not_allowed(allow: &'static str) -> Resp {
     let mut resp = platform_error(
         StatusCode::METHOD_NOT_ALLOWED,
         "METHOD_NOT_ALLOWED",
@@ -290,7 +309,7 @@ fn method_not_allowed(allow: &'static str) -> Resp {
     resp
 }
 
-fn too_large() -> Resp {
+pub(crate) fn too_large() -> Resp {
     platform_error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "REQUEST_TOO_LARGE",
@@ -322,14 +341,14 @@ fn invalid_request(description: &str) -> Resp {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_request", description)
 }
 
-fn no_store(mut resp: Resp) -> Resp {
+pub(crate) fn no_store(mut resp: Resp) -> Resp {
     let headers = resp.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     resp
 }
 
-fn retry_after(mut resp: Resp, secs: u64) -> Resp {
+pub(crate) fn retry_after(mut resp: Resp, secs: u64) -> Resp {
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     resp
@@ -441,11 +460,26 @@ impl FormRequest {
     fn client_id(&self) -> Option<String> {
         match &self.basic {
             Basic::Present { client_id, .. } => Some(client_id.clone()),
-            _ => self.param("client_id").map(str::to_owned),
+            _ => self.param("client_id").map(str::to_owned).or_else(|| {
+                let peek = assertion::Peek::of(self.param("client_assertion")?);
+                peek.sub.or(peek.iss)
+            }),
         }
     }
 
+    /// Whether the request carries a client assertion (or half of one).
+    fn uses_assertion(&self) -> bool {
+        self.param("client_assertion").is_some() || self.param("client_assertion_type").is_some()
+    }
+
     fn auth_method(&self) -> RecordedAuthMethod {
+        if self.uses_assertion() {
+            let peek = assertion::Peek::of(self.param("client_assertion").unwrap_or_default());
+            return match peek.alg.as_deref() {
+                Some(alg) if alg.starts_with("HS") => RecordedAuthMethod::ClientSecretJwt,
+                _ => RecordedAuthMethod::PrivateKeyJwt,
+            };
+        }
         match (&self.basic, self.param("client_secret")) {
             (Basic::Absent, None) => RecordedAuthMethod::None,
             (Basic::Absent, Some(_)) => RecordedAuthMethod::Post,
@@ -521,68 +555,267 @@ fn form_decode(s: &str) -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 // Client authentication
 
-/// Authenticates the client of a form request against `env`'s clients.
-fn authenticate<'s>(
-    state: &'s State,
-    env: &str,
-    form: &FormRequest,
-) -> Result<&'s Client, Box<Resp>> {
+/// A client that authenticated, with what the token endpoint needs of it.
+pub(crate) struct Authenticated {
+    pub(crate) client_id: String,
+    allowed_scopes: Vec<String>,
+    token_lifetime: Option<Duration>,
+    /// The credentials matched only the previous secret.
+    pub(crate) used_previous: bool,
+}
+
+/// The client authentication a request presents, before it is checked.
+enum Presented<'f> {
+    Secret {
+        client_id: &'f str,
+        secret: &'f str,
+        method: AuthMethod,
+        basic_used: bool,
+    },
+    Assertion(&'f str),
+}
+
+/// The form of the request's client authentication: one method, complete.
+fn presented(form: &FormRequest) -> Result<Presented<'_>, Box<Resp>> {
     let basic_used = !matches!(form.basic, Basic::Absent);
-    let (client_id, secret, method) = match (&form.basic, form.param("client_secret")) {
-        (Basic::Malformed, _) => {
-            return Err(Box::new(invalid_client(
-                "Request denied: Malformed Authorization header",
-                true,
-            )));
-        }
-        (Basic::Present { .. }, Some(_)) => {
+    if matches!(form.basic, Basic::Malformed) {
+        return Err(Box::new(invalid_client(
+            "Request denied: Malformed Authorization header",
+            true,
+        )));
+    }
+    if form.uses_assertion() {
+        if basic_used || form.param("client_secret").is_some() {
             return Err(Box::new(invalid_request(
                 "Request denied: Multiple client authentication methods used",
             )));
         }
+        return match (
+            form.param("client_assertion_type"),
+            form.param("client_assertion"),
+        ) {
+            (Some(JWT_BEARER_ASSERTION_TYPE), Some(raw)) => Ok(Presented::Assertion(raw)),
+            (Some(_), Some(_)) => Err(Box::new(invalid_client(
+                "Request denied: Unsupported client_assertion_type",
+                false,
+            ))),
+            _ => Err(Box::new(invalid_request(
+                "Request denied: client_assertion and client_assertion_type are both required",
+            ))),
+        };
+    }
+    match (&form.basic, form.param("client_secret")) {
+        (Basic::Present { .. }, Some(_)) => Err(Box::new(invalid_request(
+            "Request denied: Multiple client authentication methods used",
+        ))),
         (Basic::Present { client_id, secret }, None) => {
             if form.param("client_id").is_some_and(|id| id != client_id) {
                 return Err(Box::new(invalid_request(
                     "Request denied: client_id does not match the Authorization header",
                 )));
             }
-            (
-                client_id.as_str(),
-                secret.as_str(),
-                AuthMethod::ClientSecretBasic,
-            )
+            Ok(Presented::Secret {
+                client_id,
+                secret,
+                method: AuthMethod::ClientSecretBasic,
+                basic_used,
+            })
         }
-        (Basic::Absent, Some(secret)) => match form.param("client_id") {
-            Some(id) => (id, secret, AuthMethod::ClientSecretPost),
-            None => {
+        (_, Some(secret)) => match form.param("client_id") {
+            Some(client_id) => Ok(Presented::Secret {
+                client_id,
+                secret,
+                method: AuthMethod::ClientSecretPost,
+                basic_used,
+            }),
+            None => Err(Box::new(invalid_client(
+                "Request denied: client_id is required",
+                basic_used,
+            ))),
+        },
+        (_, None) => Err(Box::new(invalid_client(
+            "Request denied: Client authentication is required",
+            basic_used,
+        ))),
+    }
+}
+
+/// Authenticates the client of a form request against `env`'s clients; an accepted
+/// assertion's `jti` is remembered against replays.
+fn authenticate(
+    state: &mut State,
+    env: &str,
+    form: &FormRequest,
+    audiences: &[String],
+) -> Result<Authenticated, Box<Resp>> {
+    match presented(form)? {
+        Presented::Assertion(raw) => {
+            let now = SystemTime::now();
+            let checked = check_assertion(state, env, form, raw, audiences, now)?;
+            if let Some((jti, exp)) = checked.jti
+                && let Some(client) = state.client_mut(env, &checked.authenticated.client_id)
+            {
+                client.remember_jti(jti, exp, epoch_secs(now));
+            }
+            Ok(checked.authenticated)
+        }
+        Presented::Secret {
+            client_id,
+            secret,
+            method,
+            basic_used,
+        } => {
+            let bad_credentials = || {
+                Box::new(invalid_client(
+                    "Request denied: Invalid client credentials",
+                    basic_used,
+                ))
+            };
+            let client = state.client(env, client_id).ok_or_else(bad_credentials)?;
+            let matched = client.match_secret(secret, state.now());
+            if matched == SecretMatch::None {
+                return Err(bad_credentials());
+            }
+            if client.auth_method != method {
                 return Err(Box::new(invalid_client(
-                    "Request denied: client_id is required",
+                    "Request denied: Unsupported authentication method",
                     basic_used,
                 )));
             }
-        },
-        (Basic::Absent, None) => {
-            return Err(Box::new(invalid_client(
-                "Request denied: Client authentication is required",
-                basic_used,
-            )));
+            Ok(Authenticated {
+                client_id: client_id.to_owned(),
+                allowed_scopes: client.allowed_scopes.clone(),
+                token_lifetime: client.token_lifetime,
+                used_previous: matched == SecretMatch::Previous,
+            })
+        }
+    }
+}
+
+/// An assertion that passed every check, with its `jti` and `exp` still to remember.
+struct CheckedAssertion {
+    authenticated: Authenticated,
+    jti: Option<(String, f64)>,
+}
+
+/// Every check of a client assertion (see the module docs for the order); changes nothing.
+fn check_assertion(
+    state: &State,
+    env: &str,
+    form: &FormRequest,
+    raw: &str,
+    audiences: &[String],
+    now: SystemTime,
+) -> Result<CheckedAssertion, Box<Resp>> {
+    let deny = |description: &str| Box::new(invalid_client(description, false));
+    let assertion = Assertion::parse(raw).map_err(deny)?;
+    let (Some(iss), Some(sub)) = (assertion.claim_str("iss"), assertion.claim_str("sub")) else {
+        return Err(deny(
+            "Request denied: The client assertion must name the client in iss and sub",
+        ));
+    };
+    if iss != sub {
+        return Err(deny(
+            "Request denied: The client assertion's iss and sub must both be the client id",
+        ));
+    }
+    if form.param("client_id").is_some_and(|id| id != sub) {
+        return Err(deny(
+            "Request denied: client_id does not match the client assertion",
+        ));
+    }
+    let client = state
+        .client(env, sub)
+        .ok_or_else(|| deny("Request denied: Invalid client credentials"))?;
+    let method = client.auth_method;
+    if !matches!(
+        method,
+        AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt
+    ) {
+        return Err(deny("Request denied: Unsupported authentication method"));
+    }
+    let kind = assertion.alg().and_then(AlgKind::of).ok_or_else(|| {
+        deny("Request denied: Unsupported signing algorithm for the client assertion")
+    })?;
+    let used_previous = match (method, kind) {
+        (AuthMethod::ClientSecretJwt, AlgKind::Hmac(alg)) => {
+            let verifies = |secret: &str| assertion.verify_hmac(alg, secret.as_bytes());
+            if client.current_secret().is_some_and(verifies) {
+                false
+            } else if client
+                .previous_secret(state.now())
+                .is_some_and(|(secret, _)| verifies(secret))
+            {
+                true
+            } else {
+                return Err(deny(
+                    "Request denied: The client assertion's signature is invalid",
+                ));
+            }
+        }
+        (AuthMethod::PrivateKeyJwt, AlgKind::Rsa(_) | AlgKind::Ec(..)) => {
+            let jwks = client
+                .jwks
+                .as_ref()
+                .ok_or_else(|| deny("Request denied: The application has no public keys"))?;
+            assertion.verify_with_jwks(kind, jwks).map_err(deny)?;
+            false
+        }
+        _ => {
+            return Err(deny(
+                "Request denied: The client assertion's alg does not fit the application's authentication method",
+            ));
         }
     };
-    let bad_credentials =
-        || invalid_client("Request denied: Invalid client credentials", basic_used);
-    let client = state
-        .client(env, client_id)
-        .ok_or_else(|| Box::new(bad_credentials()))?;
-    if !client.secret_matches(secret) {
-        return Err(Box::new(bad_credentials()));
+    let now = epoch_secs(now);
+    let (jti, exp) = assertion.check_claims(audiences, now).map_err(deny)?;
+    if let Some(jti) = &jti
+        && client.jti_replayed(jti, now)
+    {
+        return Err(deny(
+            "Request denied: The client assertion was already used (jti replayed)",
+        ));
     }
-    if client.auth_method != method {
-        return Err(Box::new(invalid_client(
-            "Request denied: Unsupported authentication method",
-            basic_used,
-        )));
+    Ok(CheckedAssertion {
+        authenticated: Authenticated {
+            client_id: sub.to_owned(),
+            allowed_scopes: client.allowed_scopes.clone(),
+            token_lifetime: client.token_lifetime,
+            used_previous,
+        },
+        jti: jti.map(|jti| (jti, exp)),
+    })
+}
+
+/// Whether the request's credentials authenticate its client, and whether only through the
+/// previous secret, without remembering anything. For a secret this ignores the method (the
+/// record says whether the secret was right even when the method was wrong).
+fn credentials_check(
+    state: &State,
+    env: &str,
+    form: &FormRequest,
+    audiences: &[String],
+) -> Option<bool> {
+    if form.uses_assertion() {
+        let Ok(Presented::Assertion(raw)) = presented(form) else {
+            return None;
+        };
+        return check_assertion(state, env, form, raw, audiences, SystemTime::now())
+            .ok()
+            .map(|checked| checked.authenticated.used_previous);
     }
-    Ok(client)
+    let (id, secret) = form.credentials()?;
+    match state.client(env, id)?.match_secret(secret, state.now()) {
+        SecretMatch::Current => Some(false),
+        SecretMatch::Previous => Some(true),
+        SecretMatch::None => None,
+    }
+}
+
+pub(crate) fn epoch_secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -617,6 +850,10 @@ async fn token_endpoint(
         Err(BodyError::Io) => return Err(Dropped),
     };
     let form = FormRequest::parse(&parts.headers, body.as_deref().unwrap_or_default());
+    let peek = form
+        .param("client_assertion")
+        .map(assertion::Peek::of)
+        .unwrap_or_default();
     let mut record = RecordedRequest {
         time,
         method: parts.method.to_string(),
@@ -630,6 +867,10 @@ async fn token_endpoint(
         scope: form.param("scope").map(str::to_owned),
         status: 0,
         client_secret_ok: false,
+        used_previous_secret: false,
+        assertion_alg: peek.alg,
+        assertion_kid: peek.kid,
+        assertion_jti: peek.jti,
         fault: None,
     };
 
@@ -638,10 +879,12 @@ async fn token_endpoint(
     let fault = {
         let mut state = shared.state();
         let env = prefix.environment(&state, ctx);
-        if let (Some(env), Some((id, secret))) = (&env, form.credentials()) {
-            record.client_secret_ok = state
-                .client(env, id)
-                .is_some_and(|c| c.secret_matches(secret));
+        if let Some(env) = &env
+            && let Some(used_previous) =
+                credentials_check(&state, env, &form, &prefix.assertion_audiences(ctx))
+        {
+            record.client_secret_ok = true;
+            record.used_previous_secret = used_previous;
         }
         record.environment_id = env;
         if parts.method != Method::POST {
@@ -670,6 +913,11 @@ async fn token_endpoint(
             }
             Fault::Delay(d) => {
                 tokio::time::sleep(d).await;
+                issue(shared, ctx, prefix, &form)
+            }
+            // Nothing to commit before the answer here, so both holds park first.
+            Fault::Hold | Fault::HoldAfterCommit => {
+                shared.park().await;
                 issue(shared, ctx, prefix, &form)
             }
             Fault::Status {
@@ -713,7 +961,7 @@ async fn token_endpoint(
 }
 
 /// A 200 body of exactly `n` bytes: token JSON padded inside the token, or a prefix of it.
-fn oversized_body(n: usize) -> Bytes {
+pub(crate) fn oversized_body(n: usize) -> Bytes {
     const HEAD: &str = "{\"access_token\":\"";
     const TAIL: &str = "\",\"token_type\":\"Bearer\",\"expires_in\":3600}";
     let pad = n.saturating_sub(HEAD.len() + TAIL.len());
@@ -726,7 +974,7 @@ fn oversized_body(n: usize) -> Bytes {
 }
 
 /// Applies `f` to the JSON object of a successful token response.
-fn rewrite_success(resp: Resp, f: impl FnOnce(&mut Map<String, Value>)) -> Resp {
+pub(crate) fn rewrite_success(resp: Resp, f: impl FnOnce(&mut Map<String, Value>)) -> Resp {
     if resp.status() != StatusCode::OK {
         return resp;
     }
@@ -742,7 +990,7 @@ fn rewrite_success(resp: Resp, f: impl FnOnce(&mut Map<String, Value>)) -> Resp 
 
 /// The real token endpoint: validation, client authentication, scopes, the signed JWT.
 fn issue(shared: &Shared, ctx: &Ctx, prefix: &Prefix, form: &FormRequest) -> Resp {
-    let state = shared.state();
+    let mut state = shared.state();
     let Some(env) = prefix.environment(&state, ctx) else {
         return not_found();
     };
@@ -759,7 +1007,7 @@ fn issue(shared: &Shared, ctx: &Ctx, prefix: &Prefix, form: &FormRequest) -> Res
             "Request denied: Parameter {name} is included more than once"
         ));
     }
-    let client = match authenticate(&state, &env, form) {
+    let client = match authenticate(&mut state, &env, form, &prefix.assertion_audiences(ctx)) {
         Ok(client) => client,
         Err(resp) => return *resp,
     };
@@ -800,10 +1048,7 @@ fn issue(shared: &Shared, ctx: &Ctx, prefix: &Prefix, form: &FormRequest) -> Res
         .unwrap_or(state.token_lifetime)
         .as_secs();
     let scope = (!requested.is_empty()).then(|| requested.join(" "));
-    let client_id = form
-        .credentials()
-        .map(|(id, _)| id.to_owned())
-        .unwrap_or_default();
+    let client_id = client.client_id;
     drop(state);
 
     let iat = SystemTime::now()
@@ -858,7 +1103,7 @@ async fn introspect(
         Err(BodyError::Io) => return Err(Dropped),
     };
     let form = FormRequest::parse(&parts.headers, &body);
-    let state = shared.state();
+    let mut state = shared.state();
     let Some(env) = prefix.environment(&state, ctx) else {
         return Ok(not_found());
     };
@@ -870,7 +1115,7 @@ async fn introspect(
             "Request denied: Content-Type must be application/x-www-form-urlencoded",
         ));
     }
-    if let Err(resp) = authenticate(&state, &env, &form) {
+    if let Err(resp) = authenticate(&mut state, &env, &form, &prefix.assertion_audiences(ctx)) {
         return Ok(*resp);
     }
     let Some(token) = form.param("token") else {
@@ -966,9 +1211,7 @@ fn openid_configuration(issuer: &str) -> Value {
         "token_endpoint_auth_methods_supported": [
             "client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt"
         ],
-        "token_endpoint_auth_signing_alg_values_supported": [
-            "HS256", "HS384", "HS512", "RS256", "RS384", "RS512"
-        ],
+        "token_endpoint_auth_signing_alg_values_supported": assertion::SUPPORTED_ALGS,
         "claim_types_supported": ["normal"],
         "claims_supported": [
             "sub", "iss", "auth_time", "acr", "name", "given_name", "family_name",

@@ -1,20 +1,27 @@
 //! The stand-in's mutable state, shared by the handle and the server tasks.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
+use super::assertion::LEEWAY_SECS;
 use super::keys::SigningKeys;
-use super::{AuthMethod, ClientRegistration, Fault, RecordedRequest, lock};
+use super::{
+    AuthMethod, ClientRegistration, Fault, RecordedManagementRequest, RecordedRequest, lock,
+};
 
 pub(crate) struct Shared {
     state: Mutex<State>,
     pub(crate) keys: SigningKeys,
     pub(crate) connections: AtomicUsize,
     pub(crate) org_id: String,
+    /// Bumped by every release of held requests; a parked request waits for a change.
+    release: watch::Sender<u64>,
+    held: AtomicUsize,
 }
 
 impl Shared {
@@ -24,32 +31,126 @@ impl Shared {
             keys,
             connections: AtomicUsize::new(0),
             org_id,
+            release: watch::Sender::new(0),
+            held: AtomicUsize::new(0),
         }
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
     }
+
+    /// Waits until the next [`Shared::release_held`]. Counted in [`Shared::held_requests`]
+    /// while waiting, also if the future is dropped on the way (the connection was closed).
+    pub(crate) async fn park(&self) {
+        struct Parked<'a>(&'a AtomicUsize);
+        impl Drop for Parked<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        // Subscribe before counting, so a release seen by a test that polled the count
+        // cannot slip in unnoticed.
+        let mut rx = self.release.subscribe();
+        let generation = *rx.borrow_and_update();
+        self.held.fetch_add(1, Ordering::SeqCst);
+        let _parked = Parked(&self.held);
+        // The sender lives as long as `self`, so this only ends by a release.
+        let _ = rx.wait_for(|g| *g != generation).await;
+    }
+
+    pub(crate) fn release_held(&self) {
+        self.release.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    pub(crate) fn held_requests(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
+    }
 }
 
-/// A registered client; the secret is kept only as a digest.
+/// Which secret of a client a presented secret matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SecretMatch {
+    Current,
+    /// The previous secret, before its expiry.
+    Previous,
+    None,
+}
+
+/// A registered client. The secrets are kept in memory (HMAC needs them) and never logged;
+/// the type has no `Debug` on purpose.
 pub(crate) struct Client {
-    pub(crate) secret_digest: [u8; 32],
+    secret: Option<String>,
+    /// The secret before the last rotation and when it stops working.
+    previous: Option<(String, SystemTime)>,
     pub(crate) auth_method: AuthMethod,
     pub(crate) allowed_scopes: Vec<String>,
     pub(crate) token_lifetime: Option<Duration>,
+    pub(crate) jwks: Option<serde_json::Value>,
+    pub(crate) can_rotate_secret: bool,
+    /// `jti` of accepted assertions and until when each could be replayed (its `exp` plus
+    /// the leeway), pruned after that.
+    seen_jtis: HashMap<String, f64>,
 }
 
 impl Client {
-    pub(crate) fn secret_matches(&self, secret: &str) -> bool {
-        let digest = digest(secret);
-        // Constant time, for form's sake.
-        digest
-            .iter()
-            .zip(self.secret_digest.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    /// Compares `presented` with the current secret, then with the previous one unless it
+    /// expired by `now` (the stand-in's clock).
+    pub(crate) fn match_secret(&self, presented: &str, now: SystemTime) -> SecretMatch {
+        if self.secret.as_deref().is_some_and(|s| same(s, presented)) {
+            SecretMatch::Current
+        } else if self
+            .previous_secret(now)
+            .is_some_and(|(s, _)| same(s, presented))
+        {
+            SecretMatch::Previous
+        } else {
+            SecretMatch::None
+        }
     }
+
+    pub(crate) fn current_secret(&self) -> Option<&str> {
+        self.secret.as_deref()
+    }
+
+    /// The previous secret while it is still accepted at `now`.
+    pub(crate) fn previous_secret(&self, now: SystemTime) -> Option<(&str, SystemTime)> {
+        self.previous
+            .as_ref()
+            .filter(|(_, until)| now < *until)
+            .map(|(s, until)| (s.as_str(), *until))
+    }
+
+    /// Makes `new` the current secret; the old one stays accepted until `keep_until`, or
+    /// stops at once without it. Only one previous secret is kept.
+    pub(crate) fn rotate(&mut self, new: String, keep_until: Option<SystemTime>) {
+        let old = self.secret.replace(new);
+        self.previous = match (old, keep_until) {
+            (Some(old), Some(until)) => Some((old, until)),
+            _ => None,
+        };
+    }
+
+    /// Whether `jti` was accepted before in an assertion still acceptable at `now` (seconds).
+    pub(crate) fn jti_replayed(&self, jti: &str, now: f64) -> bool {
+        self.seen_jtis.get(jti).is_some_and(|until| *until >= now)
+    }
+
+    /// Remembers an accepted `jti` for as long as its assertion is accepted: until `exp` plus
+    /// the clock leeway. Forgets the ones past that.
+    pub(crate) fn remember_jti(&mut self, jti: String, exp: f64, now: f64) {
+        self.seen_jtis.retain(|_, until| *until >= now);
+        self.seen_jtis.insert(jti, exp + LEEWAY_SECS);
+    }
+}
+
+/// Constant-time comparison (of digests, so lengths leak nothing either), for form's sake.
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (digest(a), digest(b));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 fn digest(secret: &str) -> [u8; 32] {
@@ -72,6 +173,10 @@ pub(crate) struct State {
     rate_limit: Option<RateLimit>,
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) issued_tokens: Vec<String>,
+    pub(crate) management_faults: VecDeque<(Fault, usize)>,
+    pub(crate) management_requests: Vec<RecordedManagementRequest>,
+    /// Added to the real clock to judge previous-secret expiry (`StandIn::advance_clock`).
+    pub(crate) clock_offset: Duration,
 }
 
 impl State {
@@ -86,7 +191,15 @@ impl State {
             rate_limit: None,
             requests: Vec::new(),
             issued_tokens: Vec::new(),
+            management_faults: VecDeque::new(),
+            management_requests: Vec::new(),
+            clock_offset: Duration::ZERO,
         }
+    }
+
+    /// The stand-in's clock for previous-secret expiry.
+    pub(crate) fn now(&self) -> SystemTime {
+        SystemTime::now() + self.clock_offset
     }
 
     pub(crate) fn add_client(&mut self, c: ClientRegistration) {
@@ -94,10 +207,14 @@ impl State {
         self.clients.insert(
             (c.environment_id, c.client_id),
             Client {
-                secret_digest: digest(&c.client_secret),
+                secret: Some(c.client_secret).filter(|s| !s.is_empty()),
+                previous: None,
                 auth_method: c.auth_method,
                 allowed_scopes: c.allowed_scopes,
                 token_lifetime: c.token_lifetime,
+                jwks: c.jwks,
+                can_rotate_secret: c.can_rotate_secret,
+                seen_jtis: HashMap::new(),
             },
         );
     }
@@ -110,6 +227,11 @@ impl State {
 
     pub(crate) fn client(&self, env: &str, client_id: &str) -> Option<&Client> {
         self.clients.get(&(env.to_string(), client_id.to_string()))
+    }
+
+    pub(crate) fn client_mut(&mut self, env: &str, client_id: &str) -> Option<&mut Client> {
+        self.clients
+            .get_mut(&(env.to_string(), client_id.to_string()))
     }
 
     pub(crate) fn add_environment(&mut self, env: &str) {
@@ -150,6 +272,23 @@ impl State {
         Some(fault)
     }
 
+    pub(crate) fn push_management_fault(&mut self, fault: Fault, times: usize) {
+        if times > 0 {
+            self.management_faults.push_back((fault, times));
+        }
+    }
+
+    /// The fault for the next Management API request, consuming one queued application.
+    pub(crate) fn take_management_fault(&mut self) -> Option<Fault> {
+        let (fault, left) = self.management_faults.front_mut()?;
+        let fault = fault.clone();
+        *left -= 1;
+        if *left == 0 {
+            self.management_faults.pop_front();
+        }
+        Some(fault)
+    }
+
     pub(crate) fn set_rate_limit(&mut self, limit: Option<(u32, Duration)>) {
         self.rate_limit = limit.map(|(requests, window)| RateLimit {
             requests,
@@ -181,5 +320,46 @@ impl State {
         // Round up to whole seconds, never below 1.
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         Err(secs.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jti_is_remembered_while_its_assertion_is_accepted_then_forgotten() {
+        let mut state = State::new(Duration::from_secs(3600));
+        state.add_client(ClientRegistration::new("env", "c", "s"));
+        let client = state.client_mut("env", "c").expect("client");
+        client.remember_jti("a".into(), 1000.0, 990.0);
+        assert!(client.jti_replayed("a", 1000.0));
+        // Still inside the leeway after exp: a replay must not pass.
+        assert!(client.jti_replayed("a", 1000.0 + LEEWAY_SECS));
+        assert!(!client.jti_replayed("a", 1000.0 + LEEWAY_SECS + 1.0));
+        assert!(!client.jti_replayed("b", 1000.0));
+        client.remember_jti("b".into(), 2000.0, 1010.0);
+        assert_eq!(client.seen_jtis.len(), 1, "pruned");
+    }
+
+    #[test]
+    fn a_previous_secret_works_until_it_expires_and_only_one_is_kept() {
+        let mut state = State::new(Duration::from_secs(3600));
+        state.add_client(ClientRegistration::new("env", "c", "s0"));
+        let t0 = SystemTime::now();
+        let client = state.client_mut("env", "c").expect("client");
+        client.rotate("s1".into(), Some(t0 + Duration::from_secs(60)));
+        assert_eq!(client.match_secret("s1", t0), SecretMatch::Current);
+        assert_eq!(client.match_secret("s0", t0), SecretMatch::Previous);
+        assert_eq!(
+            client.match_secret("s0", t0 + Duration::from_secs(60)),
+            SecretMatch::None
+        );
+        client.rotate("s2".into(), Some(t0 + Duration::from_secs(60)));
+        assert_eq!(client.match_secret("s0", t0), SecretMatch::None);
+        assert_eq!(client.match_secret("s1", t0), SecretMatch::Previous);
+        client.rotate("s3".into(), None);
+        assert_eq!(client.match_secret("s2", t0), SecretMatch::None);
+        assert_eq!(client.match_secret("s3", t0), SecretMatch::Current);
     }
 }
