@@ -3,6 +3,7 @@
 //! each test has its own namespace, stand-in and operator instance.
 
 mod bench_small;
+mod client_assertion;
 mod conditions;
 mod connection_state;
 mod event_messages;
@@ -19,4 +20,5 @@ mod rate_admission;
 mod resilience;
 mod rotation;
 mod schema;
+mod secret_rotation;
 mod support;

@@ -71,6 +71,10 @@ impl OperatorProcess {
                 "--host-override=auth.pingone.eu={}",
                 env.standin.addr()
             ))
+            .arg(format!(
+                "--host-override=api.pingone.eu={}",
+                env.standin.addr()
+            ))
             .arg("--log-format=json")
             .arg(format!("--leader-election-lease={lease}"))
             .arg(format!("--leader-election-namespace={lease_namespace}"))

@@ -63,6 +63,56 @@ async fn bad_specs_are_rejected_with_the_field_named() {
             json!({"target": {"secretTemplate": {"labels": {"app.kubernetes.io/managed-by": "me"}}}}),
             "spec.target.secretTemplate.labels",
         ),
+        // Assertion algorithms go with their method only.
+        (
+            json!({"tokenEndpointAuthMethod": "private_key_jwt", "clientAssertionAlgorithm": "HS256"}),
+            "clientAssertionAlgorithm HS256, HS384 or HS512 goes with",
+        ),
+        (
+            json!({"tokenEndpointAuthMethod": "client_secret_jwt", "clientAssertionAlgorithm": "RS256"}),
+            "clientAssertionAlgorithm HS256, HS384 or HS512 goes with",
+        ),
+        (
+            json!({"clientAssertionAlgorithm": "HS256"}),
+            "clientAssertionAlgorithm HS256, HS384 or HS512 goes with",
+        ),
+        (
+            json!({"tokenEndpointAuthMethod": "private_key_jwt", "clientAssertionAlgorithm": "ES512"}),
+            "spec.clientAssertionAlgorithm",
+        ),
+        // Rotation: a secret to rotate, PingOne's bounds, a region for custom domains.
+        (
+            json!({"tokenEndpointAuthMethod": "private_key_jwt", "clientSecretRotation": {}}),
+            "a private_key_jwt application has none",
+        ),
+        (
+            json!({"clientSecretRotation": {"keepPreviousFor": "721h"}}),
+            "keepPreviousFor must be between 1m and 720h",
+        ),
+        (
+            json!({"clientSecretRotation": {"keepPreviousFor": "30s"}}),
+            "keepPreviousFor must be between 1m and 720h",
+        ),
+        (
+            json!({"clientSecretRotation": {"rotateEvery": "30m", "keepPreviousFor": "10m"}}),
+            "rotateEvery must be between 1h and 8760h",
+        ),
+        (
+            json!({"clientSecretRotation": {"rotateEvery": "24h", "keepPreviousFor": "48h"}}),
+            "keepPreviousFor must be shorter than rotateEvery",
+        ),
+        (
+            json!({"clientSecretRotation": {"rotateEvery": "30 days"}}),
+            "spec.clientSecretRotation.rotateEvery",
+        ),
+        (
+            json!({"authDomain": "login.example.com", "clientSecretRotation": {}}),
+            "clientSecretRotation.apiDomain must name",
+        ),
+        (
+            json!({"clientSecretRotation": {"apiDomain": "api.evil.com"}}),
+            "spec.clientSecretRotation.apiDomain",
+        ),
     ];
     // Untyped, so that specs the Rust types could not even express reach the API server.
     let api: Api<DynamicObject> = Api::namespaced_with(
@@ -101,4 +151,43 @@ async fn bad_specs_are_rejected_with_the_field_named() {
         created.spec.credentials_secret_ref.client_id_key,
         "clientId"
     );
+    // The new methods with their options, and rotation with its defaults filled in.
+    for (name, spec) in [
+        (
+            "good-jwt",
+            json!({"tokenEndpointAuthMethod": "client_secret_jwt", "clientAssertionAlgorithm": "HS512",
+                   "clientSecretRotation": {}}),
+        ),
+        (
+            "good-key",
+            json!({"tokenEndpointAuthMethod": "private_key_jwt", "clientAssertionAlgorithm": "ES384",
+                   "credentialsSecretRef": {"name": "creds", "privateKeyKey": "tls.key"}}),
+        ),
+        (
+            "good-custom",
+            json!({"authDomain": "login.example.com",
+                   "clientSecretRotation": {"apiDomain": "api.pingone.com.au", "rotateEvery": "2h", "keepPreviousFor": "1h59m"}}),
+        ),
+    ] {
+        let created = env
+            .connections()
+            .create(
+                &PostParams::default(),
+                &env.connection_object(name, spec.clone()),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{spec}: {e}"));
+        if name == "good-jwt" {
+            let rotation = created.spec.client_secret_rotation.unwrap();
+            assert_eq!(rotation.rotate_every, "720h");
+            assert_eq!(rotation.keep_previous_for, "24h");
+        }
+        if name == "good-key" {
+            assert_eq!(created.spec.credentials_secret_ref.key_id_key, "keyId");
+            assert_eq!(
+                created.spec.credentials_secret_ref.private_key_key,
+                "tls.key"
+            );
+        }
+    }
 }

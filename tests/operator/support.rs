@@ -14,7 +14,9 @@ use pingone_operator::api::PingOneConnection;
 use pingone_operator::controller::digest_key::DigestKey;
 use pingone_operator::controller::{self, Context, ControllerConfig, schedule::Timing};
 use pingone_operator::metrics::Metrics;
-use pingone_operator::pingone::{REGIONAL_AUTH_DOMAINS, TokenClient, TokenClientConfig};
+use pingone_operator::pingone::{
+    API_DOMAINS, REGIONAL_AUTH_DOMAINS, TokenClient, TokenClientConfig,
+};
 use pingone_testbed::controlplane::ControlPlane;
 use pingone_testbed::standin::{ClientRegistration, StandIn, StandInConfig};
 use tokio::sync::oneshot;
@@ -55,10 +57,11 @@ pub struct TestEnv {
     pub digest_key: DigestKey,
 }
 
-/// The six regional domains, all sent to `addr`.
+/// The six regional auth domains and the six Management API domains, all sent to `addr`.
 pub fn regional_overrides(addr: std::net::SocketAddr) -> Vec<(String, std::net::SocketAddr)> {
     REGIONAL_AUTH_DOMAINS
         .iter()
+        .chain(API_DOMAINS.iter())
         .map(|d| (d.to_string(), addr))
         .collect()
 }
