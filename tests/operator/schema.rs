@@ -191,3 +191,48 @@ async fn bad_specs_are_rejected_with_the_field_named() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_example_connection_is_accepted_by_the_schema() {
+    let env = TestEnv::new("examples").await;
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        &env.ns,
+        &ApiResource::erase::<PingOneConnection>(&()),
+    );
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let value = serde_json::to_value(
+                <serde_yaml_ng::Value as serde::Deserialize>::deserialize(doc).unwrap(),
+            )
+            .unwrap();
+            if value["kind"] != "PingOneConnection" {
+                continue;
+            }
+            let mut obj: DynamicObject = serde_json::from_value(value).unwrap();
+            obj.metadata.namespace = Some(env.ns.clone());
+            let params = PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            };
+            api.create(&params, &obj)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            checked.push(obj.metadata.name.unwrap());
+        }
+    }
+    checked.sort();
+    assert_eq!(
+        checked,
+        [
+            "billing-api",
+            "billing-api-jwt",
+            "billing-api-key",
+            "billing-api-rotated"
+        ]
+    );
+}
