@@ -100,6 +100,8 @@ pub struct Metrics {
     pub throttled: Counter,
     /// Rolling restarts of workloads after rotations.
     pub rollout_restarts: Family<RolloutLabels, Counter>,
+    /// Client secret rotations by result (`success` or the condition reason).
+    pub secret_rotations: Family<ResultLabels, Counter>,
     /// Results and reasons seen per connection, so that `forget` can remove their series.
     seen: Mutex<HashMap<ConnectionLabels, BTreeSet<String>>>,
 }
@@ -130,6 +132,7 @@ impl Metrics {
             connections: Gauge::default(),
             throttled: Counter::default(),
             rollout_restarts: Family::default(),
+            secret_rotations: Family::default(),
             seen: Mutex::default(),
         };
         registry.register(
@@ -187,6 +190,11 @@ impl Metrics {
             "rollout_restarts",
             "Rolling restarts of spec.rolloutRestartTargets after token rotations",
             m.rollout_restarts.clone(),
+        );
+        registry.register(
+            "client_secret_rotations",
+            "Client secret rotations through the Management API, by result",
+            m.secret_rotations.clone(),
         );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         m
@@ -267,6 +275,18 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a client secret rotation attempt by result.
+    pub fn secret_rotation(&self, namespace: &str, name: &str, result: &str) {
+        self.remember(namespace, name, &format!("rotation:{result}"));
+        self.secret_rotations
+            .get_or_create(&ResultLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
     /// Sets the per-connection gauges.
     pub fn connection(
         &self,
@@ -320,6 +340,14 @@ impl Metrics {
                     namespace: namespace.into(),
                     name: name.into(),
                     reason: reason.into(),
+                });
+                continue;
+            }
+            if let Some(result) = value.strip_prefix("rotation:") {
+                self.secret_rotations.remove(&ResultLabels {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    result: result.into(),
                 });
                 continue;
             }

@@ -334,6 +334,8 @@ impl Reconcile<'_> {
             };
             match result {
                 Some(Ok(done)) => {
+                    ctx.metrics
+                        .secret_rotation(&self.namespace, &self.name, "success");
                     failure = None;
                     rotated = Some((done, due));
                 }
@@ -343,7 +345,7 @@ impl Reconcile<'_> {
                     self.publish(EventType::Warning, recorded.reason, &recorded.message)
                         .await;
                     ctx.metrics
-                        .error(&self.namespace, &self.name, recorded.reason);
+                        .secret_rotation(&self.namespace, &self.name, recorded.reason);
                     failure = Some(recorded);
                     ctx.states.with(&self.uid, |s| s.pending_rotation = pending);
                 }

@@ -141,9 +141,14 @@ async fn no_secret_or_token_appears_in_logs_events_or_status_with_basic_auth() {
     no_secret_or_token_leaks(AuthMethod::ClientSecretBasic).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_or_token_appears_in_logs_events_or_status_with_client_secret_jwt() {
+    no_secret_or_token_leaks(AuthMethod::ClientSecretJwt).await;
+}
+
 /// `value` as it could turn up in text: verbatim, form-urlencoded (a request body), and
 /// base64-encoded (Secret data, an `Authorization: Basic` header), padded and not.
-fn encodings(what: &str, value: &str) -> Vec<(String, String)> {
+pub(crate) fn encodings(what: &str, value: &str) -> Vec<(String, String)> {
     let urlencoded: String = form_urlencoded::byte_serialize(value.as_bytes()).collect();
     let base64 = STANDARD.encode(value);
     let mut forms = vec![

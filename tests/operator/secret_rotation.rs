@@ -162,6 +162,13 @@ async fn a_rotation_writes_the_new_secret_in_one_change_and_proves_it() {
     assert!(management[0].rotated && management[0].host == "api.pingone.eu");
     assert_eq!(management[0].caller_client_id.as_deref(), Some(CLIENT_ID));
     assert_eq!(requests.len(), 3, "{requests:#?}");
+    let metrics = env.metrics.encode();
+    let rotations = metric_value(
+        &metrics,
+        "pingone_operator_client_secret_rotations_total",
+        &[("name", "rot"), ("result", "success")],
+    );
+    assert_eq!(rotations, Some(1.0), "{metrics}");
 
     // Consumers of the credentials Secret saw the secret and its rotation time change together.
     watch.abort();
@@ -353,4 +360,67 @@ async fn a_kill_after_pingone_answered_loses_no_access() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kill_after_the_write_before_the_proof_loses_no_access() {
     kill_during_rotation(KillPoint::AfterWrite, "kill-write").await;
+}
+
+/// A rotation, logged down to trace: neither secret, nor any token (the Management API's
+/// included), appears in the logs, the Events or the status.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_leaks_neither_secret_nor_token() {
+    let env = TestEnv::new("rotate-leak").await;
+    register(&env, true);
+    mark_due(&env).await;
+    let operator = OperatorProcess::start_logging(
+        &env,
+        "debug,pingone_operator=trace",
+        &["--leader-election=false"],
+    );
+    env.create_connection("rot", rotation_spec()).await;
+    env.wait_condition(
+        "rot",
+        ROTATION,
+        "True",
+        Some("SecretRotated"),
+        Duration::from_secs(30),
+    )
+    .await;
+    let new_secret = secret_in_creds(&env).await;
+    assert_ne!(new_secret, CLIENT_SECRET);
+    let tokens = env.standin.issued_tokens();
+    assert_eq!(tokens.len(), 3, "first token, Management API token, proof");
+
+    let mut haystacks = vec![("operator logs".to_string(), operator.output())];
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(env.client.clone(), &env.ns);
+    for e in events.list(&Default::default()).await.unwrap() {
+        haystacks.push((
+            format!("event {:?}", e.reason),
+            serde_json::to_string(&e).unwrap(),
+        ));
+    }
+    assert!(
+        haystacks
+            .iter()
+            .any(|(what, _)| what.contains("ClientSecretRotated")),
+        "the rotation Event is there to be searched"
+    );
+    haystacks.push(("status".into(), env.status_json("rot").await.to_string()));
+    assert!(
+        haystacks[0].1.contains("client secret rotated"),
+        "trace logs were captured"
+    );
+    let mut needles = crate::hostile::encodings("old secret", CLIENT_SECRET);
+    needles.extend(crate::hostile::encodings("new secret", &new_secret));
+    for (i, t) in tokens.iter().enumerate() {
+        needles.extend(crate::hostile::encodings(&format!("token #{i}"), t));
+    }
+    let hits: Vec<String> = haystacks
+        .iter()
+        .flat_map(|(what, hay)| {
+            needles
+                .iter()
+                .filter(|(_, n)| hay.contains(n.as_str()))
+                .map(move |(name, _)| format!("{name} in {what}"))
+        })
+        .collect();
+    assert!(hits.is_empty(), "leaks: {hits:#?}");
 }
