@@ -424,3 +424,79 @@ async fn a_rotation_leaks_neither_secret_nor_token() {
         .collect();
     assert!(hits.is_empty(), "leaks: {hits:#?}");
 }
+
+/// The write of a rotated secret is conditional on the version read: another change to the
+/// Secret meanwhile is looked at, and a change of the secret itself is never overwritten.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_to_the_credentials_secret_during_a_rotation_is_never_overwritten() {
+    let mut env = TestEnv::new("rotate-race").await;
+    register(&env, true);
+    env.start_operator();
+    env.create_connection("rot", rotation_spec()).await;
+    env.wait_ready("rot").await;
+
+    // 1. An unrelated change while PingOne's answer is held: the write retries on the new
+    //    version and keeps that change.
+    env.standin.push_management_fault(Fault::HoldAfterCommit, 1);
+    mark_due(&env).await;
+    eventually(Duration::from_secs(20), "the answer held", || async {
+        (env.standin.held_requests() == 1).then_some(())
+    })
+    .await;
+    let patch = json!({"metadata": {"labels": {"team": "billing"}}});
+    env.secrets()
+        .patch("creds", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    env.standin.release_held();
+    env.wait_condition(
+        "rot",
+        ROTATION,
+        "True",
+        Some("SecretRotated"),
+        Duration::from_secs(30),
+    )
+    .await;
+    let creds = env.secrets().get("creds").await.unwrap();
+    assert_eq!(
+        data(&creds, "clientSecret"),
+        env.standin.current_secret(ENV_ID, CLIENT_ID)
+    );
+    assert_eq!(
+        creds
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("team")
+            .map(String::as_str),
+        Some("billing")
+    );
+
+    // 2. A person puts another secret in while the answer is held: theirs stays.
+    env.standin.push_management_fault(Fault::HoldAfterCommit, 1);
+    mark_due(&env).await;
+    eventually(
+        Duration::from_secs(20),
+        "the second answer held",
+        || async { (env.standin.held_requests() == 1).then_some(()) },
+    )
+    .await;
+    env.put_credentials("creds", CLIENT_ID, "set-by-a-person")
+        .await;
+    env.standin.release_held();
+    let conn = env
+        .wait_condition(
+            "rot",
+            ROTATION,
+            "False",
+            Some("RotationSuperseded"),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(
+        TestEnv::condition(&conn, ROTATION)
+            .message
+            .contains("the rotated secret was discarded")
+    );
+    assert_eq!(secret_in_creds(&env).await, "set-by-a-person");
+}
