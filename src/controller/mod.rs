@@ -84,6 +84,9 @@ pub struct Context {
     /// Jitter for first tokens and for renewals, each evenly spread over the tokens issued.
     first_jitter: schedule::Spread,
     renewal_jitter: schedule::Spread,
+    /// Credentials Secrets (namespace, name) whose client secret is being rotated right now:
+    /// two connections sharing a Secret must never rotate it at the same time.
+    rotating: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl Context {
@@ -106,6 +109,7 @@ impl Context {
             states: States::default(),
             first_jitter: schedule::Spread::new(rand::random()),
             renewal_jitter: schedule::Spread::new(rand::random()),
+            rotating: Default::default(),
         }
     }
 

@@ -329,7 +329,9 @@ impl Reconcile<'_> {
             let result = match pending {
                 // A secret PingOne already issued is written whatever the backoff says.
                 Some(pending) => Some(job.write(pending).await),
-                None if !waiting && due.is_some_and(|d| d <= self.now) => Some(job.run().await),
+                None if !waiting && due.is_some_and(|d| d <= self.now) => {
+                    job.run().await.transpose()
+                }
                 None => None,
             };
             match result {

@@ -299,10 +299,64 @@ pub struct Rotation<'a> {
     pub keep_previous_for: Duration,
 }
 
+/// Marks a credentials Secret as being rotated for as long as it lives.
+struct Rotating<'a> {
+    ctx: &'a Context,
+    key: (String, String),
+}
+
+impl Drop for Rotating<'_> {
+    fn drop(&mut self) {
+        self.ctx
+            .rotating
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
+
 impl Rotation<'_> {
-    /// Rotates now: token, Management API call, conditional write. On a failed write the new
-    /// secret is returned in the error's pending write, to be kept and written later.
-    pub async fn run(&self) -> Result<Rotated, (AttemptError, Option<PendingWrite>)> {
+    /// Rotates now, unless another connection sharing the credentials Secret is rotating it or
+    /// just did (`Ok(None)`): token, Management API call, conditional write. On a failed write
+    /// the new secret is returned in the error's pending write, to be kept and written later.
+    pub async fn run(&self) -> Result<Option<Rotated>, (AttemptError, Option<PendingWrite>)> {
+        let name = &self.conn.spec.credentials_secret_ref.name;
+        let key = (
+            self.secret.metadata.namespace.clone().unwrap_or_default(),
+            name.clone(),
+        );
+        if !self
+            .ctx
+            .rotating
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone())
+        {
+            return Ok(None);
+        }
+        let _rotating = Rotating { ctx: self.ctx, key };
+        // Two rotations of one secret would leave one of the new secrets unwritten and the
+        // other dead once the previous one expires: look again, under the mark, whether the
+        // Secret is still the one this decision was made on.
+        match self.secrets.get_opt(name).await {
+            Ok(Some(fresh))
+                if fresh.metadata.resource_version == self.secret.metadata.resource_version => {}
+            Ok(_) => return Ok(None),
+            Err(_) => {
+                return Err((
+                    AttemptError {
+                        reason: REASON_WRITE_PENDING,
+                        message: format!("could not read Secret {name} before rotating its secret"),
+                        retry_after: Some(Duration::from_secs(5)),
+                    },
+                    None,
+                ));
+            }
+        }
+        self.rotate().await.map(Some)
+    }
+
+    async fn rotate(&self) -> Result<Rotated, (AttemptError, Option<PendingWrite>)> {
         let spec = &self.conn.spec;
         let Some(old) = self.creds.client_secret() else {
             return Err((
@@ -397,7 +451,11 @@ impl Rotation<'_> {
                     AttemptError {
                         reason: "RotationSuperseded",
                         message: format!(
-                            "Secret {name} got another client secret while the operator rotated it; the rotated secret was discarded"
+                            "Secret {name} got another client secret while the operator rotated it; the rotated secret was discarded, and PingOne accepts the secret it replaced only until {}",
+                            pending
+                                .previous_expires_at
+                                .map(fmt_time)
+                                .unwrap_or_else(|| "now".into())
                         ),
                         retry_after: None,
                     },

@@ -500,3 +500,40 @@ async fn a_change_to_the_credentials_secret_during_a_rotation_is_never_overwritt
     );
     assert_eq!(secret_in_creds(&env).await, "set-by-a-person");
 }
+
+/// Two connections share one credentials Secret and both rotate it: one rotation happens, and
+/// both end up with tokens from the new secret. Two would leave a secret that dies once PingOne
+/// drops the previous one.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_sharing_a_secret_rotate_it_once() {
+    let mut env = TestEnv::new("rotate-shared").await;
+    register(&env, true);
+    mark_due(&env).await;
+    env.start_operator();
+    for name in ["one", "two", "three"] {
+        env.create_connection(name, rotation_spec()).await;
+    }
+    for name in ["one", "two", "three"] {
+        env.wait_condition(
+            name,
+            ROTATION,
+            "True",
+            Some("SecretRotated"),
+            Duration::from_secs(30),
+        )
+        .await;
+        env.wait_ready(name).await;
+    }
+    let (previous, _) = env.standin.previous_secret(ENV_ID, CLIENT_ID).unwrap();
+    assert_eq!(previous, CLIENT_SECRET, "a single rotation");
+    assert_eq!(
+        env.standin.management_requests().len(),
+        1,
+        "{:#?}",
+        env.standin.management_requests()
+    );
+    assert_eq!(
+        env.standin.current_secret(ENV_ID, CLIENT_ID),
+        Some(secret_in_creds(&env).await)
+    );
+}
