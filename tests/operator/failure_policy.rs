@@ -166,8 +166,9 @@ async fn an_html_403_at_renewal_is_retried_within_the_tokens_validity() {
     assert_eq!(TestEnv::condition(&conn, "Ready").status, "True");
     assert_eq!(TestEnv::condition(&conn, "Stalled").status, "False");
 
-    // The fault lasts 4 s: several backoff steps (0.5, 1, 2 s nominal in tests).
-    let end = first.time + Duration::from_secs(4);
+    // The fault lasts 6 s: several backoff steps (0.5, 1, 2 s nominal in tests), with room for
+    // a slow machine.
+    let end = first.time + Duration::from_secs(6);
     tokio::time::sleep(end.duration_since(SystemTime::now()).unwrap_or_default()).await;
     env.standin.set_persistent_fault(None);
     let window = seconds_between(first.time, SystemTime::now());
