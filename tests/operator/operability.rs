@@ -200,6 +200,8 @@ async fn rollout_restart_targets_restart_after_rotations_only() {
         "metadata": {"name": "billing"},
         "spec": {
             "replicas": 1,
+            // Every rolled-out ReplicaSet is kept, so the ones seen can be compared.
+            "revisionHistoryLimit": 50,
             "selector": {"matchLabels": {"app": "billing"}},
             "template": {
                 "metadata": {"labels": {"app": "billing"}},
@@ -347,9 +349,9 @@ async fn rollout_restart_targets_restart_after_rotations_only() {
         },
     )
     .await;
+    let sets_after = replicasets_of_billing(&replicasets).await;
     assert_eq!(
-        replicasets_of_billing(&replicasets).await,
-        sets_before,
+        sets_after, sets_before,
         "a ReplicaSet was created or removed after the operator restart"
     );
     assert_eq!(
