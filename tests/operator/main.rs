@@ -11,6 +11,7 @@ mod failure_policy;
 mod faults;
 mod foreign_secret;
 mod gitops;
+mod guard_rails;
 mod hostile;
 mod kubernetes_errors;
 mod lifecycle;
