@@ -258,6 +258,16 @@ impl Reconcile<'_> {
             }
             Plan::Keep { token, renew_at } => {
                 let changed_meanwhile = self.repair_metadata(&target, &token, renew_at).await?;
+                // A token whose check could not be made (JWKS unreachable) is checked again.
+                if let TargetState::Owned {
+                    access_token: Some(access_token),
+                    ..
+                } = &target
+                    && token_check::from_status(self.status())
+                        .is_some_and(|c| c.reason == crate::pingone::REASON_JWKS_UNAVAILABLE)
+                {
+                    self.check_token(&creds, &token, access_token).await;
+                }
                 // A success for other inputs (e.g. someone else fixed the Secret) clears the
                 // failure; one for these inputs stays until a request succeeds.
                 if self
@@ -516,6 +526,15 @@ impl Reconcile<'_> {
                     .and_then(|s| s.renew_request_served.as_deref())
             }),
         };
+        // A token that could not be checked is checked again within a minute.
+        if facts
+            .token_check
+            .as_ref()
+            .is_some_and(|c| c.reason == crate::pingone::REASON_JWKS_UNAVAILABLE)
+        {
+            let at = schedule::add(now, crate::pingone::JWKS_MIN_REFETCH);
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
         // Wake for the next rotation (or its retry), and at once to prove a new secret.
         if rotation.rotated {
             next = Some(now);

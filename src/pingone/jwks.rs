@@ -114,7 +114,10 @@ impl From<RawClaims> for Claims {
 
 struct Entry {
     keys: Arc<JwkSet>,
+    /// When the keys were fetched, or when the last failed attempt was (no keys yet).
     fetched: Instant,
+    /// Why the last attempt failed, while no keys were ever had.
+    failed: Option<String>,
 }
 
 /// The JWKS of each environment, shared by every connection.
@@ -247,14 +250,29 @@ impl TokenClient {
                     *entry = Some(Entry {
                         keys: Arc::new(keys),
                         fetched: Instant::now(),
+                        failed: None,
                     });
                 }
-                Err(message) if entry.is_none() => {
-                    return Verification::Unavailable { message };
-                }
-                // Keep the keys we had; the token may still be signed by one of them.
-                Err(message) => tracing::debug!(%message, "refetching the JWKS failed"),
+                Err(message) => match entry.as_mut() {
+                    // Keep the keys we had; the token may still be signed by one of them.
+                    Some(e) if e.failed.is_none() => {
+                        tracing::debug!(%message, "refetching the JWKS failed");
+                    }
+                    // Never had keys: remember the failure, so that the connections of the
+                    // environment do not each try again before the interval is over.
+                    _ => {
+                        *entry = Some(Entry {
+                            keys: Arc::default(),
+                            fetched: Instant::now(),
+                            failed: Some(message.clone()),
+                        });
+                        return Verification::Unavailable { message };
+                    }
+                },
             }
+        }
+        if let Some(message) = entry.as_ref().and_then(|e| e.failed.clone()) {
+            return Verification::Unavailable { message };
         }
         let keys = entry.as_ref().map(|e| e.keys.clone()).unwrap_or_default();
         drop(entry);

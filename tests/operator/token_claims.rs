@@ -52,15 +52,24 @@ fn verified(status: &serde_json::Value) -> Option<&serde_json::Value> {
 }
 
 async fn wait_verified(env: &TestEnv, name: &str, want: &str) -> serde_json::Value {
-    eventually(
-        Duration::from_secs(30),
-        &format!("{name}: TokenVerified {want}"),
-        || async {
+    let last = std::sync::Mutex::new(serde_json::Value::Null);
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
             let status = env.status_json(name).await;
-            (verified(&status)?["reason"] == want).then_some(status)
-        },
-    )
-    .await
+            if verified(&status).is_some_and(|c| c["reason"] == want) {
+                return status;
+            }
+            *last.lock().unwrap() = status;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| {
+        panic!(
+            "{name}: TokenVerified {want} not within 30 s; last status: {}",
+            last.lock().unwrap()
+        )
+    })
 }
 
 async fn skew_metric(env: &TestEnv, name: &str) -> Option<f64> {

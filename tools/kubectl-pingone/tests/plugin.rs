@@ -309,6 +309,25 @@ async fn status_why_token_and_renew_against_a_running_operator() {
         requested >= before && requested <= jiff::Timestamp::now(),
         "{requested}"
     );
+    // --wait: until the operator has served it (status.renewRequestServed), with a new token.
+    let (out, _) = env
+        .plugin(&["renew", "good", "-n", &env.ns, "--wait", "--timeout", "30s"])
+        .await;
+    assert!(out.contains("renewal served"), "{out}");
+    let conn = Api::<PingOneConnection>::namespaced(env.client.clone(), &env.ns)
+        .get("good")
+        .await
+        .unwrap();
+    assert_eq!(
+        conn.status
+            .as_ref()
+            .unwrap()
+            .renew_request_served
+            .as_deref(),
+        conn.annotations()
+            .get("pingone.tokenops.dev/renew-requested-at")
+            .map(String::as_str)
+    );
     // An unknown connection is an error, and nothing is created.
     let missing = env
         .plugin_output(&["renew", "nonexistent", "-n", &env.ns], true)
@@ -373,6 +392,16 @@ fn the_readme_has_a_row_for_every_listed_reason() {
                 pingone_operator::controller::rotation::REASON_WRITE_PENDING,
                 pingone_operator::controller::rotation::REASON_WRITE_DENIED,
                 pingone_operator::controller::rotation::REASON_NO_TOKEN,
+                pingone_operator::controller::REASON_TARGET_TEMPLATE_INVALID,
+                pingone_operator::controller::REASON_TARGET_CONFLICT,
+                pingone_operator::controller::token_check::REASON_TOKEN_VERIFIED,
+                pingone_operator::controller::token_check::REASON_ISSUER_MISMATCH,
+                pingone_operator::controller::token_check::REASON_CLIENT_MISMATCH,
+                pingone_operator::controller::token_check::REASON_SCOPES_NOT_GRANTED,
+                pingone_operator::controller::token_check::REASON_EXPIRY_SKEW,
+                pingone_operator::pingone::REASON_SIGNATURE_INVALID,
+                pingone_operator::pingone::REASON_KEY_UNKNOWN,
+                pingone_operator::pingone::REASON_JWKS_UNAVAILABLE,
             ]
             .iter(),
         );
