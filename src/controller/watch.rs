@@ -33,6 +33,22 @@ pub struct ControllerConfig {
     pub namespaces: Vec<String>,
     /// Reconciles running at once (0: unlimited).
     pub concurrency: u16,
+    /// Watch only credentials Secrets with these labels (and the operator's own token Secrets)
+    /// instead of every Secret's metadata.
+    pub credentials_secret_selector: Option<String>,
+}
+
+/// The Secret watches: every Secret's metadata, or, with a credentials selector, the
+/// operator's token Secrets and the selected credentials Secrets.
+fn secret_watch_configs(credentials_selector: Option<&str>) -> Vec<watcher::Config> {
+    let config = watcher::Config::default().any_semantic();
+    match credentials_selector {
+        None => vec![config],
+        Some(selector) => vec![
+            config.clone().labels(token_secret::MANAGED_SELECTOR),
+            config.labels(selector),
+        ],
+    }
 }
 
 fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
@@ -101,7 +117,13 @@ pub async fn run(
         .touched_objects()
         .predicate_filter(predicates::generation, Default::default());
 
-    let secrets = secret_triggers(&client, &config.namespaces, ctx.clone(), reader.clone());
+    let secrets = secret_triggers(
+        &client,
+        &config.namespaces,
+        config.credentials_secret_selector.as_deref(),
+        ctx.clone(),
+        reader.clone(),
+    );
 
     // The debounce folds the events of one change (a Secret written by kubectl apply, then its
     // annotations) into one reconcile; 20 ms is enough for that and keeps apply → Ready short.
@@ -189,14 +211,17 @@ fn relists_as_changes(
 fn secret_triggers(
     client: &Client,
     namespaces: &[String],
+    credentials_selector: Option<&str>,
     ctx: Arc<Context>,
     store: Store<PingOneConnection>,
 ) -> impl Stream<Item = ObjectRef<PingOneConnection>> + Send + 'static {
+    let configs = secret_watch_configs(credentials_selector);
     stream::select_all(
         apis::<PartialObjectMeta<Secret>>(client, namespaces)
             .into_iter()
+            .flat_map(|api| configs.iter().map(move |c| (api.clone(), c.clone())))
             // Metadata only: Secret data never reaches the operator through the watch.
-            .map(|api| watcher(api, watcher::Config::default().any_semantic()).boxed()),
+            .map(|(api, config)| watcher(api, config).boxed()),
     )
     .default_backoff()
     .filter_map(|event| async move {
@@ -264,4 +289,25 @@ fn error_policy(conn: Arc<PingOneConnection>, error: &Error, ctx: Arc<Context>) 
         error.reason(),
     );
     Action::requeue(ctx.timing.stalled_recheck)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_credentials_selector_narrows_the_secret_watch_to_labelled_secrets() {
+        let all = secret_watch_configs(None);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].label_selector, None);
+        let narrow = secret_watch_configs(Some("pingone.tokenops.dev/credentials=true"));
+        let selectors: Vec<_> = narrow.iter().map(|c| c.label_selector.as_deref()).collect();
+        assert_eq!(
+            selectors,
+            [
+                Some(token_secret::MANAGED_SELECTOR),
+                Some("pingone.tokenops.dev/credentials=true")
+            ]
+        );
+    }
 }
