@@ -3,8 +3,9 @@
 //! are shared by everything on the license).
 //!
 //! The cap is admission, not a sleep: a caller reserves the next free slot of its environment's
-//! budget and learns when it is; the reconciler then returns and comes back at that time, so a
-//! connection waiting for a slow environment holds no worker. Slots are handed out in the order
+//! budget and learns when it is; when the slot is far (see [`RateLimiter::admit_within`]) the
+//! reconciler returns and comes back at that time, so a connection waiting for a slow
+//! environment holds no worker, and only a slot within a second is waited for in place. Slots are handed out in the order
 //! they are asked for, evenly spaced, with no burst allowance. The spacing is 5 % wider than
 //! `1/rate`: requests spaced exactly `1/rate` apart put `rate + 1` of them in a closed
 //! one-second window, and the few milliseconds by which delivery varies would push a server's
