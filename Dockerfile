@@ -24,11 +24,13 @@ WORKDIR /src
 # present; if a manifest gains targets with explicit paths, add stubs for them here.)
 COPY Cargo.toml Cargo.lock ./
 COPY tests/testbed/Cargo.toml tests/testbed/Cargo.toml
-RUN mkdir -p src tests/testbed/src \
+COPY tools/kubectl-pingone/Cargo.toml tools/kubectl-pingone/Cargo.toml
+RUN mkdir -p src tests/testbed/src tools/kubectl-pingone/src \
  && echo 'fn main() {}' > src/main.rs \
+ && echo 'fn main() {}' > tools/kubectl-pingone/src/main.rs \
  && touch src/lib.rs tests/testbed/src/lib.rs \
  && cargo build --release --locked --bin pingone-operator \
- && rm -rf src tests
+ && rm -rf src tests tools
 
 # The real sources. Touch the crate roots: COPY keeps the context's modification times, which
 # can be older than the stub build, and cargo would then keep the stub binary.

@@ -47,6 +47,24 @@ pub const ENVIRONMENT_ID_PATTERN: &str =
     ),
     printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(
+        name = "Method",
+        type_ = "string",
+        json_path = ".spec.tokenEndpointAuthMethod",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Environment",
+        type_ = "string",
+        json_path = ".spec.environmentId",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Renewal",
+        type_ = "string",
+        json_path = ".status.renewalTime",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -133,7 +151,7 @@ pub struct PingOneConnectionSpec {
     pub rollout_restart_targets: Vec<RolloutRestartTarget>,
 }
 
-/// Signing algorithms of a JWT client assertion.
+// Signing algorithms of a JWT client assertion. (No doc comment: the CRD takes the field's.)
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum AssertionAlgorithm {
     /// HMAC SHA-256 with the client secret (client_secret_jwt).
@@ -217,7 +235,7 @@ fn default_keep_previous_for() -> String {
     "24h".into()
 }
 
-/// PingOne's regional Management API domains.
+// PingOne's regional Management API domains. (No doc comment: the CRD takes the field's.)
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum ApiDomain {
     /// North America.
@@ -417,6 +435,58 @@ pub struct TargetSpec {
     /// Extra labels and annotations for the Secret, e.g. for Reloader or Argo CD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_template: Option<SecretTemplate>,
+    /// Other names for the Secret's data keys (defaults: access_token, token_type, expires_at,
+    /// scope).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<TargetKeys>,
+
+    /// Extra data entries rendered from the token's fields, e.g. an Authorization header line
+    /// or an env file. A template is text with placeholders {{ .accessToken }},
+    /// {{ .tokenType }}, {{ .expiresAt }}, {{ .issuedAt }} and {{ .scope }}; literal text
+    /// cannot contain braces. At most 16 entries; keys must differ from each other and from
+    /// the keys above.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["key"]))]
+    pub extra_entries: Vec<ExtraEntry>,
+}
+
+/// Data key names of the token Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetKeys {
+    /// Key of the access token. Default: access_token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub access_token: Option<String>,
+    /// Key of the token type. Default: token_type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub token_type: Option<String>,
+    /// Key of the expiry (RFC 3339). Default: expires_at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub expires_at: Option<String>,
+    /// Key of the granted scopes (written only when scopes were granted). Default: scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub scope: Option<String>,
+}
+
+/// A data entry rendered from the token's fields.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtraEntry {
+    /// The data key.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+    /// The template: text with {{ .accessToken }}, {{ .tokenType }}, {{ .expiresAt }},
+    /// {{ .issuedAt }} or {{ .scope }} placeholders, no other braces.
+    #[schemars(length(max = 4096))]
+    #[schemars(regex(
+        pattern = r"^([^{}]|\{\{ *\.(accessToken|tokenType|expiresAt|issuedAt|scope) *\}\})*$"
+    ))]
+    pub template: String,
 }
 
 /// Labels and annotations added to the derived Secret.
@@ -590,6 +660,37 @@ pub struct PingOneConnectionStatus {
     /// When the secret that the last rotation replaced stops working at PingOne.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_client_secret_expires_at: Option<Time>,
+
+    /// What the current token grants, from its claims once its signature verified against
+    /// the environment's JWKS (JWT access tokens only; an opaque token has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_claims: Option<TokenClaims>,
+
+    /// The last value of the pingone.tokenops.dev/renew-requested-at annotation that a new
+    /// token was issued for. A value equal to it asks for nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_request_served: Option<String>,
+}
+
+/// The claims of a verified access token that tell what it grants. Never the token.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenClaims {
+    /// Issuer (iss): the environment's authorization server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Audience (aud): the resources the token is for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audience: Vec<String>,
+    /// The client the token was issued to (client_id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Scopes the token carries (scope).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// The PingOne environment (env).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_id: Option<String>,
 }
 
 /// A public JSON Web Key (RFC 7517) of an RSA or EC key.
@@ -636,9 +737,77 @@ impl PingOneConnection {
     }
 }
 
+/// Annotation on a connection that asks for a new token now: the operator renews once per
+/// distinct value (RFC 3339 time by convention, e.g. `kubectl pingone renew`), through the rate
+/// cap and the failure policy, and records the value it served in `status.renewRequestServed`.
+pub const RENEW_REQUESTED_AT: &str = "pingone.tokenops.dev/renew-requested-at";
+
+impl PingOneConnection {
+    /// The renew-on-demand request not yet served, if any.
+    pub fn pending_renew_request(&self) -> Option<&str> {
+        let value = self
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(RENEW_REQUESTED_AT)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())?;
+        let served = self
+            .status
+            .as_ref()
+            .and_then(|s| s.renew_request_served.as_deref());
+        (served != Some(value)).then_some(value)
+    }
+}
+
+/// The CRD, with descriptions as `kubectl explain` should show them: doc comments' line breaks
+/// within a paragraph joined, so that no sentence is broken mid-line.
+pub fn crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    let mut value = serde_json::to_value(PingOneConnection::crd()).expect("the CRD serializes");
+    unwrap_descriptions(&mut value);
+    serde_json::from_value(value).expect("the CRD deserializes")
+}
+
+/// Joins the lines of each paragraph of every `description` in `node`; blank lines (paragraph
+/// breaks) and list items (`- `) keep their line breaks.
+fn unwrap_descriptions(node: &mut serde_json::Value) {
+    match node {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                match child {
+                    serde_json::Value::String(text) if key == "description" => {
+                        *text = unwrap_text(text);
+                    }
+                    other => unwrap_descriptions(other),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
+    }
+}
+
+fn unwrap_text(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let line = line.trim_end();
+        if out.is_empty() {
+            out.push_str(line);
+        } else if line.is_empty() || line.starts_with("- ") || out.ends_with('\n') {
+            out.push('\n');
+            out.push_str(line);
+        } else {
+            out.push(' ');
+            out.push_str(line.trim_start());
+        }
+    }
+    out
+}
+
 /// The CRD as YAML, exactly as committed under `crds/`.
 pub fn crd_yaml() -> String {
-    let crd = PingOneConnection::crd();
+    let crd = crd();
     let yaml = serde_yaml_ng::to_string(&crd).expect("the CRD serializes to YAML");
     format!("# Generated by `pingone-operator crd`; do not edit.\n---\n{yaml}")
 }
@@ -702,8 +871,41 @@ mod tests {
     }
 
     #[test]
+    fn descriptions_keep_paragraphs_and_join_their_lines() {
+        assert_eq!(
+            unwrap_text(
+                "One sentence\nbroken here.\n\nA second\nparagraph:\n- item one\n- item\n  two"
+            ),
+            "One sentence broken here.\n\nA second paragraph:\n- item one\n- item two"
+        );
+        let crd = serde_json::to_value(crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let auth = spec["properties"]["authDomain"]["description"]
+            .as_str()
+            .unwrap();
+        assert!(auth.starts_with("Host name of the PingOne authorization server: a regional domain (auth.pingone.com, auth.pingone.eu"), "{auth}");
+        assert!(!auth.contains('\n'), "{auth}");
+        let alg = spec["properties"]["clientAssertionAlgorithm"]["description"]
+            .as_str()
+            .unwrap();
+        assert!(
+            alg.starts_with("Signing algorithm of the client assertion. For client_secret_jwt"),
+            "{alg}"
+        );
+        let columns = &crd["spec"]["versions"][0]["additionalPrinterColumns"];
+        let wide: Vec<&str> = columns
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["priority"] == 1)
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(wide, ["Method", "Environment", "Renewal"]);
+    }
+
+    #[test]
     fn every_schema_property_has_a_description() {
-        let crd = serde_json::to_value(PingOneConnection::crd()).unwrap();
+        let crd = serde_json::to_value(crd()).unwrap();
         let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
         let mut missing = Vec::new();
         fn walk(path: &str, node: &serde_json::Value, missing: &mut Vec<String>) {

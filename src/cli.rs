@@ -85,6 +85,11 @@ pub struct RunArgs {
     #[arg(long, env = "PINGONE_STALLED_RECHECK", default_value = "1h", value_parser = parse_duration)]
     pub stalled_recheck: Duration,
 
+    /// `/healthz` fails once a watch of the API server has been failing this long without a
+    /// success (the kubelet then restarts the process).
+    #[arg(long, env = "PINGONE_WATCH_FAILURE_THRESHOLD", default_value = "2m", value_parser = parse_duration)]
+    pub watch_failure_threshold: Duration,
+
     /// At most one rolling restart of a spec.rolloutRestartTargets workload per this interval.
     #[arg(long, env = "PINGONE_ROLLOUT_RESTART_DEBOUNCE", default_value = "30s", value_parser = parse_duration)]
     pub rollout_restart_debounce: Duration,

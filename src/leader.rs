@@ -39,6 +39,41 @@ pub enum LeaderError {
     },
 }
 
+/// Marks `health` as a standby while the Lease has another, unexpired holder; checks every
+/// third of the lease duration until aborted (when this replica leads).
+pub fn watch_standby(
+    client: Client,
+    config: LeaseConfig,
+    health: std::sync::Arc<crate::health::Health>,
+) -> tokio::task::JoinHandle<()> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: kube::Api<Lease> = kube::Api::namespaced(client, &config.namespace);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval((config.duration / 3).max(Duration::from_secs(1)));
+        loop {
+            every.tick().await;
+            let Ok(Some(lease)) = leases.get_opt(&config.name).await else {
+                continue;
+            };
+            let Some(spec) = lease.spec else { continue };
+            let other = spec
+                .holder_identity
+                .as_deref()
+                .is_some_and(|h| !h.is_empty() && h != config.identity);
+            let fresh = match (spec.renew_time, spec.lease_duration_seconds) {
+                (Some(t), Some(secs)) => {
+                    let until = t.0 + jiff::SignedDuration::from_secs(i64::from(secs));
+                    jiff::Timestamp::now() < until
+                }
+                _ => false,
+            };
+            if other && fresh {
+                health.set_role(crate::health::Role::Standby);
+            }
+        }
+    })
+}
+
 /// Holds (or waits for) the Lease in a background task.
 pub struct Leadership {
     state: watch::Receiver<bool>,

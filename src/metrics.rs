@@ -72,6 +72,13 @@ pub struct WriteLabels {
     pub kind: String,
 }
 
+/// A watch of the controller.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    /// `connections` or `secrets`.
+    pub watch: String,
+}
+
 /// All metrics of the operator.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -102,6 +109,12 @@ pub struct Metrics {
     pub rollout_restarts: Family<RolloutLabels, Counter>,
     /// Client secret rotations by result (`success` or the condition reason).
     pub secret_rotations: Family<ResultLabels, Counter>,
+    /// `exp` of the current token minus the expiry `expires_in` gave (JWTs only).
+    pub token_expiry_skew: Family<ConnectionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Watch failures (each is followed by a restart of the watch after a backoff).
+    pub watch_errors: Family<WatchLabels, Counter>,
+    /// When a reconcile last completed without error (Unix seconds).
+    pub last_successful_reconcile: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Results and reasons seen per connection, so that `forget` can remove their series.
     seen: Mutex<HashMap<ConnectionLabels, BTreeSet<String>>>,
 }
@@ -133,6 +146,9 @@ impl Metrics {
             throttled: Counter::default(),
             rollout_restarts: Family::default(),
             secret_rotations: Family::default(),
+            watch_errors: Family::default(),
+            token_expiry_skew: Family::default(),
+            last_successful_reconcile: Gauge::default(),
             seen: Mutex::default(),
         };
         registry.register(
@@ -196,8 +212,50 @@ impl Metrics {
             "Client secret rotations through the Management API, by result",
             m.secret_rotations.clone(),
         );
+        registry.register(
+            "token_expiry_skew_seconds",
+            "The token's exp minus the expiry its expires_in gave; over 60 s in either direction means a clock is off",
+            m.token_expiry_skew.clone(),
+        );
+        registry.register(
+            "watch_errors",
+            "Failures of the controller's watches, by watch; each watch restarts after a backoff",
+            m.watch_errors.clone(),
+        );
+        registry.register(
+            "last_successful_reconcile_timestamp_seconds",
+            "When a reconcile last completed without error, as a Unix timestamp",
+            m.last_successful_reconcile.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         m
+    }
+
+    /// The skew between a token's `exp` and its `expires_in`.
+    pub fn token_expiry_skew(&self, namespace: &str, name: &str, seconds: f64) {
+        self.token_expiry_skew
+            .get_or_create(&ConnectionLabels {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            })
+            .set(seconds);
+    }
+
+    /// A watch failed.
+    pub fn watch_error(&self, watch: &str) {
+        self.watch_errors
+            .get_or_create(&WatchLabels {
+                watch: watch.to_string(),
+            })
+            .inc();
+    }
+
+    /// A reconcile completed without error now.
+    pub fn reconciled(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_successful_reconcile.set(now);
     }
 
     /// OpenMetrics text of every metric.
@@ -328,6 +386,7 @@ impl Metrics {
         self.ready.remove(&labels);
         self.token_expiration.remove(&labels);
         self.token_renewal.remove(&labels);
+        self.token_expiry_skew.remove(&labels);
         let seen = self
             .seen
             .lock()

@@ -2,7 +2,6 @@
 //! the controller.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -12,6 +11,7 @@ use tracing::info;
 use crate::cli::RunArgs;
 use crate::controller::digest_key::{self, DigestKeyError};
 use crate::controller::{self, Context, ControllerConfig, schedule::Timing};
+use crate::health::{Health, Role};
 use crate::leader::{LeaderError, Leadership, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::pingone::{TokenClient, TokenClientConfig};
@@ -119,7 +119,10 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         &args.digest_key_secret,
     )
     .await?;
-    let ctx = Arc::new(Context::new(client, tokens, metrics.clone(), timing, key));
+    let health = Arc::new(Health::new(args.watch_failure_threshold));
+    let ctx = Arc::new(
+        Context::new(client, tokens, metrics.clone(), timing, key).with_health(health.clone()),
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -134,18 +137,15 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         let _ = stop_tx.send(true);
     });
 
-    let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(server::serve(
         args.listen,
         ServerState {
             metrics,
-            ready: ready.clone(),
+            health: health.clone(),
         },
         stopped(),
     ));
 
-    // Standbys are healthy and ready too: they serve metrics and take over when needed.
-    ready.store(true, Ordering::Relaxed);
     let config = ControllerConfig {
         namespaces: args.namespaces.clone(),
         concurrency: args.concurrency,
@@ -162,7 +162,14 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         };
         let mut leadership = Leadership::start(ctx.client.clone(), &lease).await?;
         info!(lease = %lease.name, identity = %lease.identity, "waiting for leadership");
-        if leadership.acquired(stopped()).await {
+        // Ready as a standby once the Lease shows another live holder; standbys serve metrics
+        // and take over when needed.
+        let standby =
+            crate::leader::watch_standby(ctx.client.clone(), lease.clone(), health.clone());
+        let acquired = leadership.acquired(stopped()).await;
+        standby.abort();
+        if acquired {
+            health.set_role(Role::Active);
             info!(identity = %lease.identity, "leading; starting the controller");
             let lost = leadership.lost();
             let stop = stopped();
@@ -182,6 +189,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         }
         leadership.release().await;
     } else {
+        health.set_role(Role::Active);
         controller::run(ctx, config, stopped()).await;
     }
     let _ = stop_tx_for_server.send(true);

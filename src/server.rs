@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -10,6 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::health::Health;
 use crate::metrics::Metrics;
 
 /// What the endpoints report.
@@ -17,24 +17,30 @@ use crate::metrics::Metrics;
 pub struct ServerState {
     /// Metrics to encode.
     pub metrics: Arc<Metrics>,
-    /// Set once the controller runs.
-    pub ready: Arc<AtomicBool>,
+    /// Readiness and liveness.
+    pub health: Arc<Health>,
 }
 
 /// The router (exposed for tests).
 pub fn router(state: ServerState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
 
 async fn readyz(State(state): State<ServerState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    match state.health.ready() {
+        Ok(()) => (StatusCode::OK, "ok".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+async fn healthz(State(state): State<ServerState>) -> impl IntoResponse {
+    match state.health.healthy() {
+        Ok(()) => (StatusCode::OK, "ok".to_string()),
+        Err(why) => (StatusCode::INTERNAL_SERVER_ERROR, why),
     }
 }
 

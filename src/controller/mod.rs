@@ -4,6 +4,7 @@
 pub mod credentials;
 pub mod digest_key;
 mod events;
+pub mod layout;
 mod own_writes;
 pub mod plan;
 pub mod policy;
@@ -13,6 +14,7 @@ pub mod rotation;
 pub mod schedule;
 mod state;
 pub mod status;
+pub mod token_check;
 pub mod token_secret;
 mod watch;
 
@@ -33,6 +35,9 @@ pub const FIELD_MANAGER: &str = "pingone-operator";
 
 /// Reason when the target Secret exists and is not owned by the connection.
 pub const REASON_TARGET_CONFLICT: &str = "TargetSecretConflict";
+/// Reason when spec.target's keys or extra entries are wrong (a template the schema could not
+/// check, or a data key used twice).
+pub const REASON_TARGET_TEMPLATE_INVALID: &str = "TargetTemplateInvalid";
 /// Reason when the spec holds a value the schema could not reject.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 /// Reason when a Kubernetes API call failed.
@@ -65,6 +70,10 @@ impl Error {
     }
 }
 
+/// How long a watch may fail without a success before `/healthz` fails.
+pub const DEFAULT_WATCH_FAILURE_THRESHOLD: std::time::Duration =
+    std::time::Duration::from_secs(120);
+
 /// State shared by every reconcile.
 pub struct Context {
     /// Kubernetes client.
@@ -84,6 +93,8 @@ pub struct Context {
     /// Jitter for first tokens and for renewals, each evenly spread over the tokens issued.
     first_jitter: schedule::Spread,
     renewal_jitter: schedule::Spread,
+    /// What `/readyz` and `/healthz` report; the watches keep it current.
+    pub health: Arc<crate::health::Health>,
     /// Credentials Secrets (namespace, name) whose client secret is being rotated right now:
     /// two connections sharing a Secret must never rotate it at the same time.
     rotating: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
@@ -110,7 +121,14 @@ impl Context {
             first_jitter: schedule::Spread::new(rand::random()),
             renewal_jitter: schedule::Spread::new(rand::random()),
             rotating: Default::default(),
+            health: Arc::new(crate::health::Health::new(DEFAULT_WATCH_FAILURE_THRESHOLD)),
         }
+    }
+
+    /// The same context, reporting to `health` (the server's).
+    pub fn with_health(mut self, health: Arc<crate::health::Health>) -> Self {
+        self.health = health;
+        self
     }
 
     /// A unit in [0, 1) for the jitter of a new token (see [`schedule::choose_jitter`]).

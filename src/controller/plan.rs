@@ -20,6 +20,8 @@ pub enum Need {
     Damaged,
     /// The renewal time has come.
     RenewalDue,
+    /// Someone asked for a new token (the renew-requested-at annotation).
+    Requested,
 }
 
 impl Need {
@@ -31,7 +33,13 @@ impl Need {
             Need::InputsChanged => "spec or credentials changed",
             Need::Damaged => "token secret was modified",
             Need::RenewalDue => "renewal due",
+            Need::Requested => "renewal requested",
         }
+    }
+
+    /// The token in the Secret is still the one for the current inputs: a renewal of it.
+    pub fn is_renewal(self) -> bool {
+        matches!(self, Need::RenewalDue | Need::Requested)
     }
 }
 
@@ -73,6 +81,8 @@ pub struct Inputs<'a> {
     pub failure: Option<&'a Failure>,
     /// The connection had a token before (its status says when it was issued).
     pub had_token: bool,
+    /// A new token was asked for (renew-requested-at) and not yet issued.
+    pub renew_requested: bool,
 }
 
 /// Decides what to do, given the Secret's state, the current inputs and the last failure.
@@ -84,6 +94,7 @@ pub fn decide(now: Timestamp, inputs: Inputs<'_>, timing: &Timing) -> Plan {
         rule,
         failure,
         had_token,
+        renew_requested,
     } = inputs;
     let (need, last_issued) = match target {
         TargetState::Foreign { .. } => return Plan::Conflict,
@@ -97,13 +108,16 @@ pub fn decide(now: Timestamp, inputs: Inputs<'_>, timing: &Timing) -> Plan {
                 (Need::InputsChanged, None)
             } else {
                 let renew_at = renewal_time(token, rule, timing);
-                if now < renew_at {
+                if renew_requested {
+                    (Need::Requested, Some(token.issued_at))
+                } else if now < renew_at {
                     return Plan::Keep {
                         token: token.clone(),
                         renew_at,
                     };
+                } else {
+                    (Need::RenewalDue, Some(token.issued_at))
                 }
-                (Need::RenewalDue, Some(token.issued_at))
             }
         }
     };
@@ -157,6 +171,7 @@ mod tests {
                 rule,
                 failure,
                 had_token: true,
+                renew_requested: false,
             },
             timing,
         )
@@ -184,6 +199,7 @@ mod tests {
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
             resource_version: None,
+            shape_ok: true,
         }
     }
 
@@ -242,6 +258,7 @@ mod tests {
             rule: RULE,
             failure: None,
             had_token: false,
+            renew_requested: false,
         };
         assert_eq!(super::decide(now, first, &t), Plan::Request(Need::First));
         assert_eq!(
@@ -357,6 +374,52 @@ mod tests {
                 &t
             ),
             Plan::Request(Need::Missing)
+        );
+    }
+
+    #[test]
+    fn a_renew_request_renews_a_fresh_token_after_the_floor_and_any_retry_time() {
+        let t = Timing::default();
+        let inputs = |target, failure| Inputs {
+            target,
+            inputs_digest: "d",
+            generation: Some(1),
+            rule: RULE,
+            failure,
+            had_token: true,
+            renew_requested: true,
+        };
+        let fresh = owned(Some(token("d")));
+        // Issued 08:00:00, renewal due 08:40: a request at 08:10 renews now.
+        assert_eq!(
+            super::decide(ts("2026-11-27T08:10:00Z"), inputs(&fresh, None), &t),
+            Plan::Request(Need::Requested)
+        );
+        // Within the 10 s floor after issue, it waits for the floor.
+        assert_eq!(
+            super::decide(ts("2026-11-27T08:00:04Z"), inputs(&fresh, None), &t),
+            Plan::Wait {
+                need: Need::Requested,
+                until: ts("2026-11-27T08:00:10Z")
+            }
+        );
+        // A failure's retry time holds it back too.
+        let f = failure("d", false, "2026-11-27T08:12:00Z");
+        assert_eq!(
+            super::decide(ts("2026-11-27T08:10:00Z"), inputs(&fresh, Some(&f)), &t),
+            Plan::Wait {
+                need: Need::Requested,
+                until: ts("2026-11-27T08:12:00Z")
+            }
+        );
+        // Without a token it is the first token, whatever was asked.
+        let first = Inputs {
+            had_token: false,
+            ..inputs(&TargetState::Absent, None)
+        };
+        assert_eq!(
+            super::decide(ts("2026-11-27T08:10:00Z"), first, &t),
+            Plan::Request(Need::First)
         );
     }
 

@@ -17,6 +17,7 @@ use tracing::{Span, debug, field, info, instrument, warn};
 
 use super::credentials::{self, Credentials};
 use super::events::{self, EventType};
+use super::layout::Layout;
 use super::own_writes::{OwnWrite, WrittenStatus};
 use super::plan::{self, Need, Plan};
 use super::policy::{self, Attempt, Failure, FailureClass, Validity};
@@ -26,11 +27,12 @@ use super::token_secret::{self, IssuedToken, TargetState};
 use super::{
     Context, Error, FIELD_MANAGER, REASON_CREDENTIALS_FORBIDDEN, REASON_INVALID_SPEC,
     REASON_KUBERNETES_CONFLICT, REASON_KUBERNETES_ERROR, REASON_TARGET_CONFLICT,
-    REASON_TARGET_FORBIDDEN, REASON_TARGET_REJECTED,
+    REASON_TARGET_FORBIDDEN, REASON_TARGET_REJECTED, REASON_TARGET_TEMPLATE_INVALID,
 };
-use super::{rollout, rotation, schedule};
+use super::{rollout, rotation, schedule, token_check};
 use crate::api::{
-    PingOneConnection, PingOneConnectionStatus, PublicJwk, RenewBefore, TokenEndpointAuthMethod,
+    PingOneConnection, PingOneConnectionStatus, PublicJwk, RENEW_REQUESTED_AT, RenewBefore,
+    TokenEndpointAuthMethod,
 };
 use crate::pingone::TokenRequest;
 
@@ -114,6 +116,8 @@ struct Reconcile<'a> {
     failure: Option<Failure>,
     /// The credentials Secret and the credentials as `act` read them.
     read: std::sync::Mutex<Option<(Secret, Credentials)>>,
+    /// The check of a token this reconcile wrote (`Some(None)`: an opaque token).
+    check: std::sync::Mutex<Option<Option<token_check::TokenCheck>>>,
 }
 
 /// What this reconcile did about client secret rotation.
@@ -165,6 +169,7 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
         now: now(),
         failure,
         read: std::sync::Mutex::new(None),
+        check: std::sync::Mutex::new(None),
     };
     match r.act().await {
         Ok(outcome) => {
@@ -195,7 +200,15 @@ impl Reconcile<'_> {
             .with(&self.uid, |s| s.credentials_seen = seen);
         let target_secret =
             target_secret.map_err(|e| self.read_error(&e, &self.target_name, false))?;
-        let target = token_secret::inspect(target_secret.as_ref(), &self.uid);
+        let layout = Layout::of(&spec.target);
+        let target = token_secret::inspect_with(
+            target_secret.as_ref(),
+            &self.uid,
+            layout.as_ref().unwrap_or(&Layout::default()),
+        );
+        if let Err(message) = layout {
+            return Ok(self.blocked(&target, REASON_TARGET_TEMPLATE_INVALID, message));
+        }
 
         let rule = match spec.renewal.renew_before() {
             Ok(rule) => rule,
@@ -237,6 +250,7 @@ impl Reconcile<'_> {
                     .status
                     .as_ref()
                     .is_some_and(|s| s.issued_at.is_some()),
+                renew_requested: self.conn.pending_renew_request().is_some(),
             },
             &self.ctx.timing,
         );
@@ -435,14 +449,14 @@ impl Reconcile<'_> {
                 current,
             } => (
                 current.clone(),
-                *need == Need::RenewalDue,
+                need.is_renewal(),
                 None,
                 self.failure.as_ref().map(problem_of),
                 Some(*until),
             ),
             Outcome::Throttled { need, current, .. } => (
                 current.clone(),
-                *need == Need::RenewalDue,
+                need.is_renewal(),
                 None,
                 self.failure.as_ref().map(problem_of),
                 None,
@@ -492,6 +506,20 @@ impl Reconcile<'_> {
             failed_inputs_digest: failure.as_ref().map(|f| f.inputs_digest.as_str()),
             public_jwk: public_jwk(self.conn, self.read_key_jwk()),
             rotation: rotation.facts.clone(),
+            token_check: match self.check.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+                Some(check) => check,
+                None if token.is_some() => token_check::from_status(self.status()),
+                None => None,
+            },
+            // A new token serves a pending renew request; otherwise the last one served stays.
+            renew_request_served: match &outcome {
+                Outcome::Issued { .. } => self.conn.pending_renew_request(),
+                _ => None,
+            }
+            .or_else(|| {
+                self.status()
+                    .and_then(|s| s.renew_request_served.as_deref())
+            }),
         };
         // Wake for the next rotation (or its retry), and at once to prove a new secret.
         if rotation.rotated {
@@ -524,6 +552,7 @@ impl Reconcile<'_> {
             // A short wait for the request budget is not worth a status write of its own: the
             // token's status follows within seconds. A long one (a big burst) is shown.
             if wait <= SHORT_THROTTLE {
+                ctx.metrics.reconciled();
                 return Ok(Action::requeue(wait));
             }
         }
@@ -531,6 +560,7 @@ impl Reconcile<'_> {
             return Ok(self.kube_failed(e).await);
         }
         self.clear_kube_failure();
+        ctx.metrics.reconciled();
 
         if let Outcome::Throttled { wait, .. } = outcome {
             return Ok(Action::requeue(wait));
@@ -681,7 +711,7 @@ impl Reconcile<'_> {
                         return Ok(Outcome::Failed {
                             failure,
                             current,
-                            token_current: need == Need::RenewalDue,
+                            token_current: need.is_renewal(),
                         });
                     }
                 }
@@ -726,6 +756,7 @@ impl Reconcile<'_> {
             }
         };
         self.set_failure(None);
+        self.check_token(creds, &token, &access_token).await;
         let expiry = token.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ");
         let secret_name = &self.target_name;
         let (reason, note) = match need {
@@ -736,6 +767,13 @@ impl Reconcile<'_> {
             Need::RenewalDue => (
                 "TokenRenewed",
                 format!("Renewed the token in Secret {secret_name}, valid until {expiry}"),
+            ),
+            Need::Requested => (
+                "TokenRenewed",
+                format!(
+                    "Renewed the token in Secret {secret_name} on request ({}), valid until {expiry}",
+                    RENEW_REQUESTED_AT
+                ),
             ),
             other => (
                 "TokenIssued",
@@ -752,6 +790,51 @@ impl Reconcile<'_> {
             renew_at,
             changed_meanwhile,
         })
+    }
+
+    /// Verifies a token just written against the environment's JWKS and compares its claims
+    /// with what was asked for; the result goes to status (and a Warning Event when wrong).
+    async fn check_token(
+        &self,
+        creds: &Credentials,
+        token: &IssuedToken,
+        access_token: &crate::pingone::SecretString,
+    ) {
+        use crate::pingone::ExposeSecret;
+        let spec = &self.conn.spec;
+        let verification = self
+            .ctx
+            .tokens
+            .verify_token(
+                &spec.auth_domain,
+                &spec.environment_id,
+                access_token.expose_secret(),
+            )
+            .await;
+        let issuer = crate::pingone::expected_issuer(&spec.auth_domain, &spec.environment_id);
+        let check = token_check::assess(
+            verification,
+            &token_check::Expected {
+                issuer: issuer.as_deref(),
+                client_id: &creds.client_id,
+                asked_scopes: &spec.scopes,
+                response_scopes: &token.scopes,
+                expires_at: token.expires_at,
+            },
+        );
+        if let Some(c) = &check {
+            if let Some(skew) = c.skew_seconds {
+                self.ctx
+                    .metrics
+                    .token_expiry_skew(&self.namespace, &self.name, skew as f64);
+            }
+            if !c.ok {
+                warn!(reason = %c.reason, detail = %c.message, "token check");
+                self.publish(EventType::Warning, &c.reason, &c.message)
+                    .await;
+            }
+        }
+        *self.check.lock().unwrap_or_else(|e| e.into_inner()) = Some(check);
     }
 
     /// Takes a slot of the environment's request budget: `None` when the request may go now
@@ -816,6 +899,7 @@ impl Reconcile<'_> {
             labels,
             annotations,
             resource_version,
+            shape_ok,
             ..
         } = target
         else {
@@ -824,10 +908,12 @@ impl Reconcile<'_> {
         let want_labels = token_secret::desired_labels(self.conn);
         let want_annotations =
             token_secret::desired_annotations(self.conn, token, access_token, renew_at);
-        if !token_secret::metadata_drifted(labels, annotations, &want_labels, &want_annotations) {
+        if *shape_ok
+            && !token_secret::metadata_drifted(labels, annotations, &want_labels, &want_annotations)
+        {
             return Ok(false);
         }
-        info!("restoring the token Secret's labels and annotations");
+        info!("restoring the token Secret's data layout, labels and annotations");
         let secret = token_secret::build(
             self.conn,
             token,
@@ -874,7 +960,55 @@ impl Reconcile<'_> {
             .patch(&secret.name_any(), &params, &Patch::Apply(secret))
             .await
         {
-            Ok(written) => Ok(self.end_write(written.resource_version(), true)),
+            Ok(written) => {
+                let changed = self.end_write(written.resource_version(), true);
+                self.remove_stray_keys(secret, &written).await?;
+                Ok(changed)
+            }
+            Err(e) => {
+                self.end_write(None, false);
+                Err(self.write_error(&e))
+            }
+        }
+    }
+
+    /// Removes data keys the Secret should no longer have (a key renamed or an extra entry
+    /// dropped in spec.target): server-side apply removes only keys it set itself, not those
+    /// of the Secret's first write (a create).
+    async fn remove_stray_keys(&self, desired: &Secret, written: &Secret) -> Result<(), KubeError> {
+        let want = desired.data.as_ref();
+        let stray: serde_json::Map<String, serde_json::Value> = written
+            .data
+            .iter()
+            .flat_map(|d| d.keys())
+            .filter(|k| !want.is_some_and(|w| w.contains_key(*k)))
+            .map(|k| (k.clone(), serde_json::Value::Null))
+            .collect();
+        if stray.is_empty() {
+            return Ok(());
+        }
+        info!(
+            keys = stray.len(),
+            "removing data keys the token Secret's layout no longer has"
+        );
+        self.begin_write(desired);
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": written.resource_version()},
+            "data": stray,
+        });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        match self
+            .secrets
+            .patch(&written.name_any(), &params, &Patch::Merge(&patch))
+            .await
+        {
+            Ok(w) => {
+                self.end_write(w.resource_version(), true);
+                Ok(())
+            }
             Err(e) => {
                 self.end_write(None, false);
                 Err(self.write_error(&e))
@@ -1222,6 +1356,8 @@ mod tests {
                 failed_inputs_digest: Some(&failure.inputs_digest),
                 public_jwk: None,
                 rotation: None,
+                renew_request_served: None,
+                token_check: None,
             };
             let written = status::compute(None, &facts);
             // Through the API server and back.

@@ -54,6 +54,14 @@ pub const REASON_PROVING: &str = "ProvingNewSecret";
 pub const REASON_WRITE_PENDING: &str = "RotatedSecretNotWritten";
 /// The token for the Management API could not be had.
 pub const REASON_NO_TOKEN: &str = "ManagementTokenFailed";
+/// Reason: the API server would deny the write of the rotated secret (the guard rails'
+/// admission policy, for a credentials Secret without [`ROTATION_LABEL`]); nothing was rotated.
+pub const REASON_WRITE_DENIED: &str = "RotationWriteDenied";
+/// Label a credentials Secret carries when its client secret may be rotated: the guard rails'
+/// admission policy (deploy/guard-rails) lets the operator write only such credentials Secrets.
+pub const ROTATION_LABEL: &str = "pingone.tokenops.dev/rotation";
+/// Value of [`ROTATION_LABEL`].
+pub const ROTATION_LABEL_VALUE: &str = "enabled";
 
 /// A failed rotation, retried at `retry_at`.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,6 +112,16 @@ pub fn retry_at(now: Timestamp, attempts: u32, retry_after: Option<Duration>) ->
         .unwrap_or(now)
 }
 
+/// Whether the credentials Secret carries [`ROTATION_LABEL`]`=`[`ROTATION_LABEL_VALUE`].
+pub fn has_rotation_label(secret: &Secret) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(ROTATION_LABEL))
+        .is_some_and(|v| v == ROTATION_LABEL_VALUE)
+}
+
 fn annotation_time(secret: &Secret, key: &str) -> Option<Timestamp> {
     secret.metadata.annotations.as_ref()?.get(key)?.parse().ok()
 }
@@ -149,6 +167,7 @@ fn static_reason(reason: &str) -> &'static str {
         "ManagementApiUnavailable",
         "ManagementApiError",
         REASON_WRITE_PENDING,
+        REASON_WRITE_DENIED,
         REASON_NO_TOKEN,
     ];
     REASONS
@@ -353,7 +372,57 @@ impl Rotation<'_> {
                 ));
             }
         }
+        if !has_rotation_label(self.secret) {
+            self.check_writable(name).await?;
+        }
         self.rotate().await.map(Some)
+    }
+
+    /// For a credentials Secret without [`ROTATION_LABEL`]: warns, and asks the API server with
+    /// a dry run whether the rotated secret could be written at all. A denial (the guard rails'
+    /// admission policy) stops the rotation before PingOne is asked for a secret that could not
+    /// be stored.
+    async fn check_writable(&self, name: &str) -> Result<(), (AttemptError, Option<PendingWrite>)> {
+        warn!(
+            secret = %name,
+            "the credentials Secret of a connection with clientSecretRotation lacks the label {ROTATION_LABEL}={ROTATION_LABEL_VALUE}; the guard rails admission policy denies writing a rotated secret into it"
+        );
+        events::publish(
+            self.ctx,
+            self.conn,
+            EventType::Warning,
+            "RotationLabelMissing",
+            &format!(
+                "Secret {name} lacks the label {ROTATION_LABEL}={ROTATION_LABEL_VALUE}; with the guard rails admission policy installed the operator may not write a rotated secret into it"
+            ),
+        )
+        .await;
+        let probe = serde_json::json!({
+            "metadata": {"resourceVersion": self.secret.metadata.resource_version}
+        });
+        let params = PatchParams {
+            dry_run: true,
+            ..PatchParams::default()
+        };
+        match self
+            .secrets
+            .patch(name, &params, &Patch::Merge(&probe))
+            .await
+        {
+            Err(kube::Error::Api(status)) if status.code == 403 => Err((
+                AttemptError {
+                    reason: REASON_WRITE_DENIED,
+                    message: format!(
+                        "the API server would deny writing a rotated secret into Secret {name}: {}; label the Secret {ROTATION_LABEL}={ROTATION_LABEL_VALUE}. Nothing was rotated",
+                        status.message
+                    ),
+                    retry_after: None,
+                },
+                None,
+            )),
+            // Anything else is for the real write to meet.
+            _ => Ok(()),
+        }
     }
 
     async fn rotate(&self) -> Result<Rotated, (AttemptError, Option<PendingWrite>)> {

@@ -65,6 +65,10 @@ pub struct Facts<'a> {
     pub public_jwk: Option<PublicJwk>,
     /// Client secret rotation, when configured.
     pub rotation: Option<RotationFacts>,
+    /// The renew-requested-at value the current token was issued for.
+    pub renew_request_served: Option<&'a str>,
+    /// The check of the token in the Secret (JWTs only).
+    pub token_check: Option<super::token_check::TokenCheck>,
 }
 
 /// What status shows of client secret rotation.
@@ -220,6 +224,15 @@ pub fn compute(
         ));
     }
 
+    if let Some(c) = &facts.token_check {
+        conditions.push(condition(
+            super::token_check::TOKEN_VERIFIED,
+            c.ok,
+            &c.reason,
+            c.message.clone(),
+        ));
+    }
+
     PingOneConnectionStatus {
         observed_generation: facts.generation,
         conditions,
@@ -241,6 +254,8 @@ pub fn compute(
             .as_ref()
             .and_then(|r| r.previous_expires_at)
             .map(Time),
+        renew_request_served: facts.renew_request_served.map(str::to_string),
+        token_claims: facts.token_check.as_ref().and_then(|c| c.claims.clone()),
     }
 }
 
@@ -328,6 +343,8 @@ mod tests {
             failed_inputs_digest: None,
             public_jwk: None,
             rotation: None,
+            renew_request_served: None,
+            token_check: None,
         }
     }
 

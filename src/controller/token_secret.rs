@@ -13,6 +13,7 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use super::digest_key::DigestKey;
+use super::layout::{Layout, Values};
 use crate::api::PingOneConnection;
 #[cfg(test)]
 use crate::api::TokenEndpointAuthMethod;
@@ -39,6 +40,10 @@ pub const RENEWAL_JITTER: &str = "pingone.tokenops.dev/renewal-jitter";
 pub const INPUTS_DIGEST: &str = "pingone.tokenops.dev/inputs-digest";
 /// Digest of the access token, to notice a token edited in place.
 pub const TOKEN_DIGEST: &str = "pingone.tokenops.dev/token-digest";
+
+/// The data keys of the token's fields, as the Secret was written (see [`Layout::annotation`]);
+/// absent on Secrets of the default layout written before layouts existed.
+pub const DATA_KEYS: &str = "pingone.tokenops.dev/data-keys";
 
 /// Data keys of the derived Secret.
 pub const KEY_ACCESS_TOKEN: &str = "access_token";
@@ -90,6 +95,8 @@ pub enum TargetState {
         annotations: BTreeMap<String, String>,
         /// resourceVersion, for optimistic concurrency on the next write.
         resource_version: Option<String>,
+        /// The data has exactly the layout's keys and its extra entries render as they should.
+        shape_ok: bool,
     },
 }
 
@@ -135,6 +142,17 @@ fn token_digest(access_token: &str) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The Secret's data for `token` under `layout`.
+fn data_for(layout: &Layout, token: &IssuedToken, access_token: &str) -> BTreeMap<String, String> {
+    layout.data(&Values {
+        access_token,
+        token_type: &token.token_type,
+        expires_at: &rfc3339(token.expires_at),
+        issued_at: &rfc3339(token.issued_at),
+        scope: &token.scopes.join(" "),
+    })
 }
 
 fn rfc3339(t: Timestamp) -> String {
@@ -184,8 +202,20 @@ pub fn owner_of(secret: &Secret) -> String {
     }
 }
 
-/// Reads what an existing Secret holds for the connection with UID `uid`.
+/// Reads what an existing Secret of the default layout holds for the connection with UID `uid`.
 pub fn inspect(secret: Option<&Secret>, uid: &str) -> TargetState {
+    inspect_with(secret, uid, &Layout::default())
+}
+
+/// Reads what an existing Secret holds for the connection with UID `uid`: the token from the
+/// keys the Secret was written with, and whether its data is laid out as `layout` says.
+pub fn inspect_with(secret: Option<&Secret>, uid: &str, layout: &Layout) -> TargetState {
+    let desired = layout;
+    let written = secret
+        .and_then(|s| s.annotations().get(DATA_KEYS))
+        .and_then(|a| Layout::from_annotation(a))
+        .unwrap_or_default();
+    let layout = &written;
     let Some(secret) = secret else {
         return TargetState::Absent;
     };
@@ -200,7 +230,7 @@ pub fn inspect(secret: Option<&Secret>, uid: &str) -> TargetState {
         data.and_then(|d| d.get(key))
             .and_then(|v| String::from_utf8(v.0.clone()).ok())
     };
-    let access_token = text(KEY_ACCESS_TOKEN)
+    let access_token = text(&layout.access_token)
         .filter(|t| !t.is_empty())
         .map(SecretString::from);
     let token = (|| {
@@ -210,11 +240,11 @@ pub fn inspect(secret: Option<&Secret>, uid: &str) -> TargetState {
         }
         let expires_at: Timestamp = annotations.get(EXPIRES_AT)?.parse().ok()?;
         // The data's expiry must agree too: consumers read it.
-        let data_expiry: Timestamp = text(KEY_EXPIRES_AT)?.parse().ok()?;
+        let data_expiry: Timestamp = text(&layout.expires_at)?.parse().ok()?;
         if data_expiry != expires_at {
             return None;
         }
-        let token_type = text(KEY_TOKEN_TYPE).filter(|t| !t.is_empty())?;
+        let token_type = text(&layout.token_type).filter(|t| !t.is_empty())?;
         Some(IssuedToken {
             issued_at: annotations.get(ISSUED_AT)?.parse().ok()?,
             expires_at,
@@ -225,12 +255,28 @@ pub fn inspect(secret: Option<&Secret>, uid: &str) -> TargetState {
                 .filter(|j| (0.0..=super::schedule::MAX_JITTER).contains(j))?,
             inputs_digest: annotations.get(INPUTS_DIGEST)?.clone(),
             token_type,
-            scopes: text(KEY_SCOPE)
+            scopes: text(&layout.scope)
                 .map(|s| s.split_whitespace().map(String::from).collect())
                 .unwrap_or_default(),
         })
     })();
+    // The data as it should be for this token: any other key, or an extra entry that differs,
+    // is repaired without a new token.
+    let shape_ok = match (&token, &access_token) {
+        (Some(t), Some(a)) => {
+            let want = data_for(desired, t, a.expose_secret());
+            let have: BTreeMap<&str, Option<String>> = data
+                .map(|d| d.keys().map(|k| (k.as_str(), text(k))).collect())
+                .unwrap_or_default();
+            have.len() == want.len()
+                && want
+                    .iter()
+                    .all(|(k, v)| have.get(k.as_str()) == Some(&Some(v.clone())))
+        }
+        _ => true,
+    };
     TargetState::Owned {
+        shape_ok,
         access_token: token.as_ref().and(access_token),
         token,
         labels: secret.labels().clone(),
@@ -276,6 +322,12 @@ pub fn desired_annotations(
     );
     annotations.insert(INPUTS_DIGEST.into(), token.inputs_digest.clone());
     annotations.insert(
+        DATA_KEYS.into(),
+        Layout::of(&conn.spec.target)
+            .unwrap_or_default()
+            .annotation(),
+    );
+    annotations.insert(
         TOKEN_DIGEST.into(),
         token_digest(access_token.expose_secret()),
     );
@@ -290,10 +342,16 @@ pub fn metadata_drifted(
     labels: &BTreeMap<String, String>,
     annotations: &BTreeMap<String, String>,
 ) -> bool {
+    // A Secret written before layouts existed has the default layout.
+    let default_layout = Layout::default().annotation();
     labels.iter().any(|(k, v)| current_labels.get(k) != Some(v))
-        || annotations
-            .iter()
-            .any(|(k, v)| current_annotations.get(k) != Some(v))
+        || annotations.iter().any(|(k, v)| {
+            let current = current_annotations.get(k);
+            match current {
+                None if k == DATA_KEYS => *v != default_layout,
+                _ => current != Some(v),
+            }
+        })
 }
 
 /// The full derived Secret, for server-side apply. `token.expires_at` etc. must already be
@@ -305,25 +363,13 @@ pub fn build(
     renew_at: Timestamp,
     resource_version: Option<String>,
 ) -> Secret {
-    let mut data = BTreeMap::new();
-    data.insert(
-        KEY_ACCESS_TOKEN.to_string(),
-        ByteString(access_token.expose_secret().as_bytes().to_vec()),
-    );
-    data.insert(
-        KEY_TOKEN_TYPE.to_string(),
-        ByteString(token.token_type.as_bytes().to_vec()),
-    );
-    data.insert(
-        KEY_EXPIRES_AT.to_string(),
-        ByteString(rfc3339(token.expires_at).into_bytes()),
-    );
-    if !token.scopes.is_empty() {
-        data.insert(
-            KEY_SCOPE.to_string(),
-            ByteString(token.scopes.join(" ").into_bytes()),
-        );
-    }
+    // An invalid layout stops the reconcile before a token is written; the default here only
+    // keeps this function total.
+    let layout = Layout::of(&conn.spec.target).unwrap_or_default();
+    let data = data_for(&layout, token, access_token.expose_secret())
+        .into_iter()
+        .map(|(k, v)| (k, ByteString(v.into_bytes())))
+        .collect();
     Secret {
         metadata: ObjectMeta {
             name: Some(conn.target_secret_name()),

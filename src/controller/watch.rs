@@ -1,8 +1,8 @@
 //! Wiring: the watches that trigger reconciles, and the controller loop.
 //!
 //! - Connections: a full watch (they are small), through a reflector whose store the Secret
-//!   mapping and the controller share; only spec changes (generation) trigger, so the
-//!   operator's own status writes never start a reconcile.
+//!   mapping and the controller share; only spec changes (generation) and renew requests (an
+//!   annotation) trigger, so the operator's own status writes never start a reconcile.
 //! - Secrets: one metadata-only watch (no data, nothing cached). A Secret event triggers the
 //!   connections that reference it as credentials or as token Secret, found through the
 //!   connection states the reconciler keeps, or through the connection label
@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::token_secret::{self, CONNECTION_LABEL};
 use super::{Context, Error, reconcile};
-use crate::api::PingOneConnection;
+use crate::api::{PingOneConnection, RENEW_REQUESTED_AT};
 
 /// What the controller watches and how hard it works.
 #[derive(Clone, Debug, Default)]
@@ -90,8 +90,15 @@ pub async fn run(
                 .into_iter()
                 .zip(scopes)
                 .map(|(api, scope)| {
+                    let name = watch_name("connections", scope.as_deref());
                     relists_as_changes(
-                        watcher(api, watcher::Config::default()).default_backoff(),
+                        reported(
+                            watcher(api, watcher::Config::default()),
+                            name,
+                            "connections",
+                            ctx.clone(),
+                        )
+                        .default_backoff(),
                         scope,
                         reader.clone(),
                         ctx.clone(),
@@ -115,7 +122,7 @@ pub async fn run(
             }
         })
         .touched_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        .predicate_filter(spec_or_renew_request, Default::default());
 
     let secrets = secret_triggers(
         &client,
@@ -148,6 +155,45 @@ pub async fn run(
         })
         .await;
     info!("controller stopped");
+}
+
+fn watch_name(kind: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("{kind}/{ns}"),
+        None => kind.to_string(),
+    }
+}
+
+/// `watch`, reporting to health and metrics: synced at the end of each list, failing from an
+/// error until the next event.
+fn reported<K: Send + 'static>(
+    watch: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    name: String,
+    kind: &'static str,
+    ctx: Arc<Context>,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static {
+    ctx.health.register_watch(&name);
+    watch.inspect(move |event| match event {
+        Ok(watcher::Event::InitDone) => ctx.health.watch_synced(&name),
+        // Init opens every list attempt, also the ones that then fail: no sign of health.
+        Ok(watcher::Event::Init) => {}
+        Ok(_) => ctx.health.watch_ok(&name),
+        Err(e) => {
+            debug!(watch = %name, error = %e, "watch failed");
+            ctx.metrics.watch_error(kind);
+            ctx.health.watch_failed(&name);
+        }
+    })
+}
+
+/// What starts a reconcile of a connection: a new generation (spec change) or a new value of
+/// the renew-requested-at annotation. Status writes, the operator's own, change neither.
+fn spec_or_renew_request(conn: &PingOneConnection) -> Option<u64> {
+    let generation = predicates::generation(conn)?;
+    let request = conn.annotations().get(RENEW_REQUESTED_AT);
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&(generation, request), &mut hasher);
+    Some(std::hash::Hasher::finish(&hasher))
 }
 
 /// Turns the re-lists of one watch (at start, and after a gap such as 410 Gone) into plain
@@ -216,26 +262,49 @@ fn secret_triggers(
     store: Store<PingOneConnection>,
 ) -> impl Stream<Item = ObjectRef<PingOneConnection>> + Send + 'static {
     let configs = secret_watch_configs(credentials_selector);
-    stream::select_all(
-        apis::<PartialObjectMeta<Secret>>(client, namespaces)
-            .into_iter()
-            .flat_map(|api| configs.iter().map(move |c| (api.clone(), c.clone())))
+    // With a credentials selector, two watches per scope, named apart for the health report.
+    let kinds: &[&str] = if configs.len() == 1 {
+        &["secrets"]
+    } else {
+        &["secrets-token", "secrets-credentials"]
+    };
+    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
+    let mut watches = Vec::new();
+    for (api, scope) in apis::<PartialObjectMeta<Secret>>(client, namespaces)
+        .into_iter()
+        .zip(scopes)
+    {
+        for (config, kind) in configs.iter().zip(kinds) {
             // Metadata only: Secret data never reaches the operator through the watch.
-            .map(|(api, config)| watcher(api, config).boxed()),
-    )
-    .default_backoff()
-    .filter_map(|event| async move {
-        match event {
-            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => Some((s, false)),
-            Ok(watcher::Event::Delete(s)) => Some((s, true)),
-            _ => None,
+            watches.push(
+                reported(
+                    watcher(api.clone(), config.clone()),
+                    watch_name(kind, scope),
+                    "secrets",
+                    ctx.clone(),
+                )
+                .boxed(),
+            );
         }
-    })
-    .flat_map(
-        move |(secret, deleted): (PartialObjectMeta<Secret>, bool)| {
-            stream::iter(connections_for(&ctx, &store, &secret, deleted))
-        },
-    )
+    }
+    stream::select_all(watches)
+        .default_backoff()
+        .filter_map(|event| async move {
+            match event {
+                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => Some((s, false)),
+                Ok(watcher::Event::Delete(s)) => Some((s, true)),
+                _ => None,
+            }
+        })
+        .flat_map(
+            move |(secret, deleted): (PartialObjectMeta<Secret>, bool)| {
+                stream::iter(connections_for(&ctx, &store, &secret, deleted))
+            },
+        )
 }
 
 fn connections_for(

@@ -164,6 +164,8 @@ pub struct TokenClientConfig {
     /// Environments (by id) with a request rate of their own, overriding
     /// `max_requests_per_second`.
     pub environment_max_requests_per_second: Vec<(String, u32)>,
+    /// An environment's JWKS is fetched again for an unknown `kid` at most this often.
+    pub jwks_min_refetch: Duration,
 }
 
 impl Default for TokenClientConfig {
@@ -178,6 +180,7 @@ impl Default for TokenClientConfig {
             user_agent: DEFAULT_USER_AGENT.to_owned(),
             max_requests_per_second: DEFAULT_MAX_REQUESTS_PER_SECOND,
             environment_max_requests_per_second: Vec::new(),
+            jwks_min_refetch: super::jwks::JWKS_MIN_REFETCH,
         }
     }
 }
@@ -194,6 +197,7 @@ pub struct TokenClient {
     policy: Arc<AuthDomainPolicy>,
     max_body_bytes: usize,
     limiter: Arc<RateLimiter>,
+    jwks: Arc<super::jwks::JwksCache>,
 }
 
 impl TokenClient {
@@ -257,12 +261,18 @@ impl TokenClient {
                 config.max_requests_per_second,
                 &config.environment_max_requests_per_second,
             )),
+            jwks: Arc::new(super::jwks::JwksCache::new(config.jwks_min_refetch)),
         })
     }
 
     /// The auth domains this client may send credentials to.
     pub fn policy(&self) -> &AuthDomainPolicy {
         &self.policy
+    }
+
+    /// The environments' JWKS (see [`TokenClient::verify_token`]).
+    pub(crate) fn jwks_cache(&self) -> &super::jwks::JwksCache {
+        &self.jwks
     }
 
     /// The locked-down HTTP client (for the Management API).

@@ -10,6 +10,7 @@ mod client;
 mod domain;
 mod error;
 pub mod jose;
+mod jwks;
 mod management;
 mod private_key;
 mod ratelimit;
@@ -27,6 +28,10 @@ pub use domain::{
     token_url,
 };
 pub use error::{ClientBuildError, MAX_DESCRIPTION_CHARS, TokenError, sanitize_message};
+pub use jwks::{
+    Claims, JWKS_MIN_REFETCH, REASON_JWKS_UNAVAILABLE, REASON_KEY_UNKNOWN,
+    REASON_SIGNATURE_INVALID, Verification, expected_issuer, jwks_url,
+};
 pub use management::{API_DOMAINS, ManagementError, RotatedSecret, api_domain_of};
 pub use private_key::{KeyError, KeyKind, PrivateKey, algorithm_name};
 pub use ratelimit::{Admission, RateLimiter};

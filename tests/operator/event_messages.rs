@@ -3,29 +3,10 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams};
 use pingone_testbed::standin::ClientRegistration;
 use serde_json::json;
 
 use crate::support::*;
-
-async fn events_for(env: &TestEnv, name: &str, reason: &str) -> Vec<Event> {
-    let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
-    let mut list: Vec<Event> = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.reason.as_deref() == Some(reason)
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-        })
-        .collect();
-    list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
-    list
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn describe_shows_the_first_token_and_the_latest_renewal() {

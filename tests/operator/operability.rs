@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
@@ -200,6 +200,8 @@ async fn rollout_restart_targets_restart_after_rotations_only() {
         "metadata": {"name": "billing"},
         "spec": {
             "replicas": 1,
+            // Every rolled-out ReplicaSet is kept, so the ones seen can be compared.
+            "revisionHistoryLimit": 50,
             "selector": {"matchLabels": {"app": "billing"}},
             "template": {
                 "metadata": {"labels": {"app": "billing"}},
@@ -248,6 +250,10 @@ async fn rollout_restart_targets_restart_after_rotations_only() {
         first <= issued,
         "stamped for {first}, token issued at {issued}"
     );
+    let replicasets: Api<ReplicaSet> = Api::namespaced(env.client.clone(), &env.ns);
+    // The Deployment controller sees the stamped pod template and rolls it out: a ReplicaSet
+    // whose pod template carries the stamp (no node runs its pods; the object is the rollout).
+    replicaset_for(&replicasets, &first).await;
 
     // A rotation restarts again.
     let second = eventually(Duration::from_secs(20), "restart after a rotation", || {
@@ -257,6 +263,15 @@ async fn rollout_restart_targets_restart_after_rotations_only() {
     })
     .await;
     assert!(second.parse::<jiff::Timestamp>().unwrap() > first.parse().unwrap());
+    // A rotation rolls out a new ReplicaSet, next to the first one.
+    let rolled = replicaset_for(&replicasets, &second).await;
+    assert!(
+        rolled.len() >= 2
+            && rolled
+                .values()
+                .any(|s| s.as_deref() == Some(first.as_str())),
+        "ReplicaSets: {rolled:?}"
+    );
     // Two stamps prove two restarts; the counter has seen at least one (with 10 s tokens the
     // first stamp read may already be the second restart's).
     assert!(
@@ -294,6 +309,7 @@ async fn rollout_restart_targets_restart_after_rotations_only() {
     env.stop_operator().await;
     let before = deployments.get("billing").await.unwrap();
     assert_eq!(stamp(&before).as_deref(), Some(current.as_str()));
+    let sets_before = replicaset_for(&replicasets, &current).await;
     env.start_operator_with(timing, &[]);
     // Proof that the new operator reconciled the connection to the end, past the rollout
     // decision: its fresh metrics report the connection Ready only after that step. Without
@@ -319,6 +335,25 @@ async fn rollout_restart_targets_restart_after_rotations_only() {
     let after = deployments.get("billing").await.unwrap();
     assert_eq!(stamp(&after), stamp(&before));
     assert_eq!(after.metadata.generation, before.metadata.generation);
+    // The Deployment controller has seen the Deployment as it is now (it would have rolled a
+    // changed template out by then), and no ReplicaSet came or went.
+    eventually(
+        Duration::from_secs(10),
+        "the Deployment controller observes the current generation",
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let d = deployments.get("billing").await.ok()?;
+                (d.status?.observed_generation == d.metadata.generation).then_some(())
+            }
+        },
+    )
+    .await;
+    let sets_after = replicasets_of_billing(&replicasets).await;
+    assert_eq!(
+        sets_after, sets_before,
+        "a ReplicaSet was created or removed after the operator restart"
+    );
     assert_eq!(
         metric_sum(
             &env.metrics.encode(),
@@ -333,6 +368,55 @@ async fn rollout_restart_targets_restart_after_rotations_only() {
         issued_after, current,
         "the restarted operator renewed the token"
     );
+}
+
+/// The ReplicaSets of Deployment `billing`, by name, with the restart stamp of their pod
+/// template.
+async fn replicasets_of_billing(
+    replicasets: &Api<ReplicaSet>,
+) -> std::collections::BTreeMap<String, Option<String>> {
+    replicasets
+        .list(&ListParams::default())
+        .await
+        .expect("list ReplicaSets")
+        .items
+        .into_iter()
+        .filter(|rs| {
+            rs.owner_references()
+                .iter()
+                .any(|o| o.kind == "Deployment" && o.name == "billing")
+        })
+        .map(|rs| {
+            let stamp = rs
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .and_then(|t| t.metadata.as_ref())
+                .and_then(|m| m.annotations.as_ref())
+                .and_then(|a| a.get("pingone.tokenops.dev/restarted-for-token-issued-at"))
+                .cloned();
+            (rs.name_any(), stamp)
+        })
+        .collect()
+}
+
+/// Waits until the Deployment controller has created a ReplicaSet for `billing` whose pod
+/// template carries `stamp`; returns all of billing's ReplicaSets then.
+async fn replicaset_for(
+    replicasets: &Api<ReplicaSet>,
+    stamp: &str,
+) -> std::collections::BTreeMap<String, Option<String>> {
+    eventually(
+        Duration::from_secs(20),
+        &format!("a ReplicaSet rolled out for {stamp}"),
+        || async {
+            let sets = replicasets_of_billing(replicasets).await;
+            sets.values()
+                .any(|s| s.as_deref() == Some(stamp))
+                .then_some(sets)
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]

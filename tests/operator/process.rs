@@ -274,8 +274,16 @@ async fn the_binary_runs_with_exactly_the_shipped_rbac_serves_health_and_stops_o
     })
     .await;
     assert_eq!(healthz.status(), 200);
-    let readyz = http.get(operator.url("/readyz")).send().await.unwrap();
-    assert_eq!(readyz.status(), 200);
+    // Ready once it leads and its watches have listed everything.
+    eventually(Duration::from_secs(20), "/readyz 200", || {
+        let http = http.clone();
+        let url = operator.url("/readyz");
+        async move {
+            let r = http.get(url).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        }
+    })
+    .await;
 
     env.create_connection("shipped", json!({})).await;
     env.wait_ready("shipped").await;
@@ -377,4 +385,127 @@ async fn the_binary_runs_with_exactly_the_shipped_rbac_serves_health_and_stops_o
 
     let status = operator.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+/// An HTTP status and body of one of the operator's endpoints.
+async fn probe(operator: &OperatorProcess, path: &str) -> Option<(u16, String)> {
+    let r = reqwest::get(operator.url(path)).await.ok()?;
+    Some((r.status().as_u16(), r.text().await.ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_waits_for_synced_watches_and_healthz_fails_on_a_watch_failing_too_long() {
+    let env = TestEnv::new("health").await;
+    // A ServiceAccount that may do everything the operator needs in this namespace except
+    // list and watch Secrets: the Secret watch fails until that is granted.
+    let role = |secret_verbs: &[&str]| {
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "health"},
+            "rules": [
+                {"apiGroups": ["pingone.tokenops.dev"], "resources": ["pingoneconnections"],
+                 "verbs": ["get", "list", "watch", "patch"]},
+                {"apiGroups": ["pingone.tokenops.dev"], "resources": ["pingoneconnections/status"],
+                 "verbs": ["get", "patch", "update"]},
+                {"apiGroups": ["", "events.k8s.io"], "resources": ["events"],
+                 "verbs": ["create", "patch"]},
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": secret_verbs},
+            ],
+        })
+    };
+    let apply = |obj: serde_json::Value| {
+        let client = env.client.clone();
+        let ns = env.ns.clone();
+        async move {
+            let gvk = kube::core::GroupVersionKind::try_from(&kube::core::TypeMeta {
+                api_version: obj["apiVersion"].as_str().unwrap().into(),
+                kind: obj["kind"].as_str().unwrap().into(),
+            })
+            .unwrap();
+            let ar = kube::core::ApiResource::from_gvk(&gvk);
+            let api: kube::Api<kube::core::DynamicObject> =
+                kube::Api::namespaced_with(client, &ns, &ar);
+            let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+            api.patch(
+                &name,
+                &kube::api::PatchParams::apply("test").force(),
+                &kube::api::Patch::Apply(&obj),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    apply(
+        serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "health"}}),
+    )
+    .await;
+    apply(role(&["get", "create", "patch"])).await;
+    apply(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "health"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "health"},
+        "subjects": [{"kind": "ServiceAccount", "name": "health", "namespace": env.ns}],
+    }))
+    .await;
+    let kubeconfig = env
+        .cp
+        .serviceaccount_kubeconfig(&env.ns, "health")
+        .await
+        .unwrap();
+    let mut operator = OperatorProcess::start_with_lease(
+        &env,
+        &kubeconfig,
+        (&env.ns, "health"),
+        &["--leader-election=false", "--watch-failure-threshold=2s"],
+    );
+    operator.wait_serving(Duration::from_secs(20)).await;
+
+    // Not ready: the Secret watch cannot list.
+    let (code, body) = probe(&operator, "/readyz").await.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("secrets"), "{body}");
+    // After the threshold, not healthy either: the kubelet would restart it.
+    let body = eventually(Duration::from_secs(20), "/healthz 500", || async {
+        let (code, body) = probe(&operator, "/healthz").await?;
+        (code == 500).then_some(body)
+    })
+    .await;
+    assert!(body.contains("secrets"), "{body}");
+    let errors = metric_value(
+        &operator.metrics().await,
+        "pingone_operator_watch_errors_total",
+        &[("watch", "secrets")],
+    )
+    .unwrap_or(0.0);
+    assert!(errors >= 1.0, "watch errors counted: {errors}");
+
+    // Granted: the watch recovers (after its backoff), and the process is ready and healthy.
+    apply(role(&["get", "create", "patch", "list", "watch"])).await;
+    eventually(
+        Duration::from_secs(60),
+        "/readyz and /healthz 200",
+        || async {
+            let (ready, _) = probe(&operator, "/readyz").await?;
+            let (healthy, _) = probe(&operator, "/healthz").await?;
+            (ready == 200 && healthy == 200).then_some(())
+        },
+    )
+    .await;
+    env.create_connection("c", serde_json::json!({})).await;
+    env.wait_ready("c").await;
+    let last = metric_value(
+        &operator.metrics().await,
+        "pingone_operator_last_successful_reconcile_timestamp_seconds",
+        &[],
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        now - last < 30.0 && last <= now + 1.0,
+        "last reconcile {last}, now {now}"
+    );
 }

@@ -232,7 +232,8 @@ async fn every_example_connection_is_accepted_by_the_schema() {
             "billing-api",
             "billing-api-jwt",
             "billing-api-key",
-            "billing-api-rotated"
+            "billing-api-rotated",
+            "reports-api"
         ]
     );
 }

@@ -352,6 +352,29 @@ fn merge(base: &mut serde_json::Value, overrides: serde_json::Value) {
     }
 }
 
+/// The Events of connection `name` with `reason`, oldest first.
+pub async fn events_for(
+    env: &TestEnv,
+    name: &str,
+    reason: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    let mut list: Vec<k8s_openapi::api::events::v1::Event> = events
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .collect();
+    list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    list
+}
+
 /// A Secret's data value as text.
 pub fn data(secret: &Secret, key: &str) -> Option<String> {
     secret

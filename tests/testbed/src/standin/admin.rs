@@ -68,6 +68,15 @@ pub enum FaultSpec {
     },
     Hold,
     HoldAfterCommit,
+    OpaqueToken,
+    BadSignature,
+    UnknownKid,
+    ExpSkew {
+        seconds: i64,
+    },
+    GrantOnly {
+        scopes: Vec<String>,
+    },
 }
 
 impl From<FaultSpec> for Fault {
@@ -91,6 +100,11 @@ impl From<FaultSpec> for Fault {
             FaultSpec::Redirect { location } => Fault::Redirect(location),
             FaultSpec::Hold => Fault::Hold,
             FaultSpec::HoldAfterCommit => Fault::HoldAfterCommit,
+            FaultSpec::OpaqueToken => Fault::OpaqueToken,
+            FaultSpec::BadSignature => Fault::BadSignature,
+            FaultSpec::UnknownKid => Fault::UnknownKid,
+            FaultSpec::ExpSkew { seconds } => Fault::ExpSkew(seconds),
+            FaultSpec::GrantOnly { scopes } => Fault::GrantOnly(scopes),
         }
     }
 }
@@ -118,6 +132,11 @@ impl From<Fault> for FaultSpec {
             Fault::Redirect(location) => FaultSpec::Redirect { location },
             Fault::Hold => FaultSpec::Hold,
             Fault::HoldAfterCommit => FaultSpec::HoldAfterCommit,
+            Fault::OpaqueToken => FaultSpec::OpaqueToken,
+            Fault::BadSignature => FaultSpec::BadSignature,
+            Fault::UnknownKid => FaultSpec::UnknownKid,
+            Fault::ExpSkew(seconds) => FaultSpec::ExpSkew { seconds },
+            Fault::GrantOnly(scopes) => FaultSpec::GrantOnly { scopes },
         }
     }
 }
@@ -358,7 +377,7 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Result<Re
             shared.state().set_rate_limit(None);
             Ok(no_content())
         }
-        ("GET", "jwks") => Ok(json_response(StatusCode::OK, &shared.keys.jwks())),
+        ("GET", "jwks") => Ok(json_response(StatusCode::OK, &shared.jwks())),
         (
             _,
             "requests"

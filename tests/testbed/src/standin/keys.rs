@@ -63,11 +63,6 @@ impl SigningKeys {
         })
     }
 
-    /// The claims of a token this key signed (RS256), or `None`. Does not look at `exp`.
-    pub(crate) fn verify(&self, token: &str) -> Option<serde_json::Value> {
-        verify_rs256_jwt(token, &self.public).ok()
-    }
-
     /// A compact RS256 JWS of `claims`.
     pub(crate) fn sign_jwt(&self, claims: &impl Serialize) -> Result<String> {
         let header = serde_json::to_vec(&JwtHeader {

@@ -314,6 +314,17 @@ pub enum Fault {
     /// Park the request before anything is decided (no token issued, no rotation committed)
     /// until [`StandIn::release_held`]; then it proceeds normally.
     Hold,
+    /// A normal answer whose access token is opaque (not a JWT).
+    OpaqueToken,
+    /// A normal answer whose JWT signature does not verify (the signature bytes are changed).
+    BadSignature,
+    /// A normal answer whose JWT names a `kid` the JWKS does not have.
+    UnknownKid,
+    /// A normal answer whose JWT `exp` is this many seconds off the `expires_in` it states.
+    ExpSkew(i64),
+    /// A normal answer that grants only these scopes (in the token and the response), whatever
+    /// was asked for.
+    GrantOnly(Vec<String>),
     /// On the Management API: commit the rotation (the new secret is current), then park the
     /// response until [`StandIn::release_held`]. On the token endpoint the same as
     /// [`Fault::Hold`].
@@ -352,6 +363,11 @@ impl Fault {
             Fault::Redirect(_) => "redirect".to_string(),
             Fault::Hold => "hold".to_string(),
             Fault::HoldAfterCommit => "hold after commit".to_string(),
+            Fault::OpaqueToken => "opaque token".to_string(),
+            Fault::BadSignature => "bad signature".to_string(),
+            Fault::UnknownKid => "unknown kid".to_string(),
+            Fault::ExpSkew(s) => format!("exp skew {s} s"),
+            Fault::GrantOnly(scopes) => format!("grant only {}", scopes.join(" ")),
         }
     }
 }
@@ -739,6 +755,11 @@ impl StandIn {
         self.shared.connections.load(Ordering::SeqCst)
     }
 
+    /// How many times the JWKS was requested.
+    pub fn jwks_requests(&self) -> usize {
+        self.state().jwks_requests
+    }
+
     /// Every access token issued so far (for tests that look for leaks).
     pub fn issued_tokens(&self) -> Vec<String> {
         self.state().issued_tokens.clone()
@@ -746,17 +767,27 @@ impl StandIn {
 
     /// The JSON Web Key Set served at `/as/jwks`.
     pub fn jwks(&self) -> serde_json::Value {
-        self.shared.keys.jwks()
+        self.shared.jwks()
     }
 
-    /// The public key that signs tokens.
-    pub fn public_key(&self) -> &rsa::RsaPublicKey {
-        self.shared.keys.public_key()
+    /// The public key that signs new tokens.
+    pub fn public_key(&self) -> rsa::RsaPublicKey {
+        self.shared.signing().public_key().clone()
     }
 
-    /// The `kid` of the signing key.
-    pub fn kid(&self) -> &str {
-        self.shared.keys.kid()
+    /// The `kid` of the key that signs new tokens.
+    pub fn kid(&self) -> String {
+        self.shared.signing().kid().to_string()
+    }
+
+    /// Signs new tokens with a new key (new `kid`), as PingOne does when a signing key is
+    /// rotated; the old key stays in the JWKS.
+    pub async fn rotate_signing_key(&self) {
+        let keys = tokio::task::spawn_blocking(keys::SigningKeys::generate)
+            .await
+            .expect("key generation task")
+            .expect("signing key");
+        self.shared.rotate_keys(keys);
     }
 
     /// The `org` claim of issued tokens.
@@ -767,7 +798,7 @@ impl StandIn {
     /// Verifies a token's RS256 signature with the stand-in's key and returns its claims
     /// (expiry is not checked).
     pub fn verify_token(&self, token: &str) -> std::result::Result<serde_json::Value, VerifyError> {
-        verify_rs256_jwt(token, self.public_key())
+        self.shared.verify(token)
     }
 
     /// Stops accepting connections, closes open ones and waits for the server task.

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -234,13 +234,10 @@ async fn handle(
     };
     match rest {
         ["token"] => token_endpoint(shared, &ctx, &prefix, &path, req).await,
-        ["jwks"] => Ok(discovery(
-            shared,
-            &ctx,
-            &prefix,
-            req.method(),
-            Discovery::Jwks,
-        )),
+        ["jwks"] => Ok({
+            shared.state().jwks_requests += 1;
+            discovery(shared, &ctx, &prefix, req.method(), Discovery::Jwks)
+        }),
         [".well-known", "openid-configuration"] => Ok(discovery(
             shared,
             &ctx,
@@ -953,6 +950,44 @@ async fn token_endpoint(
             Fault::ExpiresIn(v) => rewrite_success(issue(shared, ctx, prefix, &form), |b| {
                 b.insert("expires_in".to_string(), Value::from(v));
             }),
+            Fault::OpaqueToken => rewrite_success(issue(shared, ctx, prefix, &form), |b| {
+                b.insert(
+                    "access_token".to_string(),
+                    Value::from(format!("opaque-{}", random_uuid())),
+                );
+            }),
+            Fault::BadSignature => rewrite_token(shared, issue(shared, ctx, prefix, &form), |t| {
+                let (rest, sig) = t.rsplit_once('.')?;
+                // Same length, other bytes: still base64url, never the right signature.
+                let flipped: String = sig
+                    .chars()
+                    .map(|c| if c == 'A' { 'B' } else { 'A' })
+                    .collect();
+                Some(format!("{rest}.{flipped}"))
+            }),
+            Fault::UnknownKid => rewrite_token(shared, issue(shared, ctx, prefix, &form), |t| {
+                let (_, rest) = t.split_once('.')?;
+                let header = URL_SAFE_NO_PAD
+                    .encode(br#"{"alg":"RS256","typ":"JWT","kid":"no-such-key"}"#);
+                Some(format!("{header}.{rest}"))
+            }),
+            Fault::ExpSkew(skew) => {
+                rewrite_claims(shared, issue(shared, ctx, prefix, &form), |claims, _| {
+                    let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or_default();
+                    claims.insert("exp".into(), Value::from(exp + skew));
+                })
+            }
+            Fault::GrantOnly(scopes) => {
+                rewrite_claims(shared, issue(shared, ctx, prefix, &form), |claims, body| {
+                    let scope = scopes.join(" ");
+                    claims.insert("scope".into(), Value::from(scope.clone()));
+                    if scope.is_empty() {
+                        body.remove("scope");
+                    } else {
+                        body.insert("scope".into(), Value::from(scope));
+                    }
+                })
+            }
         },
     };
     record.status = resp.status().as_u16();
@@ -971,6 +1006,42 @@ pub(crate) fn oversized_body(n: usize) -> Bytes {
     body.push_str(TAIL);
     body.truncate(n);
     Bytes::from(body)
+}
+
+/// Replaces the access token of a successful response with `f(token)`, and records it as issued.
+fn rewrite_token(shared: &Shared, resp: Resp, f: impl FnOnce(&str) -> Option<String>) -> Resp {
+    rewrite_success(resp, |body| {
+        let Some(token) = body.get("access_token").and_then(Value::as_str) else {
+            return;
+        };
+        if let Some(new) = f(token) {
+            shared.state().issued_tokens.push(new.clone());
+            body.insert("access_token".into(), Value::from(new));
+        }
+    })
+}
+
+/// Re-signs the access token of a successful response with its claims changed by `f` (which
+/// may change the response body too).
+fn rewrite_claims(
+    shared: &Shared,
+    resp: Resp,
+    f: impl FnOnce(&mut Map<String, Value>, &mut Map<String, Value>),
+) -> Resp {
+    rewrite_success(resp, |body| {
+        let Some(Value::Object(mut claims)) = body
+            .get("access_token")
+            .and_then(Value::as_str)
+            .and_then(|t| shared.verify(t).ok())
+        else {
+            return;
+        };
+        f(&mut claims, body);
+        if let Ok(token) = shared.signing().sign_jwt(&claims) {
+            shared.state().issued_tokens.push(token.clone());
+            body.insert("access_token".into(), Value::from(token));
+        }
+    })
 }
 
 /// Applies `f` to the JSON object of a successful token response.
@@ -1066,7 +1137,7 @@ fn issue(shared: &Shared, ctx: &Ctx, prefix: &Prefix, form: &FormRequest) -> Res
         env: &env,
         org: &shared.org_id,
     };
-    let token = match shared.keys.sign_jwt(&claims) {
+    let token = match shared.signing().sign_jwt(&claims) {
         Ok(token) => token,
         Err(e) => {
             tracing::error!(error = %e, "stand-in: signing failed");
@@ -1125,15 +1196,13 @@ async fn introspect(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
-    let active = super::verify_rs256_jwt(token, shared.keys.public_key())
-        .ok()
-        .filter(|claims| {
-            claims.get("env").and_then(Value::as_str) == Some(env.as_str())
-                && claims
-                    .get("exp")
-                    .and_then(Value::as_u64)
-                    .is_some_and(|exp| exp > now)
-        });
+    let active = shared.verify(token).ok().filter(|claims| {
+        claims.get("env").and_then(Value::as_str) == Some(env.as_str())
+            && claims
+                .get("exp")
+                .and_then(Value::as_u64)
+                .is_some_and(|exp| exp > now)
+    });
     let body = match active {
         Some(Value::Object(mut claims)) => {
             claims.insert("active".into(), Value::Bool(true));
@@ -1168,7 +1237,7 @@ fn discovery(
         }
     }
     match what {
-        Discovery::Jwks => json_response(StatusCode::OK, &shared.keys.jwks()),
+        Discovery::Jwks => json_response(StatusCode::OK, &shared.jwks()),
         Discovery::OpenIdConfiguration => {
             json_response(StatusCode::OK, &openid_configuration(&prefix.issuer(ctx)))
         }

@@ -16,7 +16,8 @@ use super::{
 
 pub(crate) struct Shared {
     state: Mutex<State>,
-    pub(crate) keys: SigningKeys,
+    /// Signing keys, the current one first; the JWKS publishes them all.
+    keys: Mutex<Vec<std::sync::Arc<SigningKeys>>>,
     pub(crate) connections: AtomicUsize,
     pub(crate) org_id: String,
     /// Bumped by every release of held requests; a parked request waits for a change.
@@ -28,7 +29,7 @@ impl Shared {
     pub(crate) fn new(state: State, keys: SigningKeys, org_id: String) -> Self {
         Shared {
             state: Mutex::new(state),
-            keys,
+            keys: Mutex::new(vec![std::sync::Arc::new(keys)]),
             connections: AtomicUsize::new(0),
             org_id,
             release: watch::Sender::new(0),
@@ -38,6 +39,38 @@ impl Shared {
 
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    /// The key that signs new tokens.
+    pub(crate) fn signing(&self) -> std::sync::Arc<SigningKeys> {
+        lock(&self.keys)[0].clone()
+    }
+
+    /// Makes `keys` the signing key; the previous ones stay in the JWKS.
+    pub(crate) fn rotate_keys(&self, keys: SigningKeys) {
+        lock(&self.keys).insert(0, std::sync::Arc::new(keys));
+    }
+
+    /// The JWKS: every key, the current one first.
+    pub(crate) fn jwks(&self) -> serde_json::Value {
+        let keys: Vec<serde_json::Value> = lock(&self.keys)
+            .iter()
+            .flat_map(|k| k.jwks()["keys"].as_array().cloned().unwrap_or_default())
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+
+    /// The claims of a token one of the keys signed.
+    pub(crate) fn verify(&self, token: &str) -> Result<serde_json::Value, super::VerifyError> {
+        let keys = lock(&self.keys).clone();
+        let mut last = Err(super::VerifyError::Signature);
+        for k in keys {
+            last = super::verify_rs256_jwt(token, k.public_key());
+            if last.is_ok() {
+                break;
+            }
+        }
+        last
     }
 
     /// Waits until the next [`Shared::release_held`]. Counted in [`Shared::held_requests`]
@@ -173,6 +206,8 @@ pub(crate) struct State {
     rate_limit: Option<RateLimit>,
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) issued_tokens: Vec<String>,
+    /// GET requests of the JWKS served.
+    pub(crate) jwks_requests: usize,
     pub(crate) management_faults: VecDeque<(Fault, usize)>,
     pub(crate) management_requests: Vec<RecordedManagementRequest>,
     /// Added to the real clock to judge previous-secret expiry (`StandIn::advance_clock`).
@@ -191,6 +226,7 @@ impl State {
             rate_limit: None,
             requests: Vec::new(),
             issued_tokens: Vec::new(),
+            jwks_requests: 0,
             management_faults: VecDeque::new(),
             management_requests: Vec::new(),
             clock_offset: Duration::ZERO,

@@ -1,0 +1,208 @@
+//! The token's claims in status: JWTs verified against the environment's JWKS (cached per
+//! environment, refetched for an unknown kid at most once per interval), what the token grants
+//! shown, and what is wrong with it reported, with the token still delivered.
+
+use std::time::{Duration, Instant};
+
+use kube::api::{Patch, PatchParams};
+use pingone_operator::api::RENEW_REQUESTED_AT;
+use pingone_operator::pingone::TokenClientConfig;
+use pingone_testbed::standin::{ClientRegistration, Fault};
+use serde_json::json;
+
+use crate::support::*;
+
+const SCOPES: [&str; 2] = ["p1:read:user", "p1:update:user"];
+
+async fn setup(prefix: &str, jwks_min_refetch: Duration) -> TestEnv {
+    let mut env = TestEnv::new(prefix).await;
+    env.standin
+        .add_client(ClientRegistration::new(ENV_ID, CLIENT_ID, CLIENT_SECRET).with_scopes(SCOPES));
+    let addr = env.standin.addr();
+    let tokens = pingone_client(TokenClientConfig {
+        extra_ca_pem: Some(env.standin.ca_pem().as_bytes().to_vec()),
+        host_overrides: regional_overrides(addr),
+        jwks_min_refetch,
+        ..TokenClientConfig::default()
+    });
+    env.start_operator_custom(tokens, test_timing());
+    env
+}
+
+async fn renew(env: &TestEnv, name: &str, value: &str) {
+    env.connections()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {RENEW_REQUESTED_AT: value}}})),
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(30), "renewal served", || async {
+        (env.status_json(name).await["renewRequestServed"] == value).then_some(())
+    })
+    .await;
+}
+
+fn verified(status: &serde_json::Value) -> Option<&serde_json::Value> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "TokenVerified")
+}
+
+async fn wait_verified(env: &TestEnv, name: &str, want: &str) -> serde_json::Value {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{name}: TokenVerified {want}"),
+        || async {
+            let status = env.status_json(name).await;
+            (verified(&status)?["reason"] == want).then_some(status)
+        },
+    )
+    .await
+}
+
+async fn skew_metric(env: &TestEnv, name: &str) -> Option<f64> {
+    let text = env.metrics.encode();
+    metric_value(
+        &text,
+        "pingone_operator_token_expiry_skew_seconds",
+        &[("namespace", env.ns.as_str()), ("name", name)],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jwt_is_verified_with_the_cached_jwks_and_its_claims_shown() {
+    let env = setup("claims", Duration::from_secs(1)).await;
+    env.create_connection("c", json!({"scopes": SCOPES})).await;
+    let status = wait_verified(&env, "c", "TokenVerified").await;
+    let fetched = Instant::now();
+    assert_eq!(verified(&status).unwrap()["status"], "True");
+    let claims = &status["tokenClaims"];
+    assert_eq!(claims["clientId"], CLIENT_ID);
+    assert_eq!(claims["environmentId"], ENV_ID);
+    assert_eq!(
+        claims["issuer"],
+        format!("https://auth.pingone.eu/{ENV_ID}/as")
+    );
+    assert_eq!(claims["scopes"], json!(SCOPES));
+    assert!(
+        !claims["audience"].as_array().unwrap().is_empty(),
+        "{claims}"
+    );
+    assert!(
+        skew_metric(&env, "c").await.unwrap().abs() <= 2.0,
+        "exp agrees with expires_in"
+    );
+    assert_eq!(env.standin.jwks_requests(), 1);
+
+    // A second connection of the environment uses the cached JWKS.
+    env.create_connection("d", json!({"scopes": SCOPES})).await;
+    wait_verified(&env, "d", "TokenVerified").await;
+    assert_eq!(env.standin.jwks_requests(), 1, "one JWKS per environment");
+
+    // PingOne rotates its signing key: a token with the new kid makes the operator fetch the
+    // JWKS again (once the refetch interval, 1 s here, has passed since the last fetch).
+    env.standin.rotate_signing_key().await;
+    let since = fetched.elapsed();
+    if since < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_secs(1) - since).await;
+    }
+    renew(&env, "c", "2026-12-01T10:00:00Z").await;
+    let status = wait_verified(&env, "c", "TokenVerified").await;
+    assert!(
+        verified(&status).unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains(&env.standin.kid()),
+        "{status}"
+    );
+    assert_eq!(env.standin.jwks_requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_that_does_not_verify_is_reported_and_still_delivered() {
+    // The default refetch interval (a minute): an unknown kid right after the first fetch
+    // does not fetch again.
+    let env = setup("claims-bad", pingone_operator::pingone::JWKS_MIN_REFETCH).await;
+    env.create_connection("c", json!({})).await;
+    wait_verified(&env, "c", "TokenVerified").await;
+    assert_eq!(env.standin.jwks_requests(), 1);
+
+    env.standin.push_fault(Fault::BadSignature, 1);
+    renew(&env, "c", "1").await;
+    let status = wait_verified(&env, "c", "TokenSignatureInvalid").await;
+    assert_eq!(verified(&status).unwrap()["status"], "False");
+    assert!(
+        status["tokenClaims"].is_null(),
+        "no claims from an unverified token"
+    );
+    assert_eq!(status["conditions"][0]["status"], "True", "still Ready");
+    let secret = env.token_secret("c-token").await.unwrap();
+    let delivered = data(&secret, "access_token").unwrap();
+    assert_eq!(
+        env.standin.issued_tokens().last(),
+        Some(&delivered),
+        "the token is delivered"
+    );
+    let events = events_for(&env, "c", "TokenSignatureInvalid").await;
+    assert_eq!(events.len(), 1, "one Warning Event");
+    assert!(
+        !format!("{events:?}").contains(&delivered),
+        "no token in the Event"
+    );
+
+    env.standin.push_fault(Fault::UnknownKid, 1);
+    renew(&env, "c", "2").await;
+    let status = wait_verified(&env, "c", "TokenKeyUnknown").await;
+    assert!(
+        verified(&status).unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-key")
+    );
+    assert_eq!(
+        env.standin.jwks_requests(),
+        1,
+        "no refetch within the interval"
+    );
+
+    // The next good token verifies again.
+    renew(&env, "c", "3").await;
+    wait_verified(&env, "c", "TokenVerified").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skew_missing_scopes_and_opaque_tokens() {
+    let env = setup("claims-skew", Duration::from_secs(60)).await;
+    env.standin.push_fault(Fault::ExpSkew(300), 1);
+    env.create_connection("c", json!({"scopes": SCOPES})).await;
+    let status = wait_verified(&env, "c", "TokenExpirySkew").await;
+    assert!(
+        verified(&status).unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("300 s after"),
+        "{status}"
+    );
+    let skew = skew_metric(&env, "c").await.unwrap();
+    assert!((298.0..=302.0).contains(&skew), "{skew}");
+    assert_eq!(status["conditions"][0]["status"], "True", "still Ready");
+
+    env.standin
+        .push_fault(Fault::GrantOnly(vec![SCOPES[0].to_string()]), 1);
+    renew(&env, "c", "1").await;
+    let status = wait_verified(&env, "c", "ScopesNotGranted").await;
+    let message = verified(&status).unwrap()["message"].as_str().unwrap();
+    assert!(message.contains(SCOPES[1]), "{message}");
+    assert_eq!(status["tokenClaims"]["scopes"], json!([SCOPES[0]]));
+
+    // An opaque token: accepted as it is, no claims, no condition.
+    env.standin.push_fault(Fault::OpaqueToken, 1);
+    renew(&env, "c", "2").await;
+    let status = env.status_json("c").await;
+    assert!(verified(&status).is_none(), "{status}");
+    assert!(status["tokenClaims"].is_null());
+    assert_eq!(status["conditions"][0]["status"], "True");
+}
