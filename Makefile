@@ -48,11 +48,13 @@ demo:
 	@bin=$$(bash tests/controlplane/build.sh) && \
 	  PINGONE_CONTROLPLANE_BIN=$$bin $${CARGO_TARGET_DIR:-target}/release/pingone-demo
 
-## The scale benchmark (issue 6, docs/performance.md): the release operator binary against the
-## local control plane and the PingOne stand-in, each figure against a floor measured in the same
-## run; prints one table (also written to target/bench-results.md). About 25 minutes; pass
-## flags with e.g. `make bench BENCH_ARGS=--quick` (see `pingone-bench --help`). Exits 2 when a
-## goal is missed.
+## The scale benchmark (issues 6 and 12, docs/performance.md): the release operator binary (the
+## glibc build the image ships) against the local control plane and the PingOne stand-in, each
+## figure against a floor measured in the same run; prints one table (also written to
+## target/bench-results.md). The issue-12 scenarios alone take about 33 minutes on 2 loaded cores;
+## pass flags with e.g. `make bench BENCH_ARGS=--quick` or
+## `BENCH_ARGS=--scenarios=cold-start,memory` (see `pingone-bench --help`). Exits 2 when a goal is
+## missed, 1 on an error (a figure that cannot be read is one).
 BENCH_ARGS ?=
 bench:
 	$(CARGO) build --release --locked --bin pingone-operator -p pingone-operator

@@ -141,6 +141,14 @@ pub struct RunArgs {
     #[arg(long = "environment-max-requests-per-second", env = "PINGONE_ENVIRONMENT_MAX_REQUESTS_PER_SECOND", value_delimiter = ',', value_parser = parse_environment_rate)]
     pub environment_max_requests_per_second: Vec<(String, u32)>,
 
+    /// Watch only the credentials Secrets this label selector matches (e.g.
+    /// `pingone.tokenops.dev/credentials=true`), and the operator's own token Secrets, instead of
+    /// the metadata of every Secret. Cheaper where Secrets change often; a change to an
+    /// unlabelled credentials Secret is then not noticed until the connection's next reconcile
+    /// (its renewal), though every reconcile still reads it.
+    #[arg(long, env = "PINGONE_CREDENTIALS_SECRET_SELECTOR")]
+    pub credentials_secret_selector: Option<String>,
+
     /// Timeout of a whole token request.
     #[arg(long, env = "PINGONE_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub request_timeout: Duration,

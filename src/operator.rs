@@ -149,6 +149,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     let config = ControllerConfig {
         namespaces: args.namespaces.clone(),
         concurrency: args.concurrency,
+        credentials_secret_selector: args.credentials_secret_selector.clone(),
     };
     let mut outcome = Ok(());
     if args.leader_election {

@@ -33,6 +33,22 @@ pub struct ControllerConfig {
     pub namespaces: Vec<String>,
     /// Reconciles running at once (0: unlimited).
     pub concurrency: u16,
+    /// Watch only credentials Secrets with these labels (and the operator's own token Secrets)
+    /// instead of every Secret's metadata.
+    pub credentials_secret_selector: Option<String>,
+}
+
+/// The Secret watches: every Secret's metadata, or, with a credentials selector, the
+/// operator's token Secrets and the selected credentials Secrets.
+fn secret_watch_configs(credentials_selector: Option<&str>) -> Vec<watcher::Config> {
+    let config = watcher::Config::default().any_semantic();
+    match credentials_selector {
+        None => vec![config],
+        Some(selector) => vec![
+            config.clone().labels(token_secret::MANAGED_SELECTOR),
+            config.labels(selector),
+        ],
+    }
 }
 
 fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
@@ -108,7 +124,13 @@ pub async fn run(
         .touched_objects()
         .predicate_filter(spec_or_renew_request, Default::default());
 
-    let secrets = secret_triggers(&client, &config.namespaces, ctx.clone(), reader.clone());
+    let secrets = secret_triggers(
+        &client,
+        &config.namespaces,
+        config.credentials_secret_selector.as_deref(),
+        ctx.clone(),
+        reader.clone(),
+    );
 
     // The debounce folds the events of one change (a Secret written by kubectl apply, then its
     // annotations) into one reconcile; 20 ms is enough for that and keeps apply → Ready short.
@@ -235,42 +257,54 @@ fn relists_as_changes(
 fn secret_triggers(
     client: &Client,
     namespaces: &[String],
+    credentials_selector: Option<&str>,
     ctx: Arc<Context>,
     store: Store<PingOneConnection>,
 ) -> impl Stream<Item = ObjectRef<PingOneConnection>> + Send + 'static {
+    let configs = secret_watch_configs(credentials_selector);
+    // With a credentials selector, two watches per scope, named apart for the health report.
+    let kinds: &[&str] = if configs.len() == 1 {
+        &["secrets"]
+    } else {
+        &["secrets-token", "secrets-credentials"]
+    };
     let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
         vec![None]
     } else {
         namespaces.iter().map(|n| Some(n.as_str())).collect()
     };
-    stream::select_all(
-        apis::<PartialObjectMeta<Secret>>(client, namespaces)
-            .into_iter()
-            .zip(scopes)
+    let mut watches = Vec::new();
+    for (api, scope) in apis::<PartialObjectMeta<Secret>>(client, namespaces)
+        .into_iter()
+        .zip(scopes)
+    {
+        for (config, kind) in configs.iter().zip(kinds) {
             // Metadata only: Secret data never reaches the operator through the watch.
-            .map(|(api, scope)| {
+            watches.push(
                 reported(
-                    watcher(api, watcher::Config::default().any_semantic()),
-                    watch_name("secrets", scope),
+                    watcher(api.clone(), config.clone()),
+                    watch_name(kind, scope),
                     "secrets",
                     ctx.clone(),
                 )
-                .boxed()
-            }),
-    )
-    .default_backoff()
-    .filter_map(|event| async move {
-        match event {
-            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => Some((s, false)),
-            Ok(watcher::Event::Delete(s)) => Some((s, true)),
-            _ => None,
+                .boxed(),
+            );
         }
-    })
-    .flat_map(
-        move |(secret, deleted): (PartialObjectMeta<Secret>, bool)| {
-            stream::iter(connections_for(&ctx, &store, &secret, deleted))
-        },
-    )
+    }
+    stream::select_all(watches)
+        .default_backoff()
+        .filter_map(|event| async move {
+            match event {
+                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => Some((s, false)),
+                Ok(watcher::Event::Delete(s)) => Some((s, true)),
+                _ => None,
+            }
+        })
+        .flat_map(
+            move |(secret, deleted): (PartialObjectMeta<Secret>, bool)| {
+                stream::iter(connections_for(&ctx, &store, &secret, deleted))
+            },
+        )
 }
 
 fn connections_for(
@@ -324,4 +358,25 @@ fn error_policy(conn: Arc<PingOneConnection>, error: &Error, ctx: Arc<Context>) 
         error.reason(),
     );
     Action::requeue(ctx.timing.stalled_recheck)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_credentials_selector_narrows_the_secret_watch_to_labelled_secrets() {
+        let all = secret_watch_configs(None);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].label_selector, None);
+        let narrow = secret_watch_configs(Some("pingone.tokenops.dev/credentials=true"));
+        let selectors: Vec<_> = narrow.iter().map(|c| c.label_selector.as_deref()).collect();
+        assert_eq!(
+            selectors,
+            [
+                Some(token_secret::MANAGED_SELECTOR),
+                Some("pingone.tokenops.dev/credentials=true")
+            ]
+        );
+    }
 }

@@ -328,6 +328,26 @@ impl TokenClient {
         }
     }
 
+    /// [`admit`](Self::admit), but a slot at most `within` away is waited for here (see
+    /// [`RateLimiter::admit_within`]): `Ok` once the request may go, `Err(slot)` to come back.
+    pub async fn admit_within(
+        &self,
+        auth_domain: &str,
+        environment_id: &str,
+        held: Option<tokio::time::Instant>,
+        tolerance: Duration,
+        within: Duration,
+    ) -> Result<Duration, tokio::time::Instant> {
+        match self.policy.allowed(auth_domain) {
+            Ok(domain) => {
+                self.limiter
+                    .admit_within(&domain, environment_id, held, tolerance, within)
+                    .await
+            }
+            Err(_) => Ok(Duration::ZERO),
+        }
+    }
+
     /// Requests a token, waiting for the request budget first, and also returns how long the
     /// attempt took (for the request duration metric, which should count failures too; queued
     /// time is not counted).

@@ -3,8 +3,9 @@
 //! are shared by everything on the license).
 //!
 //! The cap is admission, not a sleep: a caller reserves the next free slot of its environment's
-//! budget and learns when it is; the reconciler then returns and comes back at that time, so a
-//! connection waiting for a slow environment holds no worker. Slots are handed out in the order
+//! budget and learns when it is; when the slot is far (see [`RateLimiter::admit_within`]) the
+//! reconciler returns and comes back at that time, so a connection waiting for a slow
+//! environment holds no worker, and only a slot within a second is waited for in place. Slots are handed out in the order
 //! they are asked for, evenly spaced, with no burst allowance. The spacing is 5 % wider than
 //! `1/rate`: requests spaced exactly `1/rate` apart put `rate + 1` of them in a closed
 //! one-second window, and the few milliseconds by which delivery varies would push a server's
@@ -158,6 +159,33 @@ impl RateLimiter {
         budget.next = budget.next.max(until);
     }
 
+    /// Takes a slot like [`admit`](Self::admit), and when it is at most `within` away waits for
+    /// it here: `Ok(waited)` once the request may go, `Err(slot)` (reserved, to be held) when the
+    /// slot is further away. A caller at the front of a queue (a reconcile in a burst: with `n`
+    /// workers the slots reserved reach at most `n` spacings ahead) then takes its slot in one
+    /// go instead of coming back for it, which would cost it a second pass.
+    pub async fn admit_within(
+        &self,
+        auth_domain: &str,
+        environment_id: &str,
+        mut held: Option<Instant>,
+        tolerance: Duration,
+        within: Duration,
+    ) -> Result<Duration, Instant> {
+        let start = Instant::now();
+        loop {
+            let now = Instant::now();
+            match self.admit(auth_domain, environment_id, held, now, tolerance) {
+                Admission::Go => return Ok(now - start),
+                Admission::Wait(slot) if slot <= now + within => {
+                    held = Some(slot);
+                    tokio::time::sleep_until(slot).await;
+                }
+                Admission::Wait(slot) => return Err(slot),
+            }
+        }
+    }
+
     /// Waits for this key's next slot (for callers without a scheduler of their own). Returns
     /// how long it waited.
     pub async fn acquire(&self, auth_domain: &str, environment_id: &str) -> Duration {
@@ -287,6 +315,38 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(free.admit("d", "e", None, t0, tol), Admission::Go);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_near_slot_is_waited_for_in_place_and_a_far_one_is_handed_back() {
+        let limiter = RateLimiter::new(10, &[]);
+        let tol = Duration::from_millis(2);
+        let within = Duration::from_millis(500);
+        let t0 = Instant::now();
+        // Slots 105 ms apart: the first goes at once, the next four are waited for here.
+        for i in 0..5u32 {
+            let waited = limiter
+                .admit_within("d", "e", None, tol, within)
+                .await
+                .expect("within reach");
+            assert_eq!(waited, Duration::from_millis(if i == 0 { 0 } else { 105 }));
+        }
+        assert_eq!(t0.elapsed(), Duration::from_millis(420));
+        // Six callers reserve without waiting; the seventh's slot is 735 ms away: handed back.
+        for _ in 0..6 {
+            let _ = limiter.admit("d", "e", None, Instant::now(), tol);
+        }
+        let far = limiter
+            .admit_within("d", "e", None, tol, within)
+            .await
+            .expect_err("beyond reach");
+        assert_eq!(far - Instant::now(), Duration::from_millis(735));
+        // Held and brought back near its time, it is waited for and goes.
+        tokio::time::sleep_until(far - Duration::from_millis(300)).await;
+        assert_eq!(
+            limiter.admit_within("d", "e", Some(far), tol, within).await,
+            Ok(Duration::from_millis(300))
+        );
     }
 
     #[tokio::test]

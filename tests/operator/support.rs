@@ -161,6 +161,7 @@ impl TestEnv {
         let config = ControllerConfig {
             namespaces: vec![self.ns.clone()],
             concurrency: 8,
+            ..Default::default()
         };
         let handle = tokio::spawn(controller::run(ctx, config, async {
             let _ = rx.await;

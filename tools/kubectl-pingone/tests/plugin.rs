@@ -86,6 +86,7 @@ impl Env {
         let config = ControllerConfig {
             namespaces: vec![ns.clone()],
             concurrency: 4,
+            ..Default::default()
         };
         tokio::spawn(controller::run(ctx, config, async {
             let _ = stopped.await;

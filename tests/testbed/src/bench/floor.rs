@@ -101,7 +101,7 @@ impl Floor {
     }
 
     /// CPU seconds used by the floor's threads so far.
-    pub fn cpu_seconds(&self) -> f64 {
+    pub fn cpu_seconds(&self) -> Result<f64> {
         threads_cpu_seconds(THREAD_NAME)
     }
 
@@ -294,5 +294,82 @@ impl Inner {
             .await
             .context("floor status apply")?;
         Ok(())
+    }
+}
+
+const WATCH_THREAD_NAME: &str = "bench-watch";
+
+/// The floor of Secret churn: a bare metadata-only watch of every Secret in the cluster (what
+/// the operator's Secret trigger must at least do without a label selector), on a runtime of its
+/// own whose threads are named `bench-watch`. It counts the events and does nothing else.
+pub struct MetadataWatch {
+    rt: Option<Runtime>,
+    events: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl MetadataWatch {
+    /// Starts the watch and waits until its initial list is done.
+    pub async fn start(kubeconfig: &Path) -> Result<MetadataWatch> {
+        use kube::api::PartialObjectMeta;
+        use kube::runtime::watcher;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(WATCH_THREAD_NAME)
+            .enable_all()
+            .build()?;
+        let events = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (listed_tx, listed_rx) = tokio::sync::oneshot::channel();
+        let kubeconfig = kubeconfig.to_path_buf();
+        let counter = events.clone();
+        rt.spawn(async move {
+            let Ok(kube) = client_from_kubeconfig(&kubeconfig).await else {
+                return;
+            };
+            let api: Api<PartialObjectMeta<Secret>> = Api::all(kube);
+            let mut listed = Some(listed_tx);
+            let mut stream = std::pin::pin!(watcher::watcher(
+                api,
+                watcher::Config::default().any_semantic()
+            ));
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(tx) = listed.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(_) => {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(120), listed_rx)
+            .await
+            .context("the bare Secret watch did not list within 120 s")?
+            .context("the bare Secret watch ended before listing")?;
+        Ok(MetadataWatch {
+            rt: Some(rt),
+            events,
+        })
+    }
+
+    /// CPU seconds of the watch's threads so far.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        threads_cpu_seconds(WATCH_THREAD_NAME)
+    }
+
+    /// Events received so far (initial list included).
+    pub fn events(&self) -> u64 {
+        self.events.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for MetadataWatch {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
     }
 }

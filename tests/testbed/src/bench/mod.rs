@@ -11,13 +11,15 @@
 //! - [`operator`]: the operator process, its `/metrics` and its `/proc` figures;
 //! - [`prom`]: Prometheus text parsing (the operator's and the API server's metrics);
 //! - [`stats`]: medians and percentiles;
-//! - [`scenarios`]: the scenarios of issue 6 and the result table.
+//! - [`scenarios`]: the scenarios of issue 6 and the result table;
+//! - [`scale`]: issue 12's scenarios at scale (10,000 connections under a cap, Secret churn).
 
 pub mod floor;
 pub mod objects;
 pub mod observe;
 pub mod operator;
 pub mod prom;
+pub mod scale;
 pub mod scenarios;
 pub mod stats;
 

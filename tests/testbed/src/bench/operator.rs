@@ -250,19 +250,25 @@ impl OperatorCounters {
     }
 }
 
-/// `VmHWM` and `VmRSS` of a process.
+/// `VmHWM` and `VmRSS` of a process. A figure that cannot be read is an error, never 0.
 pub fn proc_memory(pid: u32) -> Result<Memory> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> u64 {
-        text.lines()
+    let path = format!("/proc/{pid}/status");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let field = |name: &str| -> Result<u64> {
+        let kib: u64 = text
+            .lines()
             .find_map(|l| l.strip_prefix(name))
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+            .with_context(|| format!("no {name} in {path}"))?;
+        if kib == 0 {
+            bail!("{name} in {path} is 0");
+        }
+        Ok(kib)
     };
     Ok(Memory {
-        hwm_kib: field("VmHWM:"),
-        rss_kib: field("VmRSS:"),
+        hwm_kib: field("VmHWM:")?,
+        rss_kib: field("VmRSS:")?,
     })
 }
 
@@ -281,23 +287,32 @@ pub fn proc_cpu_seconds(stat_path: &str) -> Result<f64> {
     Ok((utime + stime) / clock_ticks())
 }
 
-/// CPU seconds of this process's threads whose name starts with `prefix`.
-pub fn threads_cpu_seconds(prefix: &str) -> f64 {
-    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
-        return 0.0;
-    };
-    tasks
-        .flatten()
-        .filter(|t| {
-            fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim().starts_with(prefix))
-        })
-        .filter_map(|t| proc_cpu_seconds(&t.path().join("stat").display().to_string()).ok())
-        .sum()
+/// CPU seconds of this process's threads whose name starts with `prefix`; an error when no
+/// such thread exists or one cannot be read (never 0 for a figure that was not read).
+pub fn threads_cpu_seconds(prefix: &str) -> Result<f64> {
+    let mut total = 0.0;
+    let mut threads = 0;
+    for t in fs::read_dir("/proc/self/task").context("reading /proc/self/task")? {
+        let t = t?;
+        // A thread that ended meanwhile has nothing left to count.
+        let Ok(comm) = fs::read_to_string(t.path().join("comm")) else {
+            continue;
+        };
+        if comm.trim().starts_with(prefix) {
+            total += proc_cpu_seconds(&t.path().join("stat").display().to_string())?;
+            threads += 1;
+        }
+    }
+    if threads == 0 {
+        bail!("no thread named {prefix}* in /proc/self/task");
+    }
+    Ok(total)
 }
 
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    // Linux's USER_HZ is 100 on every architecture when sysconf cannot say.
     if ticks > 0 { ticks as f64 } else { 100.0 }
 }
 
@@ -328,5 +343,12 @@ mod tests {
         let m = proc_memory(std::process::id()).unwrap();
         assert!(m.rss_kib > 0 && m.hwm_kib >= m.rss_kib);
         assert!(proc_cpu_seconds("/proc/self/stat").unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn unreadable_figures_are_errors() {
+        assert!(proc_memory(u32::MAX).is_err());
+        assert!(threads_cpu_seconds("no-such-thread").is_err());
+        assert!(proc_cpu_seconds("/proc/0/stat").is_err());
     }
 }
