@@ -7,14 +7,6 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn token_requests(env: &TestEnv) -> usize {
-    env.standin
-        .requests()
-        .iter()
-        .filter(|r| r.path.ends_with("/as/token"))
-        .count()
-}
-
 fn keys(secret: &k8s_openapi::api::core::v1::Secret) -> Vec<String> {
     secret
         .data
@@ -64,7 +56,7 @@ async fn keys_are_renamed_and_entries_rendered_and_a_layout_change_needs_no_new_
         env.standin.verify_token(&token).is_ok(),
         "the renamed key holds the token"
     );
-    assert_eq!(token_requests(&env), 1);
+    assert_eq!(env.standin.token_request_count(), 1);
 
     // Someone edits an entry: put back, with the same token.
     let mut edited = secret.clone();
@@ -107,7 +99,7 @@ async fn keys_are_renamed_and_entries_rendered_and_a_layout_change_needs_no_new_
         format!("Bearer {token}")
     );
     assert_eq!(
-        token_requests(&env),
+        env.standin.token_request_count(),
         1,
         "a layout change asks PingOne for nothing"
     );
@@ -161,5 +153,5 @@ async fn bad_templates_are_rejected_at_apply_time_and_collisions_named_in_a_cond
         message.contains("\"authorization\" is used twice"),
         "{message}"
     );
-    assert_eq!(token_requests(&env), 0);
+    assert_eq!(env.standin.token_request_count(), 0);
 }

@@ -4,42 +4,10 @@
 use std::time::Duration;
 
 use kube::api::{Patch, PatchParams};
-use pingone_operator::api::RENEW_REQUESTED_AT;
 use pingone_testbed::standin::Fault;
 use serde_json::json;
 
 use crate::support::*;
-
-async fn request_renewal(env: &TestEnv, name: &str, value: &str) {
-    env.connections()
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {RENEW_REQUESTED_AT: value}}})),
-        )
-        .await
-        .expect("annotate connection");
-}
-
-async fn wait_served(env: &TestEnv, name: &str, value: &str) -> serde_json::Value {
-    eventually(
-        Duration::from_secs(30),
-        &format!("renew request {value} served"),
-        || async {
-            let status = env.status_json(name).await;
-            (status["renewRequestServed"] == value).then_some(status)
-        },
-    )
-    .await
-}
-
-fn token_requests(env: &TestEnv) -> usize {
-    env.standin
-        .requests()
-        .iter()
-        .filter(|r| r.path.ends_with("/as/token"))
-        .count()
-}
 
 async fn access_token(env: &TestEnv) -> String {
     let secret = env.token_secret("c-token").await.expect("token Secret");
@@ -52,13 +20,13 @@ async fn a_renew_request_renews_once_per_value_and_never_again_after_a_restart()
     env.start_operator();
     env.create_connection("c", json!({})).await;
     env.wait_ready("c").await;
-    assert_eq!(token_requests(&env), 1);
+    assert_eq!(env.standin.token_request_count(), 1);
     let first = access_token(&env).await;
 
     // A request: one new token, and the value is recorded as served.
-    request_renewal(&env, "c", "2026-12-01T10:00:00Z").await;
-    let status = wait_served(&env, "c", "2026-12-01T10:00:00Z").await;
-    assert_eq!(token_requests(&env), 2);
+    env.request_renewal("c", "2026-12-01T10:00:00Z").await;
+    let status = env.wait_served("c", "2026-12-01T10:00:00Z").await;
+    assert_eq!(env.standin.token_request_count(), 2);
     let second = access_token(&env).await;
     assert_ne!(first, second, "the Secret holds the new token");
     assert_eq!(
@@ -76,7 +44,11 @@ async fn a_renew_request_renews_once_per_value_and_never_again_after_a_restart()
     )
     .await;
     let after_restart = env.metrics.reconciles.get();
-    assert_eq!(token_requests(&env), 2, "no renewal after a restart");
+    assert_eq!(
+        env.standin.token_request_count(),
+        2,
+        "no renewal after a restart"
+    );
     assert_eq!(access_token(&env).await, second);
 
     // The same value again (re-applied with another annotation) asks for nothing; a new value
@@ -89,9 +61,13 @@ async fn a_renew_request_renews_once_per_value_and_never_again_after_a_restart()
         )
         .await
         .unwrap();
-    request_renewal(&env, "c", "2026-12-01T10:05:00Z").await;
-    wait_served(&env, "c", "2026-12-01T10:05:00Z").await;
-    assert_eq!(token_requests(&env), 3, "one request for the new value");
+    env.request_renewal("c", "2026-12-01T10:05:00Z").await;
+    env.wait_served("c", "2026-12-01T10:05:00Z").await;
+    assert_eq!(
+        env.standin.token_request_count(),
+        3,
+        "one request for the new value"
+    );
     assert!(env.metrics.reconciles.get() > after_restart);
 }
 
@@ -104,7 +80,7 @@ async fn a_renew_request_goes_through_the_failure_policy_and_keeps_the_valid_tok
     let first = access_token(&env).await;
 
     env.standin.set_persistent_fault(Some(Fault::status(503)));
-    request_renewal(&env, "c", "2026-12-01T11:00:00Z").await;
+    env.request_renewal("c", "2026-12-01T11:00:00Z").await;
     let conn = env
         .wait_reconciling("c", "TokenEndpointUnavailable", Duration::from_secs(30))
         .await;
@@ -114,6 +90,6 @@ async fn a_renew_request_goes_through_the_failure_policy_and_keeps_the_valid_tok
     assert!(conn.status.as_ref().unwrap().renew_request_served.is_none());
     // Retried on the backoff: served once PingOne answers again.
     env.standin.set_persistent_fault(None);
-    wait_served(&env, "c", "2026-12-01T11:00:00Z").await;
+    env.wait_served("c", "2026-12-01T11:00:00Z").await;
     assert_ne!(access_token(&env).await, first);
 }

@@ -313,6 +313,32 @@ impl TestEnv {
         obj.data["status"].clone()
     }
 
+    /// Asks for a new token with the renew-requested-at annotation set to `value`.
+    pub async fn request_renewal(&self, name: &str, value: &str) {
+        self.connections()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+                    pingone_operator::api::RENEW_REQUESTED_AT: value}}})),
+            )
+            .await
+            .expect("annotate connection");
+    }
+
+    /// Waits until status.renewRequestServed is `value`; returns the status.
+    pub async fn wait_served(&self, name: &str, value: &str) -> serde_json::Value {
+        eventually(
+            Duration::from_secs(30),
+            &format!("renew request {value} served"),
+            || async {
+                let status = self.status_json(name).await;
+                (status["renewRequestServed"] == value).then_some(status)
+            },
+        )
+        .await
+    }
+
     pub async fn token_secret(&self, name: &str) -> Option<Secret> {
         self.secrets().get_opt(name).await.expect("get secret")
     }

@@ -4,8 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use kube::api::{Patch, PatchParams};
-use pingone_operator::api::RENEW_REQUESTED_AT;
 use pingone_operator::pingone::TokenClientConfig;
 use pingone_testbed::standin::{ClientRegistration, Fault};
 use serde_json::json;
@@ -27,21 +25,6 @@ async fn setup(prefix: &str, jwks_min_refetch: Duration) -> TestEnv {
     });
     env.start_operator_custom(tokens, test_timing());
     env
-}
-
-async fn renew(env: &TestEnv, name: &str, value: &str) {
-    env.connections()
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {RENEW_REQUESTED_AT: value}}})),
-        )
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(30), "renewal served", || async {
-        (env.status_json(name).await["renewRequestServed"] == value).then_some(())
-    })
-    .await;
 }
 
 fn verified(status: &serde_json::Value) -> Option<&serde_json::Value> {
@@ -118,7 +101,8 @@ async fn a_jwt_is_verified_with_the_cached_jwks_and_its_claims_shown() {
     if since < Duration::from_secs(1) {
         tokio::time::sleep(Duration::from_secs(1) - since).await;
     }
-    renew(&env, "c", "2026-12-01T10:00:00Z").await;
+    env.request_renewal("c", "2026-12-01T10:00:00Z").await;
+    env.wait_served("c", "2026-12-01T10:00:00Z").await;
     let status = wait_verified(&env, "c", "TokenVerified").await;
     assert!(
         verified(&status).unwrap()["message"]
@@ -140,7 +124,8 @@ async fn a_token_that_does_not_verify_is_reported_and_still_delivered() {
     assert_eq!(env.standin.jwks_requests(), 1);
 
     env.standin.push_fault(Fault::BadSignature, 1);
-    renew(&env, "c", "1").await;
+    env.request_renewal("c", "1").await;
+    env.wait_served("c", "1").await;
     let status = wait_verified(&env, "c", "TokenSignatureInvalid").await;
     assert_eq!(verified(&status).unwrap()["status"], "False");
     assert!(
@@ -163,7 +148,8 @@ async fn a_token_that_does_not_verify_is_reported_and_still_delivered() {
     );
 
     env.standin.push_fault(Fault::UnknownKid, 1);
-    renew(&env, "c", "2").await;
+    env.request_renewal("c", "2").await;
+    env.wait_served("c", "2").await;
     let status = wait_verified(&env, "c", "TokenKeyUnknown").await;
     assert!(
         verified(&status).unwrap()["message"]
@@ -178,7 +164,8 @@ async fn a_token_that_does_not_verify_is_reported_and_still_delivered() {
     );
 
     // The next good token verifies again.
-    renew(&env, "c", "3").await;
+    env.request_renewal("c", "3").await;
+    env.wait_served("c", "3").await;
     wait_verified(&env, "c", "TokenVerified").await;
 }
 
@@ -201,7 +188,8 @@ async fn skew_missing_scopes_and_opaque_tokens() {
 
     env.standin
         .push_fault(Fault::GrantOnly(vec![SCOPES[0].to_string()]), 1);
-    renew(&env, "c", "1").await;
+    env.request_renewal("c", "1").await;
+    env.wait_served("c", "1").await;
     let status = wait_verified(&env, "c", "ScopesNotGranted").await;
     let message = verified(&status).unwrap()["message"].as_str().unwrap();
     assert!(message.contains(SCOPES[1]), "{message}");
@@ -209,7 +197,8 @@ async fn skew_missing_scopes_and_opaque_tokens() {
 
     // An opaque token: accepted as it is, no claims, no condition.
     env.standin.push_fault(Fault::OpaqueToken, 1);
-    renew(&env, "c", "2").await;
+    env.request_renewal("c", "2").await;
+    env.wait_served("c", "2").await;
     let status = env.status_json("c").await;
     assert!(verified(&status).is_none(), "{status}");
     assert!(status["tokenClaims"].is_null());
