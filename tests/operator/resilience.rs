@@ -89,6 +89,19 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         "the standby wrote"
     );
     assert_eq!(b.count_log("leading; starting the controller"), 0);
+    // Both ready: the leader with its watches synced, the standby once the Lease showed a live
+    // holder (it has nothing to sync).
+    for (who, p) in [("leader", &a), ("standby", &b)] {
+        eventually(
+            Duration::from_secs(20),
+            &format!("{who} /readyz 200"),
+            || async {
+                let r = reqwest::get(p.url("/readyz")).await.ok()?;
+                (r.status() == 200).then_some(())
+            },
+        )
+        .await;
+    }
 
     // The leader dies without a word: the standby takes over once the lease expires.
     let killed = Instant::now();
