@@ -688,7 +688,7 @@ impl Reconcile<'_> {
                     Ok(response) => {
                         ctx.metrics
                             .token_request(&self.namespace, &self.name, "success", elapsed);
-                        let renewal = need == Need::RenewalDue;
+                        let renewal = need.is_renewal();
                         let token = IssuedToken {
                             // Counted from before the request was sent: errs on the early side.
                             issued_at: self.now,
