@@ -250,7 +250,7 @@ impl Reconcile<'_> {
                     .status
                     .as_ref()
                     .is_some_and(|s| s.issued_at.is_some()),
-                renew_requested: self.conn.pending_renew_request().is_some(),
+                renew_requested: self.pending_renew_request().is_some(),
             },
             &self.ctx.timing,
         );
@@ -268,7 +268,8 @@ impl Reconcile<'_> {
                     access_token: Some(access_token),
                     ..
                 } = &target
-                    && token_check::from_status(self.status())
+                    && self
+                        .known_check(&token)
                         .is_some_and(|c| c.reason == crate::pingone::REASON_JWKS_UNAVAILABLE)
                 {
                     self.check_token(&creds, &token, access_token).await;
@@ -493,6 +494,16 @@ impl Reconcile<'_> {
             Outcome::Failed { failure, .. } => Some(failure.clone()),
             _ => self.failure.clone(),
         };
+        // A new token serves a pending renew request; otherwise the last one served stays.
+        let renew_served = match &outcome {
+            Outcome::Issued { .. } => self.pending_renew_request().map(str::to_string),
+            _ => None,
+        };
+        if let Some(served) = &renew_served {
+            ctx.states
+                .with(&self.uid, |s| s.renew_served = Some(served.clone()));
+        }
+        let renew_served = renew_served.or_else(|| self.last_renew_served());
         let facts = Facts {
             now,
             generation: self.conn.metadata.generation,
@@ -518,18 +529,9 @@ impl Reconcile<'_> {
             rotation: rotation.facts.clone(),
             token_check: match self.check.lock().unwrap_or_else(|e| e.into_inner()).clone() {
                 Some(check) => check,
-                None if token.is_some() => token_check::from_status(self.status()),
-                None => None,
+                None => token.as_ref().and_then(|t| self.known_check(t)),
             },
-            // A new token serves a pending renew request; otherwise the last one served stays.
-            renew_request_served: match &outcome {
-                Outcome::Issued { .. } => self.conn.pending_renew_request(),
-                _ => None,
-            }
-            .or_else(|| {
-                self.status()
-                    .and_then(|s| s.renew_request_served.as_deref())
-            }),
+            renew_request_served: renew_served.as_deref(),
         };
         // A token that could not be checked is checked again within a minute.
         if facts
@@ -811,6 +813,40 @@ impl Reconcile<'_> {
         })
     }
 
+    /// The renew-requested-at value not yet served, by what this process remembers and by
+    /// status (the copy of the connection may predate the last status write).
+    fn pending_renew_request(&self) -> Option<&str> {
+        let value = self.conn.pending_renew_request()?;
+        let served = self
+            .ctx
+            .states
+            .with(&self.uid, |s| s.renew_served.as_deref() == Some(value))
+            .unwrap_or(false);
+        (!served).then_some(value)
+    }
+
+    /// The last renew-requested-at value served, remembered or from status.
+    fn last_renew_served(&self) -> Option<String> {
+        self.ctx
+            .states
+            .with(&self.uid, |s| s.renew_served.clone())
+            .flatten()
+            .or_else(|| self.status().and_then(|s| s.renew_request_served.clone()))
+    }
+
+    /// The check of `token` as this process made it, else as status recorded it.
+    fn known_check(&self, token: &IssuedToken) -> Option<token_check::TokenCheck> {
+        match self
+            .ctx
+            .states
+            .with(&self.uid, |s| s.token_check.clone())
+            .flatten()
+        {
+            Some((issued_at, check)) if issued_at == token.issued_at => check,
+            _ => token_check::from_status(self.status()),
+        }
+    }
+
     /// Verifies a token just written against the environment's JWKS and compares its claims
     /// with what was asked for; the result goes to status (and a Warning Event when wrong).
     async fn check_token(
@@ -853,6 +889,9 @@ impl Reconcile<'_> {
                     .await;
             }
         }
+        self.ctx.states.with(&self.uid, |s| {
+            s.token_check = Some((token.issued_at, check.clone()));
+        });
         *self.check.lock().unwrap_or_else(|e| e.into_inner()) = Some(check);
     }
 

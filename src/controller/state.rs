@@ -83,6 +83,11 @@ pub struct ConnectionState {
     pub rotation_failure: Option<super::rotation::RotationFailure>,
     /// A rotated secret not yet written into the credentials Secret.
     pub pending_rotation: Option<super::rotation::PendingWrite>,
+    /// The check of the token issued at this time (`None` inside: an opaque token). Status
+    /// shows it too, but the copy of the connection a reconcile gets may predate that write.
+    pub token_check: Option<(jiff::Timestamp, Option<super::token_check::TokenCheck>)>,
+    /// The last renew-requested-at value a token was issued for (as for `token_check`).
+    pub renew_served: Option<String>,
 }
 
 type SecretKey = (String, String);
