@@ -5,7 +5,7 @@
 //! The memory is a cache, never the record: failures are also in status, tokens in the Secret.
 //! Losing it (a restart, a forget of a live connection) costs at most a repeated write.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use jiff::Timestamp;
@@ -53,7 +53,8 @@ pub struct LastEvent {
     pub at: Timestamp,
 }
 
-/// What the operator remembers of one connection.
+/// What the operator remembers of one connection. What only a failure or an unfinished write
+/// leaves behind is boxed, so that the state of a healthy connection stays small.
 #[derive(Default)]
 pub struct ConnectionState {
     /// The connection's namespace.
@@ -63,15 +64,15 @@ pub struct ConnectionState {
     /// The Secrets it references (credentials, target), as indexed.
     secrets: Vec<String>,
     /// The last failed token request, while unresolved.
-    pub failure: Option<Failure>,
+    pub failure: Option<Box<Failure>>,
     /// A token obtained but not yet written.
-    pub unwritten: Option<UnwrittenToken>,
+    pub unwritten: Option<Box<UnwrittenToken>>,
     /// The latest write of its token Secret, to recognise the watch event that echoes it.
     pub own_write: Option<OwnWrite>,
     /// The last status written.
     pub written_status: Option<WrittenStatus>,
     /// The last failed Kubernetes API call, while unresolved.
-    pub kube_failure: Option<KubeFailure>,
+    pub kube_failure: Option<Box<KubeFailure>>,
     /// A reserved slot of its environment's request budget.
     pub slot: Option<tokio::time::Instant>,
     /// The last Event published.
@@ -80,9 +81,9 @@ pub struct ConnectionState {
     /// watch event for that very version (a re-list, a list that arrives late) changes nothing.
     pub credentials_seen: Option<(String, String)>,
     /// The last failed client secret rotation, while unresolved.
-    pub rotation_failure: Option<super::rotation::RotationFailure>,
+    pub rotation_failure: Option<Box<super::rotation::RotationFailure>>,
     /// A rotated secret not yet written into the credentials Secret.
-    pub pending_rotation: Option<super::rotation::PendingWrite>,
+    pub pending_rotation: Option<Box<super::rotation::PendingWrite>>,
     /// The check of the token issued at this time (`None` inside: an opaque token). Status
     /// shows it too, but the copy of the connection a reconcile gets may predate that write.
     pub token_check: Option<(jiff::Timestamp, Option<super::token_check::TokenCheck>)>,
@@ -92,11 +93,15 @@ pub struct ConnectionState {
 
 type SecretKey = (String, String);
 
+/// The states are boxed: a map's slots hold their value inline and a hash map keeps a share of
+/// its slots empty, so inline states (about a kilobyte each) would cost that much again in empty
+/// slots at ten thousand connections.
 #[derive(Default)]
 struct Inner {
-    by_uid: HashMap<String, ConnectionState>,
-    /// (namespace, Secret name) → UIDs of the connections that reference it.
-    by_secret: HashMap<SecretKey, BTreeSet<String>>,
+    by_uid: HashMap<String, Box<ConnectionState>>,
+    /// (namespace, Secret name) → UIDs of the connections that reference it: nearly always one,
+    /// so a plain vector (a one-element B-tree set would allocate a whole node).
+    by_secret: HashMap<SecretKey, Vec<String>>,
 }
 
 /// The states of all connections.
@@ -131,17 +136,19 @@ impl States {
         state.name = name.to_string();
         state.secrets = secrets.iter().map(|s| s.to_string()).collect();
         for secret in secrets {
-            inner
+            let uids = inner
                 .by_secret
                 .entry((namespace.to_string(), secret.to_string()))
-                .or_default()
-                .insert(uid.to_string());
+                .or_default();
+            if !uids.iter().any(|u| u == uid) {
+                uids.push(uid.to_string());
+            }
         }
     }
 
     /// Runs `f` on the state of connection `uid`, if it has one.
     pub fn with<R>(&self, uid: &str, f: impl FnOnce(&mut ConnectionState) -> R) -> Option<R> {
-        self.lock().by_uid.get_mut(uid).map(f)
+        self.lock().by_uid.get_mut(uid).map(|s| f(s))
     }
 
     /// Names of the connections in `namespace` that reference Secret `secret`.
@@ -201,7 +208,7 @@ impl States {
     pub fn forget(&self, uid: &str) -> Option<(String, String)> {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let state = inner.by_uid.remove(uid)?;
+        let state = *inner.by_uid.remove(uid)?;
         for secret in &state.secrets {
             unlink(&mut inner.by_secret, &state.namespace, secret, uid);
         }
@@ -228,10 +235,10 @@ impl States {
     }
 }
 
-fn unlink(by_secret: &mut HashMap<SecretKey, BTreeSet<String>>, ns: &str, secret: &str, uid: &str) {
+fn unlink(by_secret: &mut HashMap<SecretKey, Vec<String>>, ns: &str, secret: &str, uid: &str) {
     let key = (ns.to_string(), secret.to_string());
     if let Some(uids) = by_secret.get_mut(&key) {
-        uids.remove(uid);
+        uids.retain(|u| u != uid);
         if uids.is_empty() {
             by_secret.remove(&key);
         }
