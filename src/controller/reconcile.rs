@@ -118,6 +118,9 @@ struct Reconcile<'a> {
     read: std::sync::Mutex<Option<(Secret, Credentials)>>,
     /// The check of a token this reconcile wrote (`Some(None)`: an opaque token).
     check: std::sync::Mutex<Option<Option<token_check::TokenCheck>>>,
+    /// The Normal Event about the token this reconcile wrote (reason, note), published together
+    /// with the status write rather than before it, so that Ready is not held back by it.
+    issued_event: std::sync::Mutex<Option<(&'static str, String)>>,
 }
 
 /// What this reconcile did about client secret rotation.
@@ -153,9 +156,9 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
         .states
         .with(&uid, |s| {
             if s.failure.is_none() {
-                s.failure = failure_from_status(conn.status.as_ref());
+                s.failure = failure_from_status(conn.status.as_ref()).map(Box::new);
             }
-            s.failure.clone()
+            s.failure.as_deref().cloned()
         })
         .flatten();
     let r = Reconcile {
@@ -170,6 +173,7 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
         failure,
         read: std::sync::Mutex::new(None),
         check: std::sync::Mutex::new(None),
+        issued_event: std::sync::Mutex::new(None),
     };
     match r.act().await {
         Ok(outcome) => {
@@ -334,16 +338,16 @@ impl Reconcile<'_> {
             .states
             .with(&self.uid, |s| {
                 if s.rotation_failure.is_none() {
-                    s.rotation_failure = rotation::failure_from_status(self.status());
+                    s.rotation_failure = rotation::failure_from_status(self.status()).map(Box::new);
                 }
-                s.rotation_failure.clone()
+                s.rotation_failure.as_deref().cloned()
             })
             .flatten();
         let mut rotated = None;
         if let (true, Some((secret, creds))) = (token_current, &read) {
             let pending = ctx
                 .states
-                .with(&self.uid, |s| s.pending_rotation.take())
+                .with(&self.uid, |s| s.pending_rotation.take().map(|p| *p))
                 .flatten();
             let created = secret.metadata.creation_timestamp.as_ref().map(|t| t.0);
             let due = rotation::due_at(rotation::rotated_at(secret), created, every);
@@ -379,13 +383,15 @@ impl Reconcile<'_> {
                     ctx.metrics
                         .secret_rotation(&self.namespace, &self.name, recorded.reason);
                     failure = Some(recorded);
-                    ctx.states.with(&self.uid, |s| s.pending_rotation = pending);
+                    ctx.states
+                        .with(&self.uid, |s| s.pending_rotation = pending.map(Box::new));
                 }
                 None => {}
             }
         }
-        ctx.states
-            .with(&self.uid, |s| s.rotation_failure = failure.clone());
+        ctx.states.with(&self.uid, |s| {
+            s.rotation_failure = failure.clone().map(Box::new)
+        });
         let facts = match &rotated {
             Some((done, _)) => status::RotationFacts {
                 last: self
@@ -577,7 +583,17 @@ impl Reconcile<'_> {
                 return Ok(Action::requeue(wait));
             }
         }
-        if let Err(e) = self.write_status(&new_status).await {
+        let issued_event = self
+            .issued_event
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let (written, ()) = tokio::join!(self.write_status(&new_status), async {
+            if let Some((reason, note)) = &issued_event {
+                self.publish(EventType::Normal, reason, note).await;
+            }
+        });
+        if let Err(e) = written {
             return Ok(self.kube_failed(e).await);
         }
         self.clear_kube_failure();
@@ -615,7 +631,9 @@ impl Reconcile<'_> {
     }
 
     fn set_failure(&self, failure: Option<Failure>) {
-        self.ctx.states.with(&self.uid, |s| s.failure = failure);
+        self.ctx
+            .states
+            .with(&self.uid, |s| s.failure = failure.map(Box::new));
     }
 
     /// The outcome when no token can be requested (bad spec, credentials).
@@ -659,7 +677,7 @@ impl Reconcile<'_> {
         let spec = &self.conn.spec;
         let reused = ctx
             .states
-            .with(&self.uid, |s| s.unwritten.take())
+            .with(&self.uid, |s| s.unwritten.take().map(|u| *u))
             .flatten()
             .filter(|u| {
                 u.token.inputs_digest == digest
@@ -805,7 +823,7 @@ impl Reconcile<'_> {
             ),
         };
         info!(reason, expires_at = %token.expires_at, renew_at = %renew_at, "{}", need.as_str());
-        self.publish(EventType::Normal, reason, &note).await;
+        *self.issued_event.lock().unwrap_or_else(|e| e.into_inner()) = Some((reason, note));
         Ok(Outcome::Issued {
             token,
             renew_at,
@@ -923,10 +941,10 @@ impl Reconcile<'_> {
 
     fn keep_unwritten(&self, token: IssuedToken, access_token: crate::pingone::SecretString) {
         self.ctx.states.with(&self.uid, |s| {
-            s.unwritten = Some(UnwrittenToken {
+            s.unwritten = Some(Box::new(UnwrittenToken {
                 token,
                 access_token,
-            })
+            }))
         });
     }
 
@@ -1145,18 +1163,18 @@ impl Reconcile<'_> {
         let (attempts, changed) = ctx
             .states
             .with(&self.uid, |s| {
-                let previous = s.kube_failure.take();
+                let previous = s.kube_failure.take().map(|p| *p);
                 let changed = previous
                     .as_ref()
                     .is_none_or(|p| p.reason != e.reason || p.message != e.message);
                 let attempts = previous.as_ref().map_or(0, |p| p.attempts) + 1;
-                s.kube_failure = Some(KubeFailure {
+                s.kube_failure = Some(Box::new(KubeFailure {
                     reason: e.reason,
                     message: e.message.clone(),
                     attempts,
                     stalled: e.stalled,
                     since: previous.map_or(self.now, |p| p.since),
-                });
+                }));
                 (attempts, changed)
             })
             .unwrap_or((1, true));
