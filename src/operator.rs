@@ -48,7 +48,7 @@ pub enum StartError {
     Server(std::io::Error),
 }
 
-async fn kube_client(args: &RunArgs) -> Result<Client, StartError> {
+async fn kube_config(args: &RunArgs) -> Result<Config, StartError> {
     let config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig =
@@ -61,7 +61,7 @@ async fn kube_client(args: &RunArgs) -> Result<Client, StartError> {
             .await
             .map_err(|e| StartError::KubeConfig(e.to_string()))?,
     };
-    Client::try_from(config).map_err(|e| StartError::KubeConfig(e.to_string()))
+    Ok(config)
 }
 
 /// Builds the PingOne client from the flags.
@@ -102,7 +102,9 @@ async fn shutdown_signal() {
 
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> Result<(), StartError> {
-    let client = kube_client(&args).await?;
+    let kube_config = kube_config(&args).await?;
+    let client =
+        Client::try_from(kube_config.clone()).map_err(|e| StartError::KubeConfig(e.to_string()))?;
     let tokens = token_client(&args)?;
     let metrics = Arc::new(Metrics::new());
     let timing = Timing {
@@ -150,6 +152,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         namespaces: args.namespaces.clone(),
         concurrency: args.concurrency,
         credentials_secret_selector: args.credentials_secret_selector.clone(),
+        kube_config: Some(kube_config),
     };
     let mut outcome = Ok(());
     if args.leader_election {

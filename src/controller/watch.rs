@@ -20,7 +20,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, ResourceExt};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::token_secret::{self, CONNECTION_LABEL};
 use super::{Context, Error, reconcile};
@@ -36,6 +36,9 @@ pub struct ControllerConfig {
     /// Watch only credentials Secrets with these labels (and the operator's own token Secrets)
     /// instead of every Secret's metadata.
     pub credentials_secret_selector: Option<String>,
+    /// How to reach the API server: given, the Secret watches run on a thread and a client of
+    /// their own (see `secret_triggers`).
+    pub kube_config: Option<kube::Config>,
 }
 
 /// The Secret watches: every Secret's metadata, or, with a credentials selector, the
@@ -126,6 +129,7 @@ pub async fn run(
 
     let secrets = secret_triggers(
         &client,
+        config.kube_config.clone(),
         &config.namespaces,
         config.credentials_secret_selector.as_deref(),
         ctx.clone(),
@@ -254,16 +258,128 @@ fn relists_as_changes(
 }
 
 /// Connections to reconcile because a Secret they depend on changed.
+///
+/// The Secret events are sorted away from the controller: in a cluster where Secrets churn,
+/// nearly every event is of a Secret no connection references, and it then costs its decoding
+/// and one lookup without waking the controller (whose every wake-up polls its scheduler and its
+/// running reconciles). With `kube_config`, the watches run on a thread of their own, with a
+/// client (and connection) of their own, so that the busiest input of a large cluster neither
+/// competes with the reconciles for the runtime's workers nor wakes them; without it (in-process
+/// tests), on a task of the controller's runtime. Only the connections to reconcile cross over.
 fn secret_triggers(
     client: &Client,
+    kube_config: Option<kube::Config>,
     namespaces: &[String],
     credentials_selector: Option<&str>,
     ctx: Arc<Context>,
     store: Store<PingOneConnection>,
 ) -> impl Stream<Item = ObjectRef<PingOneConnection>> + Send + 'static {
+    // Known to health before the first list, wherever the watches run: ready means synced.
+    for name in secret_watch_names(namespaces, credentials_selector) {
+        ctx.health.register_watch(&name);
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(TRIGGER_BUFFER);
+    let namespaces = namespaces.to_vec();
+    let selector = credentials_selector.map(str::to_string);
+    let sort = move |client: Client| async move {
+        let mut events = Box::pin(secret_events(
+            &client,
+            &namespaces,
+            selector.as_deref(),
+            ctx.clone(),
+        ));
+        loop {
+            let event = tokio::select! {
+                // The controller has stopped: nothing is left to trigger.
+                () = tx.closed() => return,
+                event = events.next() => event,
+            };
+            let (secret, deleted) = match event {
+                Some(Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s))) => (s, false),
+                Some(Ok(watcher::Event::Delete(s))) => (s, true),
+                Some(_) => continue,
+                None => return,
+            };
+            for conn in connections_for(&ctx, &store, &secret, deleted) {
+                if tx.send(conn).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    match kube_config {
+        Some(config) => {
+            let spawned = std::thread::Builder::new()
+                .name("secret-watch".into())
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            error!(error = %e, "the Secret watch's runtime could not start");
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        // Made on this thread's runtime, so that its connection lives here.
+                        match Client::try_from(config) {
+                            Ok(client) => sort(client).await,
+                            Err(e) => {
+                                error!(error = %e, "the Secret watch's client could not be made")
+                            }
+                        }
+                    });
+                });
+            if let Err(e) = spawned {
+                error!(error = %e, "the Secret watch's thread could not start");
+            }
+        }
+        None => {
+            tokio::spawn(sort(client.clone()));
+        }
+    }
+    stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Connections waiting between the Secret watch and the controller; a full buffer holds the
+/// watch back (the API server then buffers), it never drops a trigger.
+const TRIGGER_BUFFER: usize = 1024;
+
+/// The events of the Secret watches (metadata only: Secret data never reaches the operator
+/// through a watch), reported to health and metrics.
+fn secret_events(
+    client: &Client,
+    namespaces: &[String],
+    credentials_selector: Option<&str>,
+    ctx: Arc<Context>,
+) -> impl Stream<Item = Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>> + Send + 'static
+{
     let configs = secret_watch_configs(credentials_selector);
-    // With a credentials selector, two watches per scope, named apart for the health report.
-    let kinds: &[&str] = if configs.len() == 1 {
+    let mut names = secret_watch_names(namespaces, credentials_selector).into_iter();
+    let mut watches = Vec::new();
+    for api in apis::<PartialObjectMeta<Secret>>(client, namespaces) {
+        for config in &configs {
+            let name = names.next().unwrap_or_default();
+            watches.push(
+                reported(
+                    watcher(api.clone(), config.clone()),
+                    name,
+                    "secrets",
+                    ctx.clone(),
+                )
+                .boxed(),
+            );
+        }
+    }
+    stream::select_all(watches).default_backoff()
+}
+
+/// The health names of the Secret watches, in the order `secret_events` makes them: per scope,
+/// one watch, or with a credentials selector two, named apart.
+fn secret_watch_names(namespaces: &[String], credentials_selector: Option<&str>) -> Vec<String> {
+    let kinds: &[&str] = if credentials_selector.is_none() {
         &["secrets"]
     } else {
         &["secrets-token", "secrets-credentials"]
@@ -273,38 +389,10 @@ fn secret_triggers(
     } else {
         namespaces.iter().map(|n| Some(n.as_str())).collect()
     };
-    let mut watches = Vec::new();
-    for (api, scope) in apis::<PartialObjectMeta<Secret>>(client, namespaces)
+    scopes
         .into_iter()
-        .zip(scopes)
-    {
-        for (config, kind) in configs.iter().zip(kinds) {
-            // Metadata only: Secret data never reaches the operator through the watch.
-            watches.push(
-                reported(
-                    watcher(api.clone(), config.clone()),
-                    watch_name(kind, scope),
-                    "secrets",
-                    ctx.clone(),
-                )
-                .boxed(),
-            );
-        }
-    }
-    stream::select_all(watches)
-        .default_backoff()
-        .filter_map(|event| async move {
-            match event {
-                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => Some((s, false)),
-                Ok(watcher::Event::Delete(s)) => Some((s, true)),
-                _ => None,
-            }
-        })
-        .flat_map(
-            move |(secret, deleted): (PartialObjectMeta<Secret>, bool)| {
-                stream::iter(connections_for(&ctx, &store, &secret, deleted))
-            },
-        )
+        .flat_map(|scope| kinds.iter().map(move |kind| watch_name(kind, scope)))
+        .collect()
 }
 
 fn connections_for(
