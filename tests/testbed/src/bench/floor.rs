@@ -201,22 +201,35 @@ impl Inner {
 
     /// Token request, token Secret apply, status apply.
     async fn issue(&self, c: &Created) -> Result<()> {
-        self.acquire().await;
-        let issued = jiff::Timestamp::now();
-        let token: TokenJson = self
-            .http
-            .post(&self.token_url)
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", c.client_id.as_str()),
-                ("client_secret", c.client_secret.as_str()),
-            ])
-            .send()
-            .await
-            .context("floor token request")?
-            .error_for_status()?
-            .json()
-            .await?;
+        // A 429 (a rate-limited stand-in) is waited out and asked again, as any client would.
+        let mut attempts = 0;
+        let (issued, response) = loop {
+            self.acquire().await;
+            let issued = jiff::Timestamp::now();
+            let response = self
+                .http
+                .post(&self.token_url)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", c.client_id.as_str()),
+                    ("client_secret", c.client_secret.as_str()),
+                ])
+                .send()
+                .await
+                .context("floor token request")?;
+            attempts += 1;
+            if response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS || attempts >= 10 {
+                break (issued, response);
+            }
+            let wait = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        };
+        let token: TokenJson = response.error_for_status()?.json().await?;
         let expires = issued + jiff::SignedDuration::from_secs(token.expires_in as i64);
         let renew = issued + jiff::SignedDuration::from_secs((token.expires_in * 6 / 10) as i64);
         let ts = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
