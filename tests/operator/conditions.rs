@@ -135,16 +135,8 @@ async fn kubectl_wait_succeeds_for_a_good_connection_and_times_out_for_a_bad_one
         ]);
         cmd
     };
-    let mut good = kubectl("good", "30s");
-    let out = tokio::task::spawn_blocking(move || good.output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
+    let good = kubectl("good", "30s");
+    assert!(run_ok(good, "").await.contains("condition met"));
 
     env.wait_stalled("bad", "InvalidClient", Duration::from_secs(30))
         .await;

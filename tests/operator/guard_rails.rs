@@ -110,14 +110,7 @@ subjects:
     let mut cmd = env.cp.kubectl();
     cmd.args(["apply", "--server-side", "--force-conflicts", "-f"])
         .arg(&path);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(cmd, "").await;
     let kubeconfig = env
         .cp
         .serviceaccount_kubeconfig(&operator_ns, "pingone-operator")

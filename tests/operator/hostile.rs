@@ -358,14 +358,7 @@ async fn with_namespaced_rbac_the_operator_works_in_its_namespaces_and_reads_not
     std::fs::write(&path, &docs).unwrap();
     let mut cmd = env.cp.kubectl();
     cmd.args(["apply", "--server-side", "-f"]).arg(&path);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{docs}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(cmd, &docs).await;
 
     let kubeconfig = env
         .cp

@@ -479,15 +479,7 @@ async fn kubectl_explain_reads_well() {
     let env = TestEnv::new("explain").await;
     let mut cmd = env.cp.kubectl();
     cmd.args(["explain", "pingoneconnection.spec", "--recursive=false"]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = run_ok(cmd, "").await;
     for needle in [
         "authDomain",
         "auth.pingone.eu",

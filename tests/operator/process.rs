@@ -228,14 +228,7 @@ pub async fn shipped_serviceaccount(env: &TestEnv) -> std::path::PathBuf {
     for f in files {
         cmd.arg("-f").arg(format!("{DEPLOY}/{f}"));
     }
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(cmd, "").await;
     env.cp
         .serviceaccount_kubeconfig("pingone-operator", "pingone-operator")
         .await

@@ -465,3 +465,17 @@ impl ExpirySampler {
         self.task.await.expect("sampler task")
     }
 }
+
+/// Runs `cmd` (kubectl, usually `env.cp.kubectl()` with arguments) off the runtime and asserts
+/// that it succeeded, showing its stderr and `context` otherwise. Returns its stdout.
+pub async fn run_ok(mut cmd: std::process::Command, context: &str) -> String {
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{context}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
