@@ -97,7 +97,13 @@ impl Node {
         }
         runc()?;
         cni_bin_dir()?;
-        binaries()
+        let bin = binaries()?;
+        for tool in ["containerd", "kubelet", "kube-scheduler"] {
+            if !bin.join(tool).is_file() {
+                bail!("no {tool} in {}", bin.display());
+            }
+        }
+        Ok(bin)
     }
 
     /// Starts a node registered with `cp` (blocking; call from a plain thread) and waits until
