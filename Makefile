@@ -1,12 +1,14 @@
 # pingone-operator: build, test, demo.
 # The integration tests need a local control plane (etcd, kube-apiserver,
 # kube-controller-manager, kubectl) built from Go modules; `controlplane` builds
-# it once and caches it under ~/.cache/pingone-operator (see tests/controlplane).
+# it once and caches it under ~/.cache/pingone-operator (see tests/controlplane). The tests
+# of pods on a real node need containerd, the kubelet and kube-scheduler, built the same way by
+# `node` (see tests/node), and Debian's runc, containernetworking-plugins and busybox-static.
 
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build controlplane test lint fmt crds demo bench clean
+.PHONY: all build controlplane node test lint fmt crds demo bench clean
 
 all: build
 
@@ -16,13 +18,18 @@ build:
 controlplane:
 	@bash tests/controlplane/build.sh
 
+node:
+	@bash tests/node/build.sh
+
 ## Every test: unit, CRD, stand-in, control plane and operator integration tests.
 ## The integration tests mostly wait (for renewals, for a ten-minute backoff window), so they
 ## run many at a time; each has its own namespace, stand-in and operator.
 TEST_THREADS ?= 24
 test:
 	@bin=$$(bash tests/controlplane/build.sh) && tools=$$(bash tests/tools/build.sh) && \
-	  PINGONE_CONTROLPLANE_BIN=$$bin PINGONE_TOOLS_BIN=$$tools RUST_TEST_THREADS=$(TEST_THREADS) \
+	  node=$$(bash tests/node/build.sh) && \
+	  PINGONE_CONTROLPLANE_BIN=$$bin PINGONE_TOOLS_BIN=$$tools PINGONE_NODE_BIN=$$node \
+	  RUST_TEST_THREADS=$(TEST_THREADS) \
 	  $(CARGO) test --workspace --all-targets --locked
 
 lint:
@@ -41,12 +48,15 @@ crds:
 	cp crds/pingoneconnections.pingone.tokenops.dev.yaml deploy/helm/pingone-operator/crds/
 
 ## The main job end to end: local control plane, PingOne stand-in, the operator binary and
-## examples/; prints the Ready condition, the token Secret and metrics, then stops cleanly.
+## examples/; prints the Ready condition, the token Secret and metrics; when a node can run here
+## (root, runc, CNI plugins), what a pod read from the mounted token Secret before and after a
+## rotation; then stops cleanly.
 demo:
 	$(CARGO) build --release --locked --bin pingone-operator -p pingone-operator
 	$(CARGO) build --release --locked -p pingone-testbed --bin pingone-demo
-	@bin=$$(bash tests/controlplane/build.sh) && \
-	  PINGONE_CONTROLPLANE_BIN=$$bin $${CARGO_TARGET_DIR:-target}/release/pingone-demo
+	@bin=$$(bash tests/controlplane/build.sh) && node=$$(bash tests/node/build.sh || true) && \
+	  PINGONE_CONTROLPLANE_BIN=$$bin PINGONE_NODE_BIN=$${node:-/nonexistent} \
+	  $${CARGO_TARGET_DIR:-target}/release/pingone-demo
 
 ## The scale benchmark (issues 6 and 12, docs/performance.md): the release operator binary (the
 ## glibc build the image ships) against the local control plane and the PingOne stand-in, each

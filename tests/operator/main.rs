@@ -15,6 +15,7 @@ mod guard_rails;
 mod hostile;
 mod kubernetes_errors;
 mod lifecycle;
+mod node;
 mod operability;
 mod output_shapes;
 mod process;

@@ -45,6 +45,9 @@ pub struct ControlPlane {
     ca_pem: String,
     admin_cert_pem: String,
     admin_key_pem: String,
+    /// Client identities for the test node's kubelet and kube-scheduler (see `node.rs`).
+    pub(crate) node_identity: (String, String),
+    pub(crate) scheduler_identity: (String, String),
     api_port: u16,
     processes: Mutex<BTreeMap<&'static str, Child>>,
 }
@@ -129,6 +132,8 @@ impl ControlPlane {
             ca_pem: certs.ca_pem.clone(),
             admin_cert_pem: certs.admin_cert_pem.clone(),
             admin_key_pem: certs.admin_key_pem.clone(),
+            node_identity: certs.node_identity.clone(),
+            scheduler_identity: certs.scheduler_identity.clone(),
             api_port,
             processes: Mutex::new(BTreeMap::new()),
         };
@@ -171,6 +176,9 @@ impl ControlPlane {
             format!("--service-account-signing-key-file={}", d("sa.key")),
             "--service-cluster-ip-range=10.0.0.0/24".into(),
             "--authorization-mode=RBAC".into(),
+            // The test node registers under a name that DNS does not know: logs and exec reach
+            // its kubelet at its address.
+            "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
             "--allow-privileged=true".into(),
             "--profiling=false".into(),
             "--v=0".into(),
@@ -188,7 +196,7 @@ impl ControlPlane {
             "kube-controller-manager",
             Command::new(self.bin_dir.join("kube-controller-manager")).args([
                 format!("--kubeconfig={}", self.kubeconfig.display()),
-                "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,deployment-controller,replicaset-controller".into(),
+                "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,deployment-controller,replicaset-controller,node-lifecycle-controller".into(),
                 format!("--service-account-private-key-file={}", d("sa.key")),
                 format!("--root-ca-file={}", d("ca.crt")),
                 "--leader-elect=false".into(),
@@ -442,6 +450,23 @@ impl ControlPlane {
         (&self.admin_cert_pem, &self.admin_key_pem)
     }
 
+    /// Writes a kubeconfig for this control plane that authenticates with a client certificate.
+    pub(crate) fn write_cert_kubeconfig(
+        &self,
+        path: &Path,
+        (cert_pem, key_pem): &(String, String),
+    ) -> Result<()> {
+        fs::write(
+            path,
+            kubeconfig_yaml(
+                &self.api_url,
+                &self.ca_pem,
+                Credentials::Cert { cert_pem, key_pem },
+            ),
+        )?;
+        Ok(())
+    }
+
     /// The temporary directory of this control plane (logs, certificates, kubeconfigs).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -521,6 +546,8 @@ struct Certs {
     apiserver_key_pem: String,
     admin_cert_pem: String,
     admin_key_pem: String,
+    node_identity: (String, String),
+    scheduler_identity: (String, String),
     sa_key_pem: String,
     sa_pub_pem: String,
 }
@@ -563,8 +590,30 @@ impl Certs {
         admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let admin_cert = admin.signed_by(&admin_key, &ca)?;
 
+        // The test node's kubelet (group system:nodes, bound to ClusterRole system:node by the
+        // node harness) and the kube-scheduler (bound by the default RBAC policy).
+        let client = |cn: &str, org: Option<&str>| -> Result<(String, String)> {
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::new(Vec::<String>::new())?;
+            params.distinguished_name.push(DnType::CommonName, cn);
+            if let Some(org) = org {
+                params
+                    .distinguished_name
+                    .push(DnType::OrganizationName, org);
+            }
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            Ok((params.signed_by(&key, &ca)?.pem(), key.serialize_pem()))
+        };
+        let node_identity = client(
+            &format!("system:node:{}", crate::node::NODE_NAME),
+            Some("system:nodes"),
+        )?;
+        let scheduler_identity = client("system:kube-scheduler", None)?;
+
         let sa_key = KeyPair::generate()?;
         Ok(Certs {
+            node_identity,
+            scheduler_identity,
             ca_pem: ca.pem(),
             apiserver_cert_pem: server_cert.pem(),
             apiserver_key_pem: server_key.serialize_pem(),
@@ -590,7 +639,7 @@ impl Certs {
     }
 }
 
-fn free_ports<const N: usize>() -> Result<[u16; N]> {
+pub(crate) fn free_ports<const N: usize>() -> Result<[u16; N]> {
     // Hold all listeners until every port is chosen so the N ports differ.
     let listeners = (0..N)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
@@ -606,7 +655,7 @@ type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
 
 /// Spawns `cmd` on a thread that lives as long as the process, so `PR_SET_PDEATHSIG` fires only
 /// when the test process itself ends, not when the test thread that asked for it does.
-fn spawn_on_keeper_thread(cmd: &mut Command) -> io::Result<Child> {
+pub(crate) fn spawn_on_keeper_thread(cmd: &mut Command) -> io::Result<Child> {
     static KEEPER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let keeper = KEEPER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
@@ -633,14 +682,14 @@ fn spawn_on_keeper_thread(cmd: &mut Command) -> io::Result<Child> {
         .map_err(|_| io::Error::other("keeper thread gone"))?
 }
 
-fn terminate(pid: u32) {
+pub(crate) fn terminate(pid: u32) {
     // SAFETY: kill(2) with a pid we spawned.
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGTERM);
     }
 }
 
-fn wait_timeout(child: &mut Child, timeout: Duration) -> bool {
+pub(crate) fn wait_timeout(child: &mut Child, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {

@@ -3,4 +3,5 @@
 
 pub mod bench;
 pub mod controlplane;
+pub mod node;
 pub mod standin;

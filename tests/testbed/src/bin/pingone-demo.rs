@@ -10,7 +10,11 @@
 //! 4. `kubectl apply` the examples and `kubectl wait --for=condition=Ready`;
 //! 5. show what a user sees: the printer columns, the conditions, the token Secret (the token
 //!    shortened) and the operator's metrics for the connection;
-//! 6. stop the operator with SIGTERM (it must exit 0) and tear everything down.
+//! 6. when a node can run here (root, runc, the CNI plugins; see `tests/node/build.sh`), start
+//!    one (containerd, kubelet, kube-scheduler), run examples/token-reader.yaml and show what its
+//!    pod read from the mounted token Secret, before and after a rotation (a renew request);
+//!    otherwise say so in one line;
+//! 7. stop the operator with SIGTERM (it must exit 0) and tear everything down.
 //!
 //! Exits 0 on success; on failure prints what went wrong and the tail of the operator's log and
 //! exits 1. `--hold` keeps everything running until Ctrl-C for exploring with kubectl.
@@ -27,6 +31,7 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use base64::Engine as _;
 use clap::Parser;
 use pingone_testbed::controlplane::ControlPlane;
+use pingone_testbed::node::Node;
 use pingone_testbed::standin::{AuthMethod, ClientRegistration, StandIn, StandInConfig};
 use serde_json::Value;
 
@@ -140,6 +145,24 @@ fn run(args: &Args, operator_log: &Path) -> Result<()> {
         example.environment_id
     );
 
+    // A node, when one can run here: the token reader's pod shows the mounted files at the end.
+    let node = match Node::check() {
+        Ok(_) => match step(
+            "starting a node (containerd, kubelet, kube-scheduler; CNI bridge network)",
+            || Node::start_blocking(&cp),
+        ) {
+            Ok(node) => Some(node),
+            Err(e) => {
+                println!("    no node: {e:#}; pods do not run, the demo goes on without them");
+                None
+            }
+        },
+        Err(e) => {
+            println!("==> no node can run here ({e:#}): pods do not run in this demo");
+            None
+        }
+    };
+
     let kubectl = Kubectl { cp: &cp };
     // The operator's own namespace, as deploy/base installs it (it keeps its leader-election
     // Lease there), and the namespace of the example.
@@ -163,11 +186,14 @@ fn run(args: &Args, operator_log: &Path) -> Result<()> {
     );
 
     // Credentials first, so that the operator's first reconcile finds them.
-    let files = [
+    let mut files = vec![
         "credentials-secret.yaml",
         "connection.yaml",
         "deployment.yaml",
     ];
+    if node.is_some() {
+        files.push(TOKEN_READER_FILE);
+    }
     let mut apply = vec!["apply".to_string()];
     for file in files {
         apply.push("-f".into());
@@ -267,6 +293,10 @@ fn run(args: &Args, operator_log: &Path) -> Result<()> {
         println!("{line}");
     }
 
+    if node.is_some() {
+        show_token_reader(&kubectl, ns, &connection, &example.token_secret)?;
+    }
+
     if args.hold {
         println!();
         println!("everything keeps running; in another shell:");
@@ -292,9 +322,139 @@ fn run(args: &Args, operator_log: &Path) -> Result<()> {
 
     step("stopping the stand-in and the control plane", || {
         rt.block_on(standin.shutdown());
+        drop(node);
         drop(cp);
         Ok(())
     })
+}
+
+/// The example workload that prints what it reads from the mounted token Secret.
+const TOKEN_READER_FILE: &str = "token-reader.yaml";
+const TOKEN_READER: &str = "deploy/token-reader";
+
+/// Shows what the token reader's pod read from its mounted files, then asks for a new token
+/// and shows the running pod reading it.
+fn show_token_reader(kubectl: &Kubectl, ns: &str, connection: &str, secret: &str) -> Result<()> {
+    println!();
+    println!("==> the token reader's pod reads the token Secret mounted as files");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let reads = |logs: &str| -> Vec<String> {
+        logs.lines()
+            .filter(|l| l.contains(" read expires_at="))
+            .map(str::to_owned)
+            .collect()
+    };
+    let logs = |quiet: bool| -> Result<String> {
+        if quiet {
+            kubectl.quiet(&["-n", ns, "logs", TOKEN_READER])
+        } else {
+            kubectl.run(&["-n", ns, "logs", TOKEN_READER])
+        }
+    };
+    loop {
+        if logs(true).is_ok_and(|l| !reads(&l).is_empty()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            let pods = kubectl.run(&["-n", ns, "get", "pods", "-o", "wide"])?;
+            bail!("the token reader's pod printed nothing within 90s:\n{pods}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    print!(
+        "{}",
+        kubectl.run(&[
+            "-n",
+            ns,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=token-reader"
+        ])?
+    );
+    print!("{}", logs(false)?);
+    let before =
+        kubectl.json(&["-n", ns, "get", "secret", secret])?["data"]["access_token"].clone();
+
+    println!();
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    print!(
+        "{}",
+        kubectl.run(&[
+            "-n",
+            ns,
+            "annotate",
+            "--overwrite",
+            connection,
+            &format!("pingone.tokenops.dev/renew-requested-at={now}"),
+        ])?
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let data = kubectl.quiet(&[
+            "-n",
+            ns,
+            "get",
+            "secret",
+            secret,
+            "-o=jsonpath={.data.access_token}",
+        ])?;
+        if Value::String(data) != before {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no new token within 30s of the renew request"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rotated = Instant::now();
+    let after = kubectl.quiet(&[
+        "-n",
+        ns,
+        "get",
+        "secret",
+        secret,
+        "-o=jsonpath={.data.access_token}",
+    ])?;
+    println!(
+        "    the Secret's access_token: sha256:{} before, sha256:{} now; the kubelet refreshes \
+         the pod's files at its next sync",
+        fingerprint(before.as_str().unwrap_or_default())?,
+        fingerprint(&after)?
+    );
+    let seen = reads(&logs(true)?).len();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if logs(true).is_ok_and(|l| reads(&l).len() > seen) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the running pod did not read the new token within 120s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    println!(
+        "    the running pod read the new token {:.1}s after the Secret changed",
+        rotated.elapsed().as_secs_f64()
+    );
+    print!("{}", logs(false)?);
+    Ok(())
+}
+
+/// The first 12 hex digits of the SHA-256 of a base64-encoded Secret value, as the token
+/// reader prints it for the token it read.
+fn fingerprint(encoded: &str) -> Result<String> {
+    use sha2::Digest as _;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded)?;
+    let hex: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(hex[..12].to_string())
 }
 
 /// Runs one step, printing what it does and how long it took.
@@ -397,6 +557,26 @@ impl Kubectl<'_> {
     /// Runs kubectl and returns its standard output; fails with its standard error.
     fn run(&self, args: &[&str]) -> Result<String> {
         println!("$ kubectl {}", args.join(" "));
+        let out = self
+            .cp
+            .kubectl()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running kubectl")?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Like [`Kubectl::run`], without printing the command (for polling).
+    fn quiet(&self, args: &[&str]) -> Result<String> {
         let out = self
             .cp
             .kubectl()
