@@ -41,7 +41,9 @@ impl OwnWrite {
             return false;
         };
         let missed = self.skipped_in_flight.iter().any(|s| *s != rv);
-        self.skipped_in_flight.clear();
+        // Freed, not cleared: the versions were recorded by the Secret watch's thread, and a
+        // buffer kept for the connection's lifetime would pin that thread's allocator arena.
+        self.skipped_in_flight = Vec::new();
         self.resource_version = Some(rv);
         missed
     }

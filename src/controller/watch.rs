@@ -340,7 +340,16 @@ fn secret_triggers(
             tokio::spawn(sort(client.clone()));
         }
     }
-    stream::poll_fn(move |cx| rx.poll_recv(cx))
+    // Each reference is copied on the controller's side, so that what the controller keeps
+    // (a scheduled reconcile) is not allocated by the watch's thread, whose arena then holds only
+    // what it frees soon.
+    stream::poll_fn(move |cx| rx.poll_recv(cx)).map(|conn: ObjectRef<PingOneConnection>| {
+        let copy = ObjectRef::new(&conn.name);
+        match &conn.namespace {
+            Some(ns) => copy.within(ns),
+            None => copy,
+        }
+    })
 }
 
 /// Connections waiting between the Secret watch and the controller; a full buffer holds the
