@@ -1,8 +1,10 @@
 //! The floor: a plain client doing the operator's unavoidable work for a connection, and nothing
-//! else: one token request to the stand-in (reqwest + rustls, pooled connections, trusting the
-//! stand-in's CA), one server-side apply of the token Secret, one server-side apply of the
-//! status, at the operator's concurrency and under the same per-environment request cap. It is
-//! told about each connection in-process (no watch, no reads), so it is a lower bound.
+//! else: one read of its credentials Secret (its input), one token request to the stand-in
+//! (reqwest + rustls, pooled connections, trusting the stand-in's CA), one server-side apply of
+//! the token Secret, then one server-side apply of the status together with the `TokenIssued`
+//! Event the product's contract asks for, at the operator's concurrency and under the same
+//! per-environment request cap. It is told about each connection in-process (no watch, no other
+//! read: it knows that no token Secret exists yet), so it is a lower bound.
 //!
 //! It runs on a Tokio runtime of its own whose threads are named `bench-floor`, so that its CPU
 //! time can be read from `/proc/self/task`.
@@ -14,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -201,6 +205,20 @@ impl Inner {
 
     /// Token request, token Secret apply, status apply.
     async fn issue(&self, c: &Created) -> Result<()> {
+        // Its input: the credentials, read from their Secret as the operator must.
+        let creds = Api::<Secret>::namespaced(self.kube.clone(), &c.namespace)
+            .get(&c.credentials_secret())
+            .await
+            .context("floor credentials read")?;
+        let field = |key: &str| {
+            creds
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                .with_context(|| format!("credentials Secret of {} lacks {key}", c.name))
+        };
+        let (client_id, client_secret) = (field("clientId")?, field("clientSecret")?);
         // A 429 (a rate-limited stand-in) is waited out and asked again, as any client would.
         let mut attempts = 0;
         let (issued, response) = loop {
@@ -211,8 +229,8 @@ impl Inner {
                 .post(&self.token_url)
                 .form(&[
                     ("grant_type", "client_credentials"),
-                    ("client_id", c.client_id.as_str()),
-                    ("client_secret", c.client_secret.as_str()),
+                    ("client_id", client_id.as_str()),
+                    ("client_secret", client_secret.as_str()),
                 ])
                 .send()
                 .await
@@ -246,7 +264,7 @@ impl Inner {
                 annotations: Some(BTreeMap::from([
                     (
                         super::INPUTS_DIGEST.into(),
-                        floor_digest(&c.client_id, &c.client_secret),
+                        floor_digest(&client_id, &client_secret),
                     ),
                     ("pingone.tokenops.dev/issued-at".into(), ts(issued)),
                     ("pingone.tokenops.dev/expires-at".into(), ts(expires)),
@@ -302,10 +320,45 @@ impl Inner {
                 "tokenType": token.token_type,
             },
         });
-        connections(&self.kube, &c.namespace)
-            .patch_status(&c.name, &pp, &Patch::Apply(&status))
-            .await
-            .context("floor status apply")?;
+        // The Event the product's contract asks for, sent with the status write as the
+        // operator sends it.
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.floor.{}", c.name, issued.as_nanosecond())),
+                namespace: Some(c.namespace.clone()),
+                ..Default::default()
+            },
+            action: Some("Reconcile".into()),
+            reason: Some("TokenIssued".into()),
+            note: Some(format!(
+                "Issued the first token, in Secret {}, valid until {}",
+                c.token_secret(),
+                ts(expires)
+            )),
+            event_time: Some(MicroTime(issued)),
+            regarding: Some(ObjectReference {
+                api_version: Some("pingone.tokenops.dev/v1alpha1".into()),
+                kind: Some("PingOneConnection".into()),
+                name: Some(c.name.clone()),
+                namespace: Some(c.namespace.clone()),
+                uid: Some(c.uid.clone()),
+                ..Default::default()
+            }),
+            reporting_controller: Some(MANAGER.into()),
+            reporting_instance: Some(MANAGER.into()),
+            type_: Some("Normal".into()),
+            ..Default::default()
+        };
+        let events: Api<Event> = Api::namespaced(self.kube.clone(), &c.namespace);
+        let conns = connections(&self.kube, &c.namespace);
+        let patch = Patch::Apply(&status);
+        let post = PostParams::default();
+        let (written, posted) = tokio::join!(
+            conns.patch_status(&c.name, &pp, &patch),
+            events.create(&post, &event)
+        );
+        written.context("floor status apply")?;
+        posted.context("floor Event")?;
         Ok(())
     }
 }
