@@ -77,6 +77,8 @@ impl Operator {
         cmd.args(&config.extra_args)
             .env_remove("RUST_LOG")
             .env_remove("KUBECONFIG")
+            // As the image sets it (Dockerfile): one glibc malloc arena.
+            .env("MALLOC_ARENA_MAX", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
