@@ -588,7 +588,16 @@ impl Reconcile<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        let (written, ()) = tokio::join!(self.write_status(&new_status), async {
+        // The reconcile counts as done when its status is written, not when its Event is.
+        let status_written = async {
+            let written = self.write_status(&new_status).await;
+            if written.is_ok() {
+                self.clear_kube_failure();
+                ctx.metrics.reconciled();
+            }
+            written
+        };
+        let (written, ()) = tokio::join!(status_written, async {
             if let Some((reason, note)) = &issued_event {
                 self.publish(EventType::Normal, reason, note).await;
             }
@@ -596,8 +605,6 @@ impl Reconcile<'_> {
         if let Err(e) = written {
             return Ok(self.kube_failed(e).await);
         }
-        self.clear_kube_failure();
-        ctx.metrics.reconciled();
 
         if let Outcome::Throttled { wait, .. } = outcome {
             return Ok(Action::requeue(wait));

@@ -487,12 +487,21 @@ async fn readyz_waits_for_synced_watches_and_healthz_fails_on_a_watch_failing_to
     .await;
     env.create_connection("c", serde_json::json!({})).await;
     env.wait_ready("c").await;
-    let last = metric_value(
-        &operator.metrics().await,
-        "pingone_operator_last_successful_reconcile_timestamp_seconds",
-        &[],
+    // The reconcile counts as done once its Event is sent too, which may come just after Ready
+    // shows.
+    let last = eventually(
+        Duration::from_secs(10),
+        "a successful reconcile recorded",
+        || async {
+            let last = metric_value(
+                &operator.metrics().await,
+                "pingone_operator_last_successful_reconcile_timestamp_seconds",
+                &[],
+            )?;
+            (last > 0.0).then_some(last)
+        },
     )
-    .unwrap();
+    .await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
