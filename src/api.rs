@@ -120,7 +120,7 @@ pub struct PingOneConnectionSpec {
     /// Developer), and nobody but the operator may then use its secret: each rotation replaces
     /// the secret in the credentials Secret. Not for private_key_jwt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_secret_rotation: Option<ClientSecretRotation>,
+    pub client_secret_rotation: Option<Box<ClientSecretRotation>>,
 
     /// Scopes to request, e.g. those of one custom resource. Leave empty for a worker
     /// application that uses its role assignments (PingOne grants them without any scope).
@@ -434,11 +434,11 @@ pub struct TargetSpec {
 
     /// Extra labels and annotations for the Secret, e.g. for Reloader or Argo CD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_template: Option<SecretTemplate>,
+    pub secret_template: Option<Box<SecretTemplate>>,
     /// Other names for the Secret's data keys (defaults: access_token, token_type, expires_at,
     /// scope).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keys: Option<TargetKeys>,
+    pub keys: Option<Box<TargetKeys>>,
 
     /// Extra data entries rendered from the token's fields, e.g. an Authorization header line
     /// or an env file. A template is text with placeholders {{ .accessToken }},
@@ -647,7 +647,7 @@ pub struct PingOneConnectionStatus {
     /// The public key of a private_key_jwt connection as a JWK, to register on the PingOne
     /// application (its JWKS). Never the private key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub public_jwk: Option<PublicJwk>,
+    pub public_jwk: Option<Box<PublicJwk>>,
 
     /// When the client secret was last rotated (and a token obtained with the new secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]

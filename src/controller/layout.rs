@@ -308,10 +308,10 @@ mod tests {
     #[test]
     fn layouts_rename_keys_and_reject_collisions() {
         let mut target = TargetSpec {
-            keys: Some(TargetKeys {
+            keys: Some(Box::new(TargetKeys {
                 access_token: Some("token".into()),
                 ..Default::default()
-            }),
+            })),
             extra_entries: vec![ExtraEntry {
                 key: "auth-header".into(),
                 template: "Authorization: Bearer {{ .accessToken }}".into(),

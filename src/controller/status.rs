@@ -246,7 +246,7 @@ pub fn compute(
         failed_inputs_digest: facts.failed_inputs_digest.map(str::to_string),
         token_type: facts.token.map(|t| t.token_type.clone()),
         granted_scopes: facts.token.map(|t| t.scopes.clone()).unwrap_or_default(),
-        public_jwk: facts.public_jwk.clone(),
+        public_jwk: facts.public_jwk.clone().map(Box::new),
         last_credential_rotation_time: facts.rotation.as_ref().and_then(|r| r.last).map(Time),
         next_credential_rotation_time: facts.rotation.as_ref().and_then(|r| r.next).map(Time),
         previous_client_secret_expires_at: facts

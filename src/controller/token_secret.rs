@@ -556,14 +556,14 @@ mod tests {
     #[test]
     fn template_labels_and_annotations_are_applied_and_drift_is_seen() {
         let mut c = conn();
-        c.spec.target.secret_template = Some(SecretTemplate {
+        c.spec.target.secret_template = Some(Box::new(SecretTemplate {
             labels: [("team".to_string(), "payments".to_string())].into(),
             annotations: [(
                 "reloader.stakater.com/match".to_string(),
                 "true".to_string(),
             )]
             .into(),
-        });
+        }));
         let s = build(&c, &token(), &secret("x"), token().expires_at, None);
         assert_eq!(s.labels()["team"], "payments");
         assert_eq!(s.annotations()["reloader.stakater.com/match"], "true");
