@@ -497,4 +497,56 @@ mod tests {
             Time(ts("2026-11-27T08:30:00Z"))
         );
     }
+
+    #[test]
+    fn the_kept_token_check_goes_once_a_status_carries_it() {
+        use super::super::state::States;
+        use super::super::token_check::{REASON_TOKEN_VERIFIED, TokenCheck};
+        let t = token();
+        let check = TokenCheck {
+            claims: Some(crate::api::TokenClaims {
+                issuer: Some("https://auth.pingone.eu/env/as".into()),
+                client_id: Some("client".into()),
+                scopes: vec!["s".into()],
+                ..Default::default()
+            }),
+            ok: true,
+            reason: REASON_TOKEN_VERIFIED.into(),
+            message: "the token's signature and claims are as asked".into(),
+            skew_seconds: Some(2),
+        };
+        let states = States::default();
+        states.register("u", "ns", "a", &["creds"]);
+        let kept = |states: &States| states.with("u", |s| s.token_check.is_some()).unwrap();
+        states.with("u", |s| {
+            s.token_check = Some(Box::new((t.issued_at, Some(check.clone()))))
+        });
+        // A copy from before the status write: no check in it.
+        states.status_seen("u", Some(&compute(None, &facts(Some(&t), None))));
+        assert!(kept(&states));
+        // The same verdict for an earlier token is not this token's.
+        let mut earlier = token();
+        earlier.issued_at = ts("2026-11-27T07:00:00Z");
+        let mut f = facts(Some(&earlier), None);
+        f.token_check = Some(check.clone());
+        states.status_seen("u", Some(&compute(None, &f)));
+        assert!(kept(&states));
+        // Another verdict for this token is not this one.
+        let mut other = check.clone();
+        other.claims.as_mut().unwrap().client_id = Some("another".into());
+        let mut f = facts(Some(&t), None);
+        f.token_check = Some(other);
+        states.status_seen("u", Some(&compute(None, &f)));
+        assert!(kept(&states));
+        // The status written with it: every later copy carries it, the kept one goes.
+        let mut f = facts(Some(&t), None);
+        f.token_check = Some(check.clone());
+        let written = compute(None, &f);
+        states.status_seen("u", Some(&written));
+        assert!(!kept(&states));
+        let mut from_status = super::super::token_check::from_status(Some(&written)).unwrap();
+        assert!(from_status.same_outcome(&check));
+        from_status.skew_seconds = check.skew_seconds;
+        assert_eq!(from_status, check);
+    }
 }

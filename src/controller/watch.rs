@@ -117,12 +117,18 @@ pub async fn run(
                 .remove("kubectl.kubernetes.io/last-applied-configuration");
         })
         .reflect(writer)
-        .inspect(move |event| {
-            if let Ok(watcher::Event::Delete(conn)) = event
-                && let Some(uid) = conn.uid()
-            {
-                forget_ctx.forget(&uid);
+        .inspect(move |event| match event {
+            Ok(watcher::Event::Delete(conn)) => {
+                if let Some(uid) = conn.uid() {
+                    forget_ctx.forget(&uid);
+                }
             }
+            Ok(watcher::Event::Apply(conn) | watcher::Event::InitApply(conn)) => {
+                if let Some(uid) = conn.metadata.uid.as_deref() {
+                    forget_ctx.states.status_seen(uid, conn.status.as_ref());
+                }
+            }
+            _ => {}
         })
         .touched_objects()
         .predicate_filter(spec_or_renew_request, Default::default());
