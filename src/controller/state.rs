@@ -6,7 +6,7 @@
 //! Losing it (a restart, a forget of a live connection) costs at most a repeated write.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 
@@ -93,17 +93,25 @@ pub struct ConnectionState {
     pub renew_served: Option<String>,
 }
 
-type SecretKey = (String, String);
-
 /// The states are boxed: a map's slots hold their value inline and a hash map keeps a share of
-/// its slots empty, so inline states (about a kilobyte each) would cost that much again in empty
-/// slots at ten thousand connections.
+/// its slots empty, so inline states (several hundred bytes each) would cost that much again in
+/// empty slots at ten thousand connections. A UID is held once, shared by both maps.
 #[derive(Default)]
 struct Inner {
-    by_uid: HashMap<String, Box<ConnectionState>>,
-    /// (namespace, Secret name) → UIDs of the connections that reference it: nearly always one,
-    /// so a plain vector (a one-element B-tree set would allocate a whole node).
-    by_secret: HashMap<SecretKey, Vec<String>>,
+    by_uid: HashMap<Arc<str>, Box<ConnectionState>>,
+    /// Namespace → Secret name → UIDs of the connections that reference it: nearly always one,
+    /// so a plain vector (a one-element B-tree set would allocate a whole node). Keyed by
+    /// namespace first, so that a Secret event looks its name up without building a key.
+    by_secret: HashMap<String, HashMap<String, Vec<Arc<str>>>>,
+}
+
+impl Inner {
+    fn referencing(&self, namespace: &str, secret: &str) -> &[Arc<str>] {
+        self.by_secret
+            .get(namespace)
+            .and_then(|names| names.get(secret))
+            .map_or(&[], Vec::as_slice)
+    }
 }
 
 /// The states of all connections.
@@ -120,7 +128,11 @@ impl States {
     pub fn register(&self, uid: &str, namespace: &str, name: &str, secrets: &[&str]) {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let state = inner.by_uid.entry(uid.to_string()).or_default();
+        let uid: Arc<str> = inner
+            .by_uid
+            .get_key_value(uid)
+            .map_or_else(|| Arc::from(uid), |(key, _)| key.clone());
+        let state = inner.by_uid.entry(uid.clone()).or_default();
         if state.namespace == namespace
             && state.name == name
             && state
@@ -132,18 +144,22 @@ impl States {
             return;
         }
         for old in std::mem::take(&mut state.secrets) {
-            unlink(&mut inner.by_secret, &state.namespace, &old, uid);
+            unlink(&mut inner.by_secret, &state.namespace, &old, &uid);
         }
         state.namespace = namespace.to_string();
         state.name = name.to_string();
         state.secrets = secrets.iter().map(|s| s.to_string()).collect();
+        let names = match inner.by_secret.get_mut(namespace) {
+            Some(names) => names,
+            None => inner.by_secret.entry(namespace.to_string()).or_default(),
+        };
         for secret in secrets {
-            let uids = inner
-                .by_secret
-                .entry((namespace.to_string(), secret.to_string()))
-                .or_default();
-            if !uids.iter().any(|u| u == uid) {
-                uids.push(uid.to_string());
+            let uids = match names.get_mut(*secret) {
+                Some(uids) => uids,
+                None => names.entry(secret.to_string()).or_default(),
+            };
+            if !uids.contains(&uid) {
+                uids.push(uid.clone());
             }
         }
     }
@@ -164,10 +180,8 @@ impl States {
     ) -> Vec<String> {
         let inner = self.lock();
         inner
-            .by_secret
-            .get(&(namespace.to_string(), secret.to_string()))
-            .into_iter()
-            .flatten()
+            .referencing(namespace, secret)
+            .iter()
             .filter_map(|uid| inner.by_uid.get(uid))
             .filter(|s| {
                 !matches!((&s.credentials_seen, resource_version),
@@ -193,7 +207,8 @@ impl States {
         let inner = &mut *inner;
         let Some(uids) = inner
             .by_secret
-            .get(&(namespace.to_string(), secret.to_string()))
+            .get(namespace)
+            .and_then(|names| names.get(secret))
         else {
             return false;
         };
@@ -225,7 +240,7 @@ impl States {
                 .by_uid
                 .iter()
                 .filter(|(uid, s)| !alive(uid, &s.namespace, &s.name))
-                .map(|(uid, _)| uid.clone())
+                .map(|(uid, _)| uid.to_string())
                 .collect()
         };
         dead.iter().filter_map(|uid| self.forget(uid)).collect()
@@ -263,13 +278,23 @@ impl States {
     }
 }
 
-fn unlink(by_secret: &mut HashMap<SecretKey, Vec<String>>, ns: &str, secret: &str, uid: &str) {
-    let key = (ns.to_string(), secret.to_string());
-    if let Some(uids) = by_secret.get_mut(&key) {
-        uids.retain(|u| u != uid);
+fn unlink(
+    by_secret: &mut HashMap<String, HashMap<String, Vec<Arc<str>>>>,
+    ns: &str,
+    secret: &str,
+    uid: &str,
+) {
+    let Some(names) = by_secret.get_mut(ns) else {
+        return;
+    };
+    if let Some(uids) = names.get_mut(secret) {
+        uids.retain(|u| &**u != uid);
         if uids.is_empty() {
-            by_secret.remove(&key);
+            names.remove(secret);
         }
+    }
+    if names.is_empty() {
+        by_secret.remove(ns);
     }
 }
 
