@@ -94,24 +94,9 @@ async fn reads_of(pods: &Api<Pod>, pod: &str) -> Vec<Read> {
     }
 }
 
-/// Like [`eventually`], polling every 500 ms: each poll here lists pods and fetches logs through
-/// the API server from the kubelet, and the other tests share both.
-async fn eventually_slow<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("{what}: not within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
+/// Each poll here lists pods and fetches logs through the API server from the kubelet, and the
+/// other tests share both: every 500 ms is enough.
+const POLL: Duration = Duration::from_millis(500);
 
 fn pod_name(pod: &Pod) -> String {
     pod.metadata.name.clone().expect("pod name")
@@ -208,7 +193,8 @@ async fn pods_on_a_real_node_read_every_rotated_token_from_the_mounted_secret() 
     let (first, first_issued) = current_token(&secrets).await.expect("first token");
 
     // The reader's pod runs and reads the first token from its mounted files.
-    let reader = eventually_slow(
+    let reader = eventually_every(
+        POLL,
         Duration::from_secs(60),
         "the reader pod runs and reads the first token",
         || {
@@ -239,7 +225,8 @@ async fn pods_on_a_real_node_read_every_rotated_token_from_the_mounted_secret() 
     let rotated = Instant::now();
     // ... and soon the files in the running pod do: the kubelet refreshes Secret volumes at
     // a pod's next sync.
-    eventually_slow(
+    eventually_every(
+        POLL,
         SYNC_FREQUENCY * 2 + Duration::from_secs(10),
         "the running pod reads the rotated token from its files",
         || {
@@ -268,7 +255,8 @@ async fn pods_on_a_real_node_read_every_rotated_token_from_the_mounted_secret() 
     assert_eq!(restarts, 0, "the reader's container restarted");
 
     // The restart target is restarted for the new token and its new pod reads it.
-    let restarted = eventually_slow(
+    let restarted = eventually_every(
+        POLL,
         Duration::from_secs(60),
         "the restart target runs a pod for the rotated token that reads it",
         || {
@@ -294,7 +282,8 @@ async fn pods_on_a_real_node_read_every_rotated_token_from_the_mounted_secret() 
     env.request_renewal(CONNECTION, "node-test").await;
     env.wait_served(CONNECTION, "node-test").await;
     let (third, third_issued) = current_token(&secrets).await.expect("token");
-    let settled = eventually_slow(
+    let settled = eventually_every(
+        POLL,
         Duration::from_secs(60),
         "the restart target runs a pod for the hour-long token",
         || {
@@ -315,26 +304,7 @@ async fn pods_on_a_real_node_read_every_rotated_token_from_the_mounted_secret() 
     );
     env.stop_operator().await;
     env.start_operator();
-    // Proof that the new operator reconciled the connection to the end, past the rollout
-    // decision (as in operability.rs).
-    eventually(
-        Duration::from_secs(20),
-        "a reconcile by the restarted operator",
-        || {
-            let text = env.metrics.encode();
-            let ns = env.ns.clone();
-            async move {
-                (metric_sum(&text, "pingone_operator_reconciles_total") >= 1.0
-                    && metric_value(
-                        &text,
-                        "pingone_operator_ready_status",
-                        &[("namespace", &ns), ("name", CONNECTION)],
-                    ) == Some(1.0))
-                .then_some(())
-            }
-        },
-    )
-    .await;
+    env.reconciled_to_the_end(CONNECTION).await;
     let after = (
         generation(deployments.get(READER).await.unwrap()),
         generation(deployments.get(RESTARTED).await.unwrap()),
@@ -360,7 +330,8 @@ async fn pods_on_a_real_node_read_every_rotated_token_from_the_mounted_secret() 
         "the restarted operator renewed the token"
     );
     // The running reader has the hour-long token too.
-    eventually_slow(
+    eventually_every(
+        POLL,
         SYNC_FREQUENCY * 2 + Duration::from_secs(10),
         "the running pod reads the hour-long token",
         || {

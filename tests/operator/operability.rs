@@ -311,27 +311,7 @@ async fn rollout_restart_targets_restart_after_rotations_only() {
     assert_eq!(stamp(&before).as_deref(), Some(current.as_str()));
     let sets_before = replicaset_for(&replicasets, &current).await;
     env.start_operator_with(timing, &[]);
-    // Proof that the new operator reconciled the connection to the end, past the rollout
-    // decision: its fresh metrics report the connection Ready only after that step. Without
-    // it the checks below would pass for an operator that had not looked yet.
-    eventually(
-        Duration::from_secs(20),
-        "a reconcile by the restarted operator",
-        || {
-            let text = env.metrics.encode();
-            let ns = env.ns.clone();
-            async move {
-                (metric_sum(&text, "pingone_operator_reconciles_total") >= 1.0
-                    && metric_value(
-                        &text,
-                        "pingone_operator_ready_status",
-                        &[("namespace", &ns), ("name", "c")],
-                    ) == Some(1.0))
-                .then_some(())
-            }
-        },
-    )
-    .await;
+    env.reconciled_to_the_end("c").await;
     let after = deployments.get("billing").await.unwrap();
     assert_eq!(stamp(&after), stamp(&before));
     assert_eq!(after.metadata.generation, before.metadata.generation);

@@ -28,7 +28,21 @@ pub const CLIENT_SECRET: &str = "s3cr3t+/:%&= with spaces~";
 pub const CRD: &str = include_str!("../../crds/pingoneconnections.pingone.tokenops.dev.yaml");
 
 /// Polls `check` every 100 ms until it yields a value or `timeout` passes.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_every(Duration::from_millis(100), timeout, what, check).await
+}
+
+/// [`eventually`], polling every `interval` (for checks that cost the shared API server more).
+pub async fn eventually_every<T, F, Fut>(
+    interval: Duration,
+    timeout: Duration,
+    what: &str,
+    mut check: F,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -41,7 +55,7 @@ where
         if Instant::now() > deadline {
             panic!("{what}: not within {timeout:?}");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(interval).await;
     }
 }
 
@@ -87,6 +101,32 @@ pub fn test_timing() -> Timing {
 }
 
 impl TestEnv {
+    /// Waits until the operator started last has reconciled connection `name` to the end: its
+    /// fresh metrics count a reconcile and report the connection Ready only after the last step
+    /// (past the rollout decision). Checks that a restarted operator changed nothing would pass
+    /// without it for an operator that had not looked yet.
+    pub async fn reconciled_to_the_end(&self, name: &str) {
+        eventually(
+            Duration::from_secs(20),
+            "a reconcile by the restarted operator",
+            || {
+                let text = self.metrics.encode();
+                let ns = self.ns.clone();
+                async move {
+                    (crate::resilience::metric_sum(&text, "pingone_operator_reconciles_total")
+                        >= 1.0
+                        && metric_value(
+                            &text,
+                            "pingone_operator_ready_status",
+                            &[("namespace", &ns), ("name", name)],
+                        ) == Some(1.0))
+                    .then_some(())
+                }
+            },
+        )
+        .await;
+    }
+
     /// A namespace of its own with a credentials Secret `creds` for a client registered in the
     /// stand-in.
     pub async fn new(prefix: &str) -> TestEnv {
