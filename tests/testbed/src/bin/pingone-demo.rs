@@ -337,29 +337,35 @@ const TOKEN_READER: &str = "deploy/token-reader";
 fn show_token_reader(kubectl: &Kubectl, ns: &str, connection: &str, secret: &str) -> Result<()> {
     println!();
     println!("==> the token reader's pod reads the token Secret mounted as files");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let reads = |logs: &str| -> Vec<String> {
-        logs.lines()
-            .filter(|l| l.contains(" read expires_at="))
-            .map(str::to_owned)
-            .collect()
+    // The reads the pod has printed so far.
+    let reads = || -> usize {
+        kubectl
+            .quiet(&["-n", ns, "logs", TOKEN_READER])
+            .map_or(0, |logs| {
+                logs.lines()
+                    .filter(|l| l.contains(" read expires_at="))
+                    .count()
+            })
     };
-    let logs = |quiet: bool| -> Result<String> {
-        if quiet {
-            kubectl.quiet(&["-n", ns, "logs", TOKEN_READER])
-        } else {
-            kubectl.run(&["-n", ns, "logs", TOKEN_READER])
-        }
+    let show_reads = || -> Result<()> {
+        print!("{}", kubectl.run(&["-n", ns, "logs", TOKEN_READER])?);
+        Ok(())
     };
-    loop {
-        if logs(true).is_ok_and(|l| !reads(&l).is_empty()) {
-            break;
-        }
-        if Instant::now() > deadline {
-            let pods = kubectl.run(&["-n", ns, "get", "pods", "-o", "wide"])?;
-            bail!("the token reader's pod printed nothing within 90s:\n{pods}");
-        }
-        std::thread::sleep(Duration::from_millis(250));
+    let token = || {
+        kubectl.quiet(&[
+            "-n",
+            ns,
+            "get",
+            "secret",
+            secret,
+            "-o=jsonpath={.data.access_token}",
+        ])
+    };
+    if !poll_until(Duration::from_secs(90), Duration::from_millis(250), || {
+        Ok(reads() > 0)
+    })? {
+        let pods = kubectl.run(&["-n", ns, "get", "pods", "-o", "wide"])?;
+        bail!("the token reader's pod printed nothing within 90s:\n{pods}");
     }
     print!(
         "{}",
@@ -372,9 +378,8 @@ fn show_token_reader(kubectl: &Kubectl, ns: &str, connection: &str, secret: &str
             "app.kubernetes.io/name=token-reader"
         ])?
     );
-    print!("{}", logs(false)?);
-    let before =
-        kubectl.json(&["-n", ns, "get", "secret", secret])?["data"]["access_token"].clone();
+    show_reads()?;
+    let before = token()?;
 
     println!();
     let now = jiff::Timestamp::now()
@@ -391,58 +396,49 @@ fn show_token_reader(kubectl: &Kubectl, ns: &str, connection: &str, secret: &str
             &format!("pingone.tokenops.dev/renew-requested-at={now}"),
         ])?
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let data = kubectl.quiet(&[
-            "-n",
-            ns,
-            "get",
-            "secret",
-            secret,
-            "-o=jsonpath={.data.access_token}",
-        ])?;
-        if Value::String(data) != before {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "no new token within 30s of the renew request"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    ensure!(
+        poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
+            Ok(token()? != before)
+        })?,
+        "no new token within 30s of the renew request"
+    );
     let rotated = Instant::now();
-    let after = kubectl.quiet(&[
-        "-n",
-        ns,
-        "get",
-        "secret",
-        secret,
-        "-o=jsonpath={.data.access_token}",
-    ])?;
     println!(
         "    the Secret's access_token: sha256:{} before, sha256:{} now; the kubelet refreshes \
          the pod's files at its next sync",
-        fingerprint(before.as_str().unwrap_or_default())?,
-        fingerprint(&after)?
+        fingerprint(&before)?,
+        fingerprint(&token()?)?
     );
-    let seen = reads(&logs(true)?).len();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if logs(true).is_ok_and(|l| reads(&l).len() > seen) {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the running pod did not read the new token within 120s"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let seen = reads();
+    ensure!(
+        poll_until(Duration::from_secs(120), Duration::from_millis(250), || {
+            Ok(reads() > seen)
+        })?,
+        "the running pod did not read the new token within 120s"
+    );
     println!(
         "    the running pod read the new token {:.1}s after the Secret changed",
         rotated.elapsed().as_secs_f64()
     );
-    print!("{}", logs(false)?);
-    Ok(())
+    show_reads()
+}
+
+/// Polls `done` every `every` until it holds (true) or `within` passes (false).
+fn poll_until(
+    within: Duration,
+    every: Duration,
+    mut done: impl FnMut() -> Result<bool>,
+) -> Result<bool> {
+    let deadline = Instant::now() + within;
+    loop {
+        if done()? {
+            return Ok(true);
+        }
+        if Instant::now() > deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(every);
+    }
 }
 
 /// The first 12 hex digits of the SHA-256 of a base64-encoded Secret value, as the token
@@ -557,22 +553,7 @@ impl Kubectl<'_> {
     /// Runs kubectl and returns its standard output; fails with its standard error.
     fn run(&self, args: &[&str]) -> Result<String> {
         println!("$ kubectl {}", args.join(" "));
-        let out = self
-            .cp
-            .kubectl()
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .context("running kubectl")?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {} failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        self.quiet(args)
     }
 
     /// Like [`Kubectl::run`], without printing the command (for polling).
