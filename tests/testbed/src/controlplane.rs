@@ -705,29 +705,8 @@ fn install_exit_hook() {
     HOOK.get_or_init(|| {
         extern "C" fn on_exit() {
             let entries = std::mem::take(&mut *REGISTRY.lock().unwrap_or_else(|e| e.into_inner()));
-            for (_, pids) in &entries {
-                for pid in pids.iter().rev() {
-                    terminate(*pid);
-                }
-            }
             for (dir, pids) in &entries {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                for pid in pids {
-                    // SAFETY: waitpid on our own children; WNOHANG polling with a deadline.
-                    while Instant::now() < deadline {
-                        let r = unsafe {
-                            libc::waitpid(*pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG)
-                        };
-                        if r != 0 {
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    unsafe {
-                        libc::kill(*pid as libc::pid_t, libc::SIGKILL);
-                        libc::waitpid(*pid as libc::pid_t, std::ptr::null_mut(), 0);
-                    }
-                }
+                crate::owned::stop_processes(pids);
                 let _ = fs::remove_dir_all(dir);
             }
         }
@@ -740,22 +719,8 @@ fn install_exit_hook() {
 
 /// Removes control-plane directories whose owning process no longer runs (killed outright).
 fn remove_stale_dirs() {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
-            continue;
-        };
-        // SAFETY: signal 0 only checks that the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0;
-        if !alive {
-            let _ = fs::remove_dir_all(entry.path());
-        }
+    for (dir, _) in crate::owned::orphaned_dirs(DIR_PREFIX) {
+        let _ = fs::remove_dir_all(dir);
     }
 }
 

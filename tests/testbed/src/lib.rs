@@ -4,4 +4,5 @@
 pub mod bench;
 pub mod controlplane;
 pub mod node;
+mod owned;
 pub mod standin;

@@ -704,26 +704,7 @@ fn install_exit_hook() {
         extern "C" fn on_exit() {
             let entries = std::mem::take(&mut *REGISTRY.lock().unwrap_or_else(|e| e.into_inner()));
             for (dir, cgroup, pids) in &entries {
-                for pid in pids.iter().rev() {
-                    terminate(*pid);
-                }
-                let deadline = Instant::now() + Duration::from_secs(10);
-                for pid in pids.iter().rev() {
-                    // SAFETY: waitpid on our own children; WNOHANG polling with a deadline.
-                    while Instant::now() < deadline {
-                        let r = unsafe {
-                            libc::waitpid(*pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG)
-                        };
-                        if r != 0 {
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    unsafe {
-                        libc::kill(*pid as libc::pid_t, libc::SIGKILL);
-                        libc::waitpid(*pid as libc::pid_t, std::ptr::null_mut(), 0);
-                    }
-                }
+                crate::owned::stop_processes(pids);
                 clean_up(dir, cgroup);
             }
         }
@@ -737,22 +718,8 @@ fn install_exit_hook() {
 /// Cleans up after nodes whose process no longer runs (killed outright). Called with the
 /// machine lock held.
 fn remove_stale() {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
-            continue;
-        };
-        // SAFETY: signal 0 only checks that the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0;
-        if !alive {
-            // Its containerd and kubelet died with it (parent-death signal).
-            clean_up(&entry.path(), &format!("{DIR_PREFIX}{pid}"));
-        }
+    for (dir, pid) in crate::owned::orphaned_dirs(DIR_PREFIX) {
+        // Its containerd and kubelet died with it (parent-death signal).
+        clean_up(&dir, &format!("{DIR_PREFIX}{pid}"));
     }
 }
