@@ -416,36 +416,37 @@ fn connections_for(
     secret: &PartialObjectMeta<Secret>,
     deleted: bool,
 ) -> Vec<ObjectRef<PingOneConnection>> {
-    let Some(namespace) = secret.namespace() else {
+    // Borrowed, not copied: this runs for every Secret event of the cluster.
+    let meta = &secret.metadata;
+    let (Some(namespace), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
         return Vec::new();
     };
+    let resource_version = meta.resource_version.as_deref();
     // The echo of the operator's own write of a token Secret needs no reconcile (a deletion
     // always does).
     if !deleted
         && ctx.states.is_echo(
-            &namespace,
-            &secret.name_any(),
-            secret
-                .annotations()
-                .get(token_secret::TOKEN_DIGEST)
+            namespace,
+            name,
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get(token_secret::TOKEN_DIGEST))
                 .map(String::as_str),
-            secret.resource_version().as_deref(),
+            resource_version,
         )
     {
         return Vec::new();
     }
-    let version = secret.resource_version().filter(|_| !deleted);
-    let mut names = ctx
-        .states
-        .connections_for(&namespace, &secret.name_any(), version.as_deref());
-    if let Some(owner) = secret.labels().get(CONNECTION_LABEL) {
+    let version = resource_version.filter(|_| !deleted);
+    let mut names = ctx.states.connections_for(namespace, name, version);
+    if let Some(owner) = meta.labels.as_ref().and_then(|l| l.get(CONNECTION_LABEL)) {
         names.push(owner.clone());
     }
     names.sort();
     names.dedup();
     names
         .into_iter()
-        .map(|name| ObjectRef::new(&name).within(&namespace))
+        .map(|name| ObjectRef::new(&name).within(namespace))
         // A connection deleted since it was indexed has nothing to reconcile.
         .filter(|r| store.get(r).is_some() || store.is_empty())
         .collect()
