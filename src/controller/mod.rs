@@ -8,6 +8,7 @@ pub mod layout;
 mod own_writes;
 pub mod plan;
 pub mod policy;
+mod presence;
 mod reconcile;
 pub mod rollout;
 pub mod rotation;
@@ -88,6 +89,8 @@ pub struct Context {
     pub digest_key: digest_key::DigestKey,
     /// What the operator remembers of each connection.
     states: States,
+    /// Which Secrets exist, as the Secret watch has seen them.
+    secret_names: presence::SecretNames,
     /// `reportingInstance` of Events: the pod name.
     reporting_instance: String,
     /// Jitter for first tokens and for renewals, each evenly spread over the tokens issued.
@@ -118,6 +121,7 @@ impl Context {
             metrics,
             timing,
             states: States::default(),
+            secret_names: Default::default(),
             first_jitter: schedule::Spread::new(rand::random()),
             renewal_jitter: schedule::Spread::new(rand::random()),
             rotating: Default::default(),

@@ -189,10 +189,27 @@ impl Reconcile<'_> {
     async fn act(&self) -> Result<Outcome, KubeError> {
         let spec = &self.conn.spec;
         let cred_name = &spec.credentials_secret_ref.name;
-        let (credentials_secret, target_secret) = tokio::join!(
-            self.secrets.get_opt(cred_name),
-            self.secrets.get_opt(&self.target_name)
-        );
+        // A token Secret the Secret watch knows not to exist is not read (see presence.rs),
+        // unless this process wrote it: its own write may be ahead of the watch.
+        let skip_target_read = self
+            .ctx
+            .secret_names
+            .absent(&self.namespace, &self.target_name)
+            && !self
+                .ctx
+                .states
+                .with(&self.uid, |s| {
+                    s.own_write.is_some() || s.unwritten.is_some()
+                })
+                .unwrap_or(false);
+        let (credentials_secret, target_secret) =
+            tokio::join!(self.secrets.get_opt(cred_name), async {
+                if skip_target_read {
+                    Ok(None)
+                } else {
+                    self.secrets.get_opt(&self.target_name).await
+                }
+            });
         let credentials_secret =
             credentials_secret.map_err(|e| self.read_error(&e, cred_name, true))?;
         let seen = credentials_secret
@@ -777,24 +794,33 @@ impl Reconcile<'_> {
             },
         );
         let written = if matches!(target, TargetState::Absent) {
-            self.create_secret(&secret).await
+            match self.create_secret(&secret).await {
+                Ok(Some(changed)) => Ok(changed),
+                // A Secret of that name exists by now: this connection's own (the Secret watch
+                // had not shown it yet) takes the token as any owned one; anyone else's is a
+                // conflict.
+                Ok(None) => match self.secrets.get_opt(&self.target_name).await {
+                    Ok(Some(s)) if token_secret::is_owned_by(&s, &self.uid) => {
+                        self.apply_secret(&secret).await
+                    }
+                    read => {
+                        let owner = match read {
+                            Ok(Some(s)) => token_secret::owner_of(&s),
+                            _ => "unknown".to_string(),
+                        };
+                        // Kept: should the Secret go away, the token is written without a new
+                        // request.
+                        self.keep_unwritten(token, access_token);
+                        return Ok(self.conflict(&owner));
+                    }
+                },
+                Err(e) => Err(e),
+            }
         } else {
-            self.apply_secret(&secret).await.map(Some)
+            self.apply_secret(&secret).await
         };
         let changed_meanwhile = match written {
-            Ok(Some(changed)) => changed,
-            // Someone else created a Secret of that name since it was read.
-            Ok(None) => {
-                let owner = match self.secrets.get_opt(&self.target_name).await {
-                    Ok(Some(s)) if !token_secret::is_owned_by(&s, &self.uid) => {
-                        token_secret::owner_of(&s)
-                    }
-                    _ => "unknown".to_string(),
-                };
-                // Kept: should the Secret go away, the token is written without a new request.
-                self.keep_unwritten(token, access_token);
-                return Ok(self.conflict(&owner));
-            }
+            Ok(changed) => changed,
             Err(e) => {
                 // Kept: the retry writes it instead of asking PingOne again.
                 self.keep_unwritten(token, access_token);

@@ -373,10 +373,22 @@ fn secret_events(
 {
     let configs = secret_watch_configs(credentials_selector);
     let mut names = secret_watch_names(namespaces, credentials_selector).into_iter();
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    };
+    // Only a watch of every Secret in its scope knows which do not exist.
+    let sees_all = credentials_selector.is_none();
     let mut watches = Vec::new();
-    for api in apis::<PartialObjectMeta<Secret>>(client, namespaces) {
+    for (api, scope) in apis::<PartialObjectMeta<Secret>>(client, namespaces)
+        .into_iter()
+        .zip(scopes)
+    {
         for config in &configs {
             let name = names.next().unwrap_or_default();
+            let ctx_seen = ctx.clone();
+            let scope = scope.clone();
             watches.push(
                 reported(
                     watcher(api.clone(), config.clone()),
@@ -384,6 +396,11 @@ fn secret_events(
                     "secrets",
                     ctx.clone(),
                 )
+                .inspect(move |event| {
+                    if sees_all {
+                        ctx_seen.secret_names.saw(scope.as_deref(), event);
+                    }
+                })
                 .boxed(),
             );
         }
