@@ -91,6 +91,8 @@ pub struct ConnectionState {
     pub token_check: Option<Box<(jiff::Timestamp, Option<super::token_check::TokenCheck>)>>,
     /// The last renew-requested-at value a token was issued for (as for `token_check`).
     pub renew_served: Option<String>,
+    /// What of the connection last started a reconcile (see `States::trigger`).
+    trigger: Option<u64>,
 }
 
 /// The states are boxed: a map's slots hold their value inline and a hash map keeps a share of
@@ -162,6 +164,24 @@ impl States {
                 uids.push(uid.clone());
             }
         }
+    }
+
+    /// True when the watch brings connection `uid` with a `trigger` (a hash of what starts a
+    /// reconcile) other than the last one: its first sight, a spec change, a renew request. The
+    /// state is made here for a connection not seen before; its reconcile fills it in.
+    pub fn trigger(&self, uid: &str, trigger: u64) -> bool {
+        let mut inner = self.lock();
+        if let Some(state) = inner.by_uid.get_mut(uid) {
+            return state.trigger.replace(trigger) != Some(trigger);
+        }
+        inner.by_uid.insert(
+            Arc::from(uid),
+            Box::new(ConnectionState {
+                trigger: Some(trigger),
+                ..Default::default()
+            }),
+        );
+        true
     }
 
     /// Runs `f` on the state of connection `uid`, if it has one.
@@ -325,6 +345,26 @@ mod tests {
         });
         assert!(states.connections_for("ns", "creds2", Some("7")).is_empty());
         assert_eq!(states.connections_for("ns", "creds2", Some("8")), vec!["a"]);
+    }
+
+    #[test]
+    fn a_reconcile_is_triggered_by_a_first_sight_and_by_each_change_only() {
+        let states = States::default();
+        assert!(states.trigger("ua", 1), "first sight");
+        assert!(
+            !states.trigger("ua", 1),
+            "the same spec again (a status write)"
+        );
+        // The reconcile fills in the state the trigger made.
+        states.register("ua", "ns", "a", &["creds"]);
+        assert_eq!(states.connections_for("ns", "creds", None), vec!["a"]);
+        assert!(!states.trigger("ua", 1));
+        assert!(states.trigger("ua", 2), "a spec change");
+        assert!(!states.trigger("ua", 2));
+        // Deleted and created again: a new UID, a new first sight.
+        states.forget("ua");
+        assert!(states.trigger("ub", 2));
+        assert_eq!(states.len(), 1);
     }
 
     #[test]

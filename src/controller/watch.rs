@@ -78,6 +78,7 @@ pub async fn run(
     let (reader, writer) = reflector::store::<PingOneConnection>();
 
     let forget_ctx = ctx.clone();
+    let trigger_ctx = ctx.clone();
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]
     } else {
@@ -130,8 +131,25 @@ pub async fn run(
             }
             _ => {}
         })
-        .touched_objects()
-        .predicate_filter(spec_or_renew_request, Default::default());
+        .filter_map(move |event| {
+            // What starts a reconcile: a connection's first sight, a spec change and a renew
+            // request (see `spec_or_renew_request`), remembered in the connection's state
+            // rather than in a cache of its own (a predicate filter keeps three strings of
+            // every object). A deleted connection needs none.
+            let out = match event {
+                Ok(watcher::Event::Apply(conn) | watcher::Event::InitApply(conn)) => {
+                    let changed = match (conn.metadata.uid.as_deref(), spec_or_renew_request(&conn))
+                    {
+                        (Some(uid), Some(trigger)) => trigger_ctx.states.trigger(uid, trigger),
+                        _ => true,
+                    };
+                    changed.then_some(Ok(conn))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            };
+            std::future::ready(out)
+        });
 
     let secrets = secret_triggers(
         &client,
