@@ -39,6 +39,11 @@ fn key(type_: EventType, reason: &str, note: &str) -> u64 {
     h.finish()
 }
 
+/// The name of the Event about connection `connection` first published at `first`.
+fn event_name(connection: &str, first: Timestamp) -> String {
+    format!("{connection}.{:x}", first.as_nanosecond())
+}
+
 /// Publishes an Event about `conn`. Best effort: a failure is logged, never returned (status
 /// carries the same facts).
 pub async fn publish(
@@ -65,7 +70,8 @@ pub async fn publish(
             let patch = serde_json::json!({
                 "series": EventSeries { count, last_observed_time: MicroTime(now) },
             });
-            api.patch(&last.name, &PatchParams::default(), &Patch::Merge(&patch))
+            let name = event_name(&conn.name_any(), last.first);
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map(|_| LastEvent {
                     count,
@@ -74,7 +80,7 @@ pub async fn publish(
                 })
         }
         None => {
-            let name = format!("{}.{:x}", conn.name_any(), now.as_nanosecond());
+            let name = event_name(&conn.name_any(), now);
             let event = Event {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
@@ -101,7 +107,7 @@ pub async fn publish(
                 .await
                 .map(|_| LastEvent {
                     key,
-                    name,
+                    first: now,
                     count: 1,
                     at: now,
                 })

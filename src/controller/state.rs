@@ -46,8 +46,9 @@ pub struct KubeFailure {
 pub struct LastEvent {
     /// Hash of type, reason and note.
     pub key: u64,
-    /// The Event object's name.
-    pub name: String,
+    /// When the Event was first published: its name is the connection's and this time's
+    /// (see `events::event_name`), so the name need not be kept.
+    pub first: Timestamp,
     /// Occurrences so far.
     pub count: i32,
     /// When it last occurred.
