@@ -54,6 +54,16 @@ fn secret_watch_configs(credentials_selector: Option<&str>) -> Vec<watcher::Conf
     }
 }
 
+/// The scopes of the watches, in the order `apis` makes them: each namespace, or `None` for
+/// all.
+fn scopes(namespaces: &[String]) -> Vec<Option<String>> {
+    if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    }
+}
+
 fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -79,11 +89,7 @@ pub async fn run(
 
     let forget_ctx = ctx.clone();
     let trigger_ctx = ctx.clone();
-    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
-        vec![None]
-    } else {
-        config.namespaces.iter().cloned().map(Some).collect()
-    };
+    let scopes = scopes(&config.namespaces);
     // The store starts out ready and empty: each watch fills it with plain changes (see
     // `relists_as_changes`), so its own re-list handling, which would replace the whole store,
     // never runs.
@@ -391,11 +397,7 @@ fn secret_events(
 {
     let configs = secret_watch_configs(credentials_selector);
     let mut names = secret_watch_names(namespaces, credentials_selector).into_iter();
-    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces.iter().cloned().map(Some).collect()
-    };
+    let scopes = scopes(namespaces);
     // Only a watch of every Secret in its scope knows which do not exist.
     let sees_all = credentials_selector.is_none();
     let mut watches = Vec::new();
@@ -434,14 +436,13 @@ fn secret_watch_names(namespaces: &[String], credentials_selector: Option<&str>)
     } else {
         &["secrets-token", "secrets-credentials"]
     };
-    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces.iter().map(|n| Some(n.as_str())).collect()
-    };
-    scopes
+    scopes(namespaces)
         .into_iter()
-        .flat_map(|scope| kinds.iter().map(move |kind| watch_name(kind, scope)))
+        .flat_map(|scope| {
+            kinds
+                .iter()
+                .map(move |kind| watch_name(kind, scope.as_deref()))
+        })
         .collect()
 }
 
