@@ -31,15 +31,7 @@ async fn kubectl_apply(env: &TestEnv, file: &str, yaml: &str) {
 async fn kubectl(env: &TestEnv, args: &[&str]) -> String {
     let mut cmd = env.cp.kubectl();
     cmd.args(args);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    run_ok(cmd, &format!("kubectl {args:?}")).await
 }
 
 /// A ServiceAccount `op` in the test namespace, bound to a Role with what the operator needs
