@@ -890,7 +890,7 @@ impl Reconcile<'_> {
         match self
             .ctx
             .states
-            .with(&self.uid, |s| s.token_check.as_deref().cloned())
+            .with(&self.uid, |s| s.token_check.clone())
             .flatten()
         {
             Some((issued_at, check)) if issued_at == token.issued_at => check,
@@ -941,7 +941,7 @@ impl Reconcile<'_> {
             }
         }
         self.ctx.states.with(&self.uid, |s| {
-            s.token_check = Some(Box::new((token.issued_at, check.clone())));
+            s.token_check = Some((token.issued_at, check.clone()));
         });
         *self.check.lock().unwrap_or_else(|e| e.into_inner()) = Some(check);
     }

@@ -13,7 +13,6 @@ use jiff::Timestamp;
 use super::own_writes::{OwnWrite, WrittenStatus};
 use super::policy::Failure;
 use super::token_secret::IssuedToken;
-use crate::api::PingOneConnectionStatus;
 use crate::pingone::SecretString;
 
 /// A token PingOne issued whose Secret write failed, kept so that the retry writes it instead
@@ -87,9 +86,8 @@ pub struct ConnectionState {
     /// A rotated secret not yet written into the credentials Secret.
     pub pending_rotation: Option<Box<super::rotation::PendingWrite>>,
     /// The check of the token issued at this time (`None` inside: an opaque token). Status
-    /// shows it too, but the copy of the connection a reconcile gets may predate that write;
-    /// dropped once the watch brings a copy whose status carries it (`status_seen`).
-    pub token_check: Option<Box<(jiff::Timestamp, Option<super::token_check::TokenCheck>)>>,
+    /// shows it too, but the copy of the connection a reconcile gets may predate that write.
+    pub token_check: Option<(jiff::Timestamp, Option<super::token_check::TokenCheck>)>,
     /// The last renew-requested-at value a token was issued for (as for `token_check`).
     pub renew_served: Option<String>,
     /// What of the connection last started a reconcile (see `States::trigger`).
@@ -265,32 +263,6 @@ impl States {
                 .collect()
         };
         dead.iter().filter_map(|uid| self.forget(uid)).collect()
-    }
-
-    /// The watch brought connection `uid` with `status`: what this process kept only because the
-    /// copy of the connection could predate its status write (the token check, the renew
-    /// request served) goes once that status carries it, since every later copy does too.
-    pub fn status_seen(&self, uid: &str, status: Option<&PingOneConnectionStatus>) {
-        let Some(status) = status else { return };
-        let mut inner = self.lock();
-        let Some(state) = inner.by_uid.get_mut(uid) else {
-            return;
-        };
-        if let Some(kept) = &state.token_check {
-            let (issued_at, check) = &**kept;
-            let shown = status.issued_at.as_ref().is_some_and(|t| t.0 == *issued_at)
-                && super::token_check::from_status(Some(status)).is_some_and(|from_status| {
-                    check
-                        .as_ref()
-                        .is_some_and(|check| from_status.same_outcome(check))
-                });
-            if shown {
-                state.token_check = None;
-            }
-        }
-        if state.renew_served.is_some() && status.renew_request_served == state.renew_served {
-            state.renew_served = None;
-        }
     }
 
     /// Connections with a state.

@@ -124,18 +124,12 @@ pub async fn run(
                 .remove("kubectl.kubernetes.io/last-applied-configuration");
         })
         .reflect(writer)
-        .inspect(move |event| match event {
-            Ok(watcher::Event::Delete(conn)) => {
-                if let Some(uid) = conn.uid() {
-                    forget_ctx.forget(&uid);
-                }
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(conn)) = event
+                && let Some(uid) = conn.uid()
+            {
+                forget_ctx.forget(&uid);
             }
-            Ok(watcher::Event::Apply(conn) | watcher::Event::InitApply(conn)) => {
-                if let Some(uid) = conn.metadata.uid.as_deref() {
-                    forget_ctx.states.status_seen(uid, conn.status.as_ref());
-                }
-            }
-            _ => {}
         })
         .filter_map(move |event| {
             // What starts a reconcile: a connection's first sight, a spec change and a renew
