@@ -13,6 +13,7 @@ mod reconcile;
 pub mod rollout;
 pub mod rotation;
 pub mod schedule;
+mod secret_meta;
 mod state;
 pub mod status;
 pub mod token_check;

@@ -15,9 +15,9 @@ use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::PartialObjectMeta;
 use kube::runtime::watcher;
+
+use super::secret_meta::SecretMeta;
 
 /// The Secrets the watches have seen.
 #[derive(Default)]
@@ -47,7 +47,7 @@ impl SecretNames {
     pub fn saw(
         &self,
         scope: Option<&str>,
-        event: &Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>,
+        event: &Result<watcher::Event<SecretMeta>, watcher::Error>,
     ) {
         let (secret, deleted) = match event {
             Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => (s, false),
@@ -88,15 +88,13 @@ mod tests {
     use super::*;
     use kube::api::ObjectMeta;
 
-    fn secret(ns: &str, name: &str) -> PartialObjectMeta<Secret> {
-        PartialObjectMeta {
-            types: None,
+    fn secret(ns: &str, name: &str) -> SecretMeta {
+        SecretMeta {
             metadata: ObjectMeta {
                 namespace: Some(ns.into()),
                 name: Some(name.into()),
                 ..Default::default()
             },
-            _phantom: Default::default(),
         }
     }
 

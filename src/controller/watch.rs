@@ -14,14 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, stream};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PartialObjectMeta};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{debug, error, info, warn};
 
+use super::secret_meta::SecretMeta;
 use super::token_secret::{self, CONNECTION_LABEL};
 use super::{Context, Error, reconcile};
 use crate::api::{PingOneConnection, RENEW_REQUESTED_AT};
@@ -387,15 +387,14 @@ fn secret_events(
     namespaces: &[String],
     credentials_selector: Option<&str>,
     ctx: Arc<Context>,
-) -> impl Stream<Item = Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>> + Send + 'static
-{
+) -> impl Stream<Item = Result<watcher::Event<SecretMeta>, watcher::Error>> + Send + 'static {
     let configs = secret_watch_configs(credentials_selector);
     let mut names = secret_watch_names(namespaces, credentials_selector).into_iter();
     let scopes = scopes(namespaces);
     // Only a watch of every Secret in its scope knows which do not exist.
     let sees_all = credentials_selector.is_none();
     let mut watches = Vec::new();
-    for (api, scope) in apis::<PartialObjectMeta<Secret>>(client, namespaces)
+    for (api, scope) in apis::<SecretMeta>(client, namespaces)
         .into_iter()
         .zip(scopes)
     {
@@ -443,7 +442,7 @@ fn secret_watch_names(namespaces: &[String], credentials_selector: Option<&str>)
 fn connections_for(
     ctx: &Context,
     store: &Store<PingOneConnection>,
-    secret: &PartialObjectMeta<Secret>,
+    secret: &SecretMeta,
     deleted: bool,
 ) -> Vec<ObjectRef<PingOneConnection>> {
     // Borrowed, not copied: this runs for every Secret event of the cluster.
