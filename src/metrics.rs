@@ -2,15 +2,13 @@
 //!
 //! Per-connection series carry `namespace` and `name` and are removed when the connection is
 //! deleted. They are kept as one compact entry per connection (its gauges' values and its
-//! counters) in a single map, encoded into their metric families at scrape time: one map entry
-//! per connection costs far less than a series per metric in each family, every one with its
+//! counters), by namespace and name, encoded into their metric families at scrape time: one
+//! entry per connection costs far less than a series per metric in each family, every one with its
 //! own copy of the label strings. The request-duration histogram is labelled by result only: a
 //! histogram per connection would multiply series by the bucket count for thousands of
 //! connections.
 
-use std::borrow::Borrow;
-use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -317,83 +315,11 @@ struct PerConnection {
     counters: Vec<Count>,
 }
 
-/// `namespace` and `name` of a connection, in one allocation.
-#[derive(Debug)]
-struct ConnectionKey {
-    /// The namespace followed by the name.
-    joined: Box<str>,
-    /// Length of the namespace in `joined`.
-    split: usize,
-}
-
-impl ConnectionKey {
-    fn new(namespace: &str, name: &str) -> Self {
-        let mut joined = String::with_capacity(namespace.len() + name.len());
-        joined.push_str(namespace);
-        joined.push_str(name);
-        ConnectionKey {
-            joined: joined.into_boxed_str(),
-            split: namespace.len(),
-        }
-    }
-}
-
-/// A connection's `namespace` and `name`, owned ([`ConnectionKey`]) or borrowed, so that the
-/// map can be searched with borrowed strings.
-trait ConnectionId {
-    fn parts(&self) -> (&str, &str);
-}
-
-impl ConnectionId for ConnectionKey {
-    fn parts(&self) -> (&str, &str) {
-        self.joined.split_at(self.split)
-    }
-}
-
-impl ConnectionId for (&str, &str) {
-    fn parts(&self) -> (&str, &str) {
-        *self
-    }
-}
-
-impl<'a> Borrow<dyn ConnectionId + 'a> for ConnectionKey {
-    fn borrow(&self) -> &(dyn ConnectionId + 'a) {
-        self
-    }
-}
-
-impl Hash for dyn ConnectionId + '_ {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.parts().hash(state);
-    }
-}
-
-impl PartialEq for dyn ConnectionId + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for dyn ConnectionId + '_ {}
-
-impl Hash for ConnectionKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.parts().hash(state);
-    }
-}
-
-impl PartialEq for ConnectionKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for ConnectionKey {}
-
 /// The per-connection series of every connection.
 #[derive(Debug, Default)]
 struct Series {
-    connections: HashMap<ConnectionKey, PerConnection>,
+    /// By namespace, then name: searched with borrowed strings, and in the order of the output.
+    connections: BTreeMap<Box<str>, BTreeMap<Box<str>, PerConnection>>,
     /// Label values of the per-connection counters, each allocated once.
     values: HashSet<Arc<str>>,
 }
@@ -415,14 +341,19 @@ impl PerConnectionSeries {
             connections,
             values,
         } = &mut *series;
-        let id: &dyn ConnectionId = &(namespace, name);
-        if let Some(connection) = connections.get_mut(id) {
+        if let Some(connection) = connections
+            .get_mut(namespace)
+            .and_then(|names| names.get_mut(name))
+        {
             f(connection, values);
             return;
         }
         let mut connection = PerConnection::default();
         f(&mut connection, values);
-        connections.insert(ConnectionKey::new(namespace, name), connection);
+        connections
+            .entry(namespace.into())
+            .or_default()
+            .insert(name.into(), connection);
     }
 
     /// Adds one to a counter of a connection.
@@ -457,36 +388,39 @@ impl PerConnectionSeries {
     /// Removes every series of a connection.
     fn forget(&self, namespace: &str, name: &str) {
         let mut series = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let id: &dyn ConnectionId = &(namespace, name);
-        if series.connections.remove(id).is_some() {
+        let Some(names) = series.connections.get_mut(namespace) else {
+            return;
+        };
+        let removed = names.remove(name).is_some();
+        if names.is_empty() {
+            series.connections.remove(namespace);
+        }
+        if removed {
             // Label values no connection counts any more.
             series.values.retain(|v| Arc::strong_count(v) > 1);
         }
     }
 }
 
-/// Labels of a connection's gauge series.
-fn connection_labels(key: &ConnectionKey) -> [(&'static str, &str); 2] {
-    let (namespace, name) = key.parts();
-    [("namespace", namespace), ("name", name)]
-}
+/// Every connection's series with its namespace and name, sorted by both.
+type Sorted<'a> = [(&'a str, &'a str, &'a PerConnection)];
 
 /// Encodes a per-connection gauge family; a family without series is left out, as
 /// [`Family`] does.
 fn encode_gauge<V: EncodeGaugeValue>(
     encoder: &mut DescriptorEncoder,
-    connections: &[(&ConnectionKey, &PerConnection)],
+    connections: &Sorted,
     name: &str,
     help: &str,
     value: impl Fn(&PerConnection) -> Option<V>,
 ) -> Result<(), std::fmt::Error> {
-    if !connections.iter().any(|(_, c)| value(c).is_some()) {
+    if !connections.iter().any(|(_, _, c)| value(c).is_some()) {
         return Ok(());
     }
     let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (key, connection) in connections {
+    for &(namespace, name, connection) in connections {
         if let Some(v) = value(connection) {
-            let labels = connection_labels(key);
+            let labels = [("namespace", namespace), ("name", name)];
             metric.encode_family(&labels)?.encode_gauge(&v)?;
         }
     }
@@ -497,19 +431,18 @@ fn encode_gauge<V: EncodeGaugeValue>(
 /// [`Family`] does.
 fn encode_counter(
     encoder: &mut DescriptorEncoder,
-    connections: &[(&ConnectionKey, &PerConnection)],
+    connections: &Sorted,
     counted: Counted,
 ) -> Result<(), std::fmt::Error> {
     if !connections
         .iter()
-        .any(|(_, c)| c.counters.iter().any(|count| count.counted == counted))
+        .any(|(_, _, c)| c.counters.iter().any(|count| count.counted == counted))
     {
         return Ok(());
     }
     let mut metric =
         encoder.encode_descriptor(counted.name(), counted.help(), None, MetricType::Counter)?;
-    for (key, connection) in connections {
-        let (namespace, name) = key.parts();
+    for &(namespace, name, connection) in connections {
         for count in connection.counters.iter().filter(|c| c.counted == counted) {
             let labels = [
                 ("namespace", namespace),
@@ -527,9 +460,17 @@ fn encode_counter(
 impl Collector for PerConnectionSeries {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let series = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // Sorted by namespace and name, for the same output from the same series.
-        let mut connections: Vec<_> = series.connections.iter().collect();
-        connections.sort_unstable_by(|a, b| a.0.parts().cmp(&b.0.parts()));
+        // Sorted by namespace and name (the maps' order), for the same output from the same
+        // series.
+        let connections: Vec<_> = series
+            .connections
+            .iter()
+            .flat_map(|(namespace, names)| {
+                names
+                    .iter()
+                    .map(move |(name, connection)| (&**namespace, &**name, connection))
+            })
+            .collect();
         encode_gauge(
             &mut encoder,
             &connections,
@@ -961,8 +902,8 @@ pingone_operator_last_successful_reconcile_timestamp_seconds 0.0
         {
             let series = m.per_connection.0.lock().unwrap();
             assert_eq!(series.values.len(), 2);
-            let a = &series.connections[&("ns", "a") as &dyn ConnectionId].counters[0].value;
-            let b = &series.connections[&("ns", "b") as &dyn ConnectionId].counters[0].value;
+            let a = &series.connections["ns"]["a"].counters[0].value;
+            let b = &series.connections["ns"]["b"].counters[0].value;
             assert!(Arc::ptr_eq(a, b));
         }
         m.forget("ns", "b");
