@@ -887,14 +887,11 @@ impl Reconcile<'_> {
 
     /// The check of `token` as this process made it, else as status recorded it.
     fn known_check(&self, token: &IssuedToken) -> Option<token_check::TokenCheck> {
-        match self
-            .ctx
-            .states
-            .with(&self.uid, |s| s.token_check.clone())
-            .flatten()
-        {
-            Some((issued_at, check)) if issued_at == token.issued_at => check,
-            _ => token_check::from_status(self.status()),
+        match self.ctx.states.with(&self.uid, |s| {
+            s.token_check_for(token.issued_at, self.status())
+        }) {
+            Some(check) => check,
+            None => token_check::from_status(self.status()),
         }
     }
 

@@ -12,7 +12,9 @@ use jiff::Timestamp;
 
 use super::own_writes::{OwnWrite, WrittenStatus};
 use super::policy::Failure;
+use super::token_check::{self, TokenCheck};
 use super::token_secret::IssuedToken;
+use crate::api::PingOneConnectionStatus;
 use crate::pingone::SecretString;
 
 /// A token PingOne issued whose Secret write failed, kept so that the retry writes it instead
@@ -86,12 +88,49 @@ pub struct ConnectionState {
     /// A rotated secret not yet written into the credentials Secret.
     pub pending_rotation: Option<Box<super::rotation::PendingWrite>>,
     /// The check of the token issued at this time (`None` inside: an opaque token). Status
-    /// shows it too, but the copy of the connection a reconcile gets may predate that write.
-    pub token_check: Option<(jiff::Timestamp, Option<super::token_check::TokenCheck>)>,
+    /// shows it too, but the copy of the connection a reconcile gets may predate that write;
+    /// kept until a reconcile's copy shows it (see `token_check_for`).
+    pub token_check: Option<(jiff::Timestamp, Option<TokenCheck>)>,
     /// The last renew-requested-at value a token was issued for (as for `token_check`).
     pub renew_served: Option<String>,
     /// What of the connection last started a reconcile (see `States::trigger`).
     trigger: Option<u64>,
+}
+
+impl ConnectionState {
+    /// The check of the token issued at `issued_at`: this process's own copy, else as `status`
+    /// (of the copy of the connection the reconcile got) records it.
+    ///
+    /// The own copy goes once `status` shows that very check for that very token. That is
+    /// safe because only a reconcile calls this, and the reconciles of one connection run one
+    /// at a time, each with a copy of the connection at least as new as the one before it (the
+    /// store never goes back); every status the operator writes carries the check it used, so
+    /// every later copy shows it too. (Dropping it when the watch brought such a status was
+    /// not: a reconcile running then may hold an older copy.)
+    pub fn token_check_for(
+        &mut self,
+        issued_at: Timestamp,
+        status: Option<&PingOneConnectionStatus>,
+    ) -> Option<TokenCheck> {
+        let recorded = token_check::from_status(status);
+        match self.token_check.take() {
+            Some((at, own)) if at == issued_at => {
+                let shown = status
+                    .and_then(|s| s.issued_at.as_ref())
+                    .is_some_and(|t| t.0 == issued_at)
+                    && matches!((&own, &recorded), (Some(own), Some(recorded)) if own.same_outcome(recorded));
+                if shown {
+                    return recorded;
+                }
+                self.token_check = Some((at, own.clone()));
+                own
+            }
+            other => {
+                self.token_check = other;
+                recorded
+            }
+        }
+    }
 }
 
 /// The states are boxed: a map's slots hold their value inline and a hash map keeps a share of

@@ -162,6 +162,16 @@ fn to_status(c: Claims) -> TokenClaims {
     }
 }
 
+impl TokenCheck {
+    /// The same claims and verdict (the skew goes to a metric, not to status).
+    pub fn same_outcome(&self, other: &TokenCheck) -> bool {
+        self.claims == other.claims
+            && self.ok == other.ok
+            && self.reason == other.reason
+            && self.message == other.message
+    }
+}
+
 /// The check recorded in `status` (for a token checked by an earlier reconcile).
 pub fn from_status(status: Option<&PingOneConnectionStatus>) -> Option<TokenCheck> {
     let status = status?;
