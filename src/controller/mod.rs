@@ -99,6 +99,9 @@ pub struct Context {
     renewal_jitter: schedule::Spread,
     /// What `/readyz` and `/healthz` report; the watches keep it current.
     pub health: Arc<crate::health::Health>,
+    /// The connections as the watch last brought them (the running controller's store).
+    connections:
+        std::sync::Mutex<Option<kube::runtime::reflector::Store<crate::api::PingOneConnection>>>,
     /// Credentials Secrets (namespace, name) whose client secret is being rotated right now:
     /// two connections sharing a Secret must never rotate it at the same time.
     rotating: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
@@ -126,6 +129,7 @@ impl Context {
             first_jitter: schedule::Spread::new(rand::random()),
             renewal_jitter: schedule::Spread::new(rand::random()),
             rotating: Default::default(),
+            connections: Default::default(),
             health: Arc::new(crate::health::Health::new(DEFAULT_WATCH_FAILURE_THRESHOLD)),
         }
     }
@@ -143,6 +147,16 @@ impl Context {
         } else {
             self.first_jitter.next()
         }
+    }
+
+    /// The store's newest copy of connection `namespace/name`, once the controller runs.
+    fn newest(&self, namespace: &str, name: &str) -> Option<Arc<crate::api::PingOneConnection>> {
+        let store = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        store.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
     }
 
     /// Forgets everything about connection `uid`, its metrics series included.

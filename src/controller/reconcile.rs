@@ -885,14 +885,33 @@ impl Reconcile<'_> {
             .or_else(|| self.status().and_then(|s| s.renew_request_served.clone()))
     }
 
-    /// The check of `token` as this process made it, else as status recorded it.
+    /// The check of `token` as this process made it, else as status recorded it: the status
+    /// of the store's newest copy of the connection when it shows this token (this process's
+    /// copy of the check goes once the watch brings that status, and this reconcile's copy of
+    /// the connection may predate it), else of this reconcile's copy.
     fn known_check(&self, token: &IssuedToken) -> Option<token_check::TokenCheck> {
-        match self.ctx.states.with(&self.uid, |s| {
-            s.token_check_for(token.issued_at, self.status())
-        }) {
-            Some(check) => check,
-            None => token_check::from_status(self.status()),
+        let own = self
+            .ctx
+            .states
+            .with(&self.uid, |s| s.token_check.clone())
+            .flatten();
+        if let Some((issued_at, check)) = own
+            && issued_at == token.issued_at
+        {
+            return check;
         }
+        let shows_token = |status: Option<&PingOneConnectionStatus>| {
+            status
+                .and_then(|s| s.issued_at.as_ref())
+                .is_some_and(|t| t.0 == token.issued_at)
+        };
+        if let Some(newest) = self.ctx.newest(&self.namespace, &self.name)
+            && newest.metadata.uid.as_deref() == Some(&*self.uid)
+            && shows_token(newest.status.as_ref())
+        {
+            return token_check::from_status(newest.status.as_ref());
+        }
+        token_check::from_status(self.status())
     }
 
     /// Verifies a token just written against the environment's JWKS and compares its claims

@@ -89,48 +89,12 @@ pub struct ConnectionState {
     pub pending_rotation: Option<Box<super::rotation::PendingWrite>>,
     /// The check of the token issued at this time (`None` inside: an opaque token). Status
     /// shows it too, but the copy of the connection a reconcile gets may predate that write;
-    /// kept until a reconcile's copy shows it (see `token_check_for`).
+    /// kept until the watch brings a status that shows it (see `States::status_seen`).
     pub token_check: Option<(jiff::Timestamp, Option<TokenCheck>)>,
     /// The last renew-requested-at value a token was issued for (as for `token_check`).
     pub renew_served: Option<String>,
     /// What of the connection last started a reconcile (see `States::trigger`).
     trigger: Option<u64>,
-}
-
-impl ConnectionState {
-    /// The check of the token issued at `issued_at`: this process's own copy, else as `status`
-    /// (of the copy of the connection the reconcile got) records it.
-    ///
-    /// The own copy goes once `status` shows that very check for that very token. That is
-    /// safe because only a reconcile calls this, and the reconciles of one connection run one
-    /// at a time, each with a copy of the connection at least as new as the one before it (the
-    /// store never goes back); every status the operator writes carries the check it used, so
-    /// every later copy shows it too. (Dropping it when the watch brought such a status was
-    /// not: a reconcile running then may hold an older copy.)
-    pub fn token_check_for(
-        &mut self,
-        issued_at: Timestamp,
-        status: Option<&PingOneConnectionStatus>,
-    ) -> Option<TokenCheck> {
-        let recorded = token_check::from_status(status);
-        match self.token_check.take() {
-            Some((at, own)) if at == issued_at => {
-                let shown = status
-                    .and_then(|s| s.issued_at.as_ref())
-                    .is_some_and(|t| t.0 == issued_at)
-                    && matches!((&own, &recorded), (Some(own), Some(recorded)) if own.same_outcome(recorded));
-                if shown {
-                    return recorded;
-                }
-                self.token_check = Some((at, own.clone()));
-                own
-            }
-            other => {
-                self.token_check = other;
-                recorded
-            }
-        }
-    }
 }
 
 /// The states are boxed: a map's slots hold their value inline and a hash map keeps a share of
@@ -302,6 +266,32 @@ impl States {
                 .collect()
         };
         dead.iter().filter_map(|uid| self.forget(uid)).collect()
+    }
+
+    /// The watch brought connection `uid` with `status` (the store holds it already): the
+    /// token check kept only because a reconcile's copy could predate the status write goes
+    /// once `status` shows that very check for that very token. A reconcile that started
+    /// before, with an older copy, then finds the check in the store's newest copy (see
+    /// `Reconcile::known_check`), which is never older than this one.
+    pub fn status_seen(&self, uid: &str, status: Option<&PingOneConnectionStatus>) {
+        let Some(status) = status else { return };
+        let mut inner = self.lock();
+        let Some(state) = inner.by_uid.get_mut(uid) else {
+            return;
+        };
+        let Some((issued_at, own)) = &state.token_check else {
+            return;
+        };
+        let shown = status.issued_at.as_ref().is_some_and(|t| t.0 == *issued_at)
+            && match (own, token_check::from_status(Some(status))) {
+                (Some(own), Some(recorded)) => own.same_outcome(&recorded),
+                // An opaque token has no check, and status shows none.
+                (None, None) => true,
+                _ => false,
+            };
+        if shown {
+            state.token_check = None;
+        }
     }
 
     /// Connections with a state.

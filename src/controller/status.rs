@@ -499,8 +499,8 @@ mod tests {
     }
 
     #[test]
-    fn the_own_token_check_goes_once_the_reconciles_copy_shows_it() {
-        use super::super::state::ConnectionState;
+    fn the_kept_token_check_goes_once_a_status_shows_it() {
+        use super::super::state::States;
         use super::super::token_check::{REASON_TOKEN_VERIFIED, TokenCheck};
         let t = token();
         let check = TokenCheck {
@@ -515,55 +515,45 @@ mod tests {
             message: "the token's signature and claims are as asked".into(),
             skew_seconds: Some(2),
         };
-        let mut state = ConnectionState::default();
-        state.token_check = Some((t.issued_at, Some(check.clone())));
         let written_with = |token: &IssuedToken, check: Option<&TokenCheck>| {
             let mut f = facts(Some(token), None);
             f.token_check = check.cloned();
             compute(None, &f)
         };
-        // A copy from before any status write, then one from before the write of the check:
-        // the own check is the answer, and it stays.
-        assert_eq!(
-            state.token_check_for(t.issued_at, None),
-            Some(check.clone())
-        );
-        let before = written_with(&t, None);
-        assert_eq!(
-            state.token_check_for(t.issued_at, Some(&before)),
-            Some(check.clone())
-        );
-        assert!(state.token_check.is_some());
+        let states = States::default();
+        states.register("u", "ns", "a", &["creds"]);
+        let kept = |states: &States| states.with("u", |s| s.token_check.is_some()).unwrap();
+        states.with("u", |s| {
+            s.token_check = Some((t.issued_at, Some(check.clone())))
+        });
+        // No status, then a status from before the write of the check.
+        states.status_seen("u", None);
+        assert!(kept(&states));
+        states.status_seen("u", Some(&written_with(&t, None)));
+        assert!(kept(&states));
         // The same verdict recorded for an earlier token is not this token's.
         let mut earlier = token();
         earlier.issued_at = ts("2026-11-27T07:00:00Z");
-        let old = written_with(&earlier, Some(&check));
-        assert_eq!(
-            state.token_check_for(t.issued_at, Some(&old)),
-            Some(check.clone())
-        );
-        assert!(state.token_check.is_some());
+        states.status_seen("u", Some(&written_with(&earlier, Some(&check))));
+        assert!(kept(&states));
         // Another verdict for this token is not this one.
         let mut other = check.clone();
         other.claims.as_mut().unwrap().client_id = Some("another".into());
-        let another = written_with(&t, Some(&other));
-        assert_eq!(
-            state.token_check_for(t.issued_at, Some(&another)),
-            Some(check.clone())
-        );
-        assert!(state.token_check.is_some());
-        // The status written with it: the answer is the same, from status, and the own copy goes.
+        states.status_seen("u", Some(&written_with(&t, Some(&other))));
+        assert!(kept(&states));
+        // The status written with it: the kept copy goes, and status answers the same.
         let written = written_with(&t, Some(&check));
-        let answer = state.token_check_for(t.issued_at, Some(&written)).unwrap();
-        assert!(state.token_check.is_none());
-        assert!(answer.same_outcome(&check));
-        assert_eq!(answer.skew_seconds, None, "the skew is not in status");
-        // Every later copy shows it.
-        let again = state.token_check_for(t.issued_at, Some(&written)).unwrap();
-        assert!(again.same_outcome(&check));
-        // A check kept for another token is left alone, and status answers.
-        state.token_check = Some((earlier.issued_at, None));
-        assert!(state.token_check_for(t.issued_at, Some(&written)).is_some());
-        assert_eq!(state.token_check, Some((earlier.issued_at, None)));
+        states.status_seen("u", Some(&written));
+        assert!(!kept(&states));
+        let mut recorded = super::super::token_check::from_status(Some(&written)).unwrap();
+        assert!(recorded.same_outcome(&check));
+        recorded.skew_seconds = check.skew_seconds;
+        assert_eq!(recorded, check);
+        // An opaque token: no check kept, none shown.
+        states.with("u", |s| s.token_check = Some((t.issued_at, None)));
+        states.status_seen("u", Some(&written_with(&earlier, None)));
+        assert!(kept(&states), "another token's status");
+        states.status_seen("u", Some(&written_with(&t, None)));
+        assert!(!kept(&states));
     }
 }

@@ -86,6 +86,8 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let (reader, writer) = reflector::store::<PingOneConnection>();
+    // Reconciles look up the newest copy of their connection (see `Reconcile::known_check`).
+    *ctx.connections.lock().unwrap_or_else(|e| e.into_inner()) = Some(reader.clone());
 
     let forget_ctx = ctx.clone();
     let trigger_ctx = ctx.clone();
@@ -124,12 +126,18 @@ pub async fn run(
                 .remove("kubectl.kubernetes.io/last-applied-configuration");
         })
         .reflect(writer)
-        .inspect(move |event| {
-            if let Ok(watcher::Event::Delete(conn)) = event
-                && let Some(uid) = conn.uid()
-            {
-                forget_ctx.forget(&uid);
+        .inspect(move |event| match event {
+            Ok(watcher::Event::Delete(conn)) => {
+                if let Some(uid) = conn.uid() {
+                    forget_ctx.forget(&uid);
+                }
             }
+            Ok(watcher::Event::Apply(conn) | watcher::Event::InitApply(conn)) => {
+                if let Some(uid) = conn.metadata.uid.as_deref() {
+                    forget_ctx.states.status_seen(uid, conn.status.as_ref());
+                }
+            }
+            _ => {}
         })
         .filter_map(move |event| {
             // What starts a reconcile: a connection's first sight, a spec change and a renew
