@@ -3,17 +3,23 @@
 //! written again because the watch cache has not caught up yet. Per connection; kept in its
 //! [`ConnectionState`](super::state::ConnectionState).
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::OnceLock;
 
 use crate::api::PingOneConnectionStatus;
+
+/// A 64-bit fingerprint of `value`, keyed per process (so that nobody can choose values that
+/// collide): what the operator keeps of names and digests it only ever compares.
+pub fn fingerprint(value: impl Hash) -> u64 {
+    static KEY: OnceLock<RandomState> = OnceLock::new();
+    KEY.get_or_init(RandomState::new).hash_one(value)
+}
 
 /// The operator's latest write of a connection's token Secret.
 #[derive(Debug, Clone)]
 pub struct OwnWrite {
-    /// The Secret's name.
-    pub secret: String,
-    /// Digest of the token it wrote.
-    token_digest: String,
+    /// Fingerprint of the Secret's name and of the digest of the token it wrote.
+    written: u64,
     /// The resourceVersion it produced; `None` while the write is in flight.
     resource_version: Option<String>,
     /// Versions whose events were taken for its echo while it was in flight.
@@ -26,8 +32,7 @@ impl OwnWrite {
     /// response does.
     pub fn begin(secret: &str, token_digest: &str) -> Self {
         OwnWrite {
-            secret: secret.to_string(),
-            token_digest: token_digest.to_string(),
+            written: fingerprint((secret, token_digest)),
             resource_version: None,
             skipped_in_flight: Vec::new(),
         }
@@ -48,11 +53,12 @@ impl OwnWrite {
         missed
     }
 
-    /// True when the watch event at `resource_version` carrying token digest `token_digest` is
-    /// the echo of this write: the same token and the version the write produced, or the write
-    /// is still in flight (the version is then checked by [`OwnWrite::end`]).
-    pub fn is_echo(&mut self, token_digest: &str, resource_version: &str) -> bool {
-        if self.token_digest != token_digest {
+    /// True when the watch event of Secret `secret` at `resource_version` carrying token digest
+    /// `token_digest` is the echo of this write: the same Secret and token and the version the
+    /// write produced, or the write is still in flight (the version is then checked by
+    /// [`OwnWrite::end`]).
+    pub fn is_echo(&mut self, secret: &str, token_digest: &str, resource_version: &str) -> bool {
+        if self.written != fingerprint((secret, token_digest)) {
             return false;
         }
         match &self.resource_version {
@@ -119,26 +125,28 @@ mod tests {
     fn the_echo_of_a_completed_write_is_recognised_and_nothing_else() {
         let mut w = OwnWrite::begin("t", "d1");
         assert!(!w.end(Some("10".into())));
-        assert!(w.is_echo("d1", "10"));
+        assert!(w.is_echo("t", "d1", "10"));
         // Another version or another token: not ours.
-        assert!(!w.is_echo("d1", "11"));
-        assert!(!w.is_echo("d2", "10"));
+        assert!(!w.is_echo("t", "d1", "11"));
+        assert!(!w.is_echo("t", "d2", "10"));
+        // The same token in another Secret: not ours.
+        assert!(!w.is_echo("u", "d1", "10"));
     }
 
     #[test]
     fn an_echo_that_arrives_before_the_response_is_recognised() {
         let mut w = OwnWrite::begin("t", "d1");
-        assert!(w.is_echo("d1", "10"));
+        assert!(w.is_echo("t", "d1", "10"));
         // It was the write's own version: nothing was missed.
         assert!(!w.end(Some("10".into())));
-        assert!(w.is_echo("d1", "10"));
+        assert!(w.is_echo("t", "d1", "10"));
     }
 
     #[test]
     fn another_change_taken_for_the_echo_in_flight_is_reported_when_the_write_returns() {
         let mut w = OwnWrite::begin("t", "d1");
-        assert!(w.is_echo("d1", "10"));
-        assert!(w.is_echo("d1", "11"));
+        assert!(w.is_echo("t", "d1", "10"));
+        assert!(w.is_echo("t", "d1", "11"));
         assert!(w.end(Some("10".into())));
         // Reported once.
         let mut w = OwnWrite::begin("t", "d2");

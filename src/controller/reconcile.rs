@@ -214,11 +214,10 @@ impl Reconcile<'_> {
             credentials_secret.map_err(|e| self.read_error(&e, cred_name, true))?;
         let seen = credentials_secret
             .as_ref()
-            .and_then(|s| s.resource_version())
-            .map(|rv| (cred_name.clone(), rv));
+            .and_then(|s| s.metadata.resource_version.as_deref());
         self.ctx
             .states
-            .with(&self.uid, |s| s.credentials_seen = seen);
+            .with(&self.uid, |s| s.credentials_seen(cred_name, seen));
         let target_secret =
             target_secret.map_err(|e| self.read_error(&e, &self.target_name, false))?;
         let layout = Layout::of(&spec.target);

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 
-use super::own_writes::{OwnWrite, WrittenStatus};
+use super::own_writes::{OwnWrite, WrittenStatus, fingerprint};
 use super::policy::Failure;
 use super::token_check::{self, TokenCheck};
 use super::token_secret::IssuedToken;
@@ -82,7 +82,8 @@ pub struct ConnectionState {
     pub last_event: Option<LastEvent>,
     /// The credentials Secret's name and resourceVersion as the last reconcile read them: a
     /// watch event for that very version (a re-list, a list that arrives late) changes nothing.
-    pub credentials_seen: Option<(String, String)>,
+    /// Kept as a fingerprint of both (see `credentials_seen`).
+    credentials_seen: Option<u64>,
     /// The last failed client secret rotation, while unresolved.
     pub rotation_failure: Option<Box<super::rotation::RotationFailure>>,
     /// A rotated secret not yet written into the credentials Secret.
@@ -95,6 +96,14 @@ pub struct ConnectionState {
     pub renew_served: Option<String>,
     /// What of the connection last started a reconcile (see `States::trigger`).
     trigger: Option<u64>,
+}
+
+impl ConnectionState {
+    /// A reconcile read the credentials Secret `name` at `resource_version` (`None`: it is
+    /// not there).
+    pub fn credentials_seen(&mut self, name: &str, resource_version: Option<&str>) {
+        self.credentials_seen = resource_version.map(|rv| fingerprint((name, rv)));
+    }
 }
 
 /// The states are boxed: a map's slots hold their value inline and a hash map keeps a share of
@@ -206,8 +215,8 @@ impl States {
             .iter()
             .filter_map(|uid| inner.by_uid.get(uid))
             .filter(|s| {
-                !matches!((&s.credentials_seen, resource_version),
-                    (Some((name, seen)), Some(rv)) if name == secret && seen == rv)
+                !matches!((s.credentials_seen, resource_version),
+                    (Some(seen), Some(rv)) if seen == fingerprint((secret, rv)))
             })
             .map(|s| s.name.clone())
             .collect()
@@ -239,7 +248,7 @@ impl States {
                 .by_uid
                 .get_mut(uid)
                 .and_then(|s| s.own_write.as_mut())
-                .is_some_and(|w| w.secret == secret && w.is_echo(digest, rv))
+                .is_some_and(|w| w.is_echo(secret, digest, rv))
         })
     }
 
@@ -342,9 +351,7 @@ mod tests {
         assert_eq!(states.connections_for("ns", "a-token", None), vec!["a"]);
         assert_eq!(states.len(), 1);
         // A version of the credentials the connection has already read triggers nothing.
-        states.with("ua", |s| {
-            s.credentials_seen = Some(("creds2".into(), "7".into()))
-        });
+        states.with("ua", |s| s.credentials_seen("creds2", Some("7")));
         assert!(states.connections_for("ns", "creds2", Some("7")).is_empty());
         assert_eq!(states.connections_for("ns", "creds2", Some("8")), vec!["a"]);
     }
