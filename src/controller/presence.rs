@@ -12,17 +12,16 @@
 //! operator sees only some Secrets, and every token Secret is read.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 
 use kube::runtime::watcher;
 
+use super::own_writes::fingerprint;
 use super::secret_meta::SecretMeta;
 
 /// The Secrets the watches have seen.
 #[derive(Default)]
 pub struct SecretNames {
-    hasher: RandomState,
     inner: Mutex<Inner>,
 }
 
@@ -35,10 +34,6 @@ struct Inner {
 }
 
 impl SecretNames {
-    fn key(&self, namespace: &str, name: &str) -> u64 {
-        self.hasher.hash_one((namespace, name))
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -64,7 +59,7 @@ impl SecretNames {
         ) else {
             return;
         };
-        let key = self.key(namespace, name);
+        let key = fingerprint((namespace, name));
         let mut inner = self.lock();
         if deleted {
             inner.known.remove(&key);
@@ -76,7 +71,7 @@ impl SecretNames {
     /// True when Secret `namespace/name` is known not to exist: a complete list of its scope
     /// did not have it, and no event since has brought it.
     pub fn absent(&self, namespace: &str, name: &str) -> bool {
-        let key = self.key(namespace, name);
+        let key = fingerprint((namespace, name));
         let inner = self.lock();
         let listed = inner.listed.contains(&None) || inner.listed.contains(&Some(namespace.into()));
         listed && !inner.known.contains(&key)
