@@ -190,21 +190,22 @@ impl Reconcile<'_> {
         let spec = &self.conn.spec;
         let cred_name = &spec.credentials_secret_ref.name;
         // A token Secret the Secret watch knows not to exist is not read (see presence.rs),
-        // unless this process wrote it: its own write may be ahead of the watch.
-        let skip_target_read = self
+        // unless this process wrote it: its own write may be ahead of the watch. At the start,
+        // that takes the watch's first list, which the read waits for.
+        let own_write = self
             .ctx
-            .secret_names
-            .absent(&self.namespace, &self.target_name)
-            && !self
-                .ctx
-                .states
-                .with(&self.uid, |s| {
-                    s.own_write.is_some() || s.unwritten.is_some()
-                })
-                .unwrap_or(false);
+            .states
+            .with(&self.uid, |s| {
+                s.own_write.is_some() || s.unwritten.is_some()
+            })
+            .unwrap_or(false);
         let (credentials_secret, target_secret) =
             tokio::join!(self.secrets.get_opt(cred_name), async {
-                if skip_target_read {
+                if !own_write {
+                    self.ctx.secret_names.first_list(&self.namespace).await;
+                }
+                let names = &self.ctx.secret_names;
+                if !own_write && names.absent(&self.namespace, &self.target_name) {
                     Ok(None)
                 } else {
                     self.secrets.get_opt(&self.target_name).await

@@ -310,6 +310,13 @@ fn secret_triggers(
     for name in secret_watch_names(namespaces, credentials_selector) {
         ctx.health.register_watch(&name);
     }
+    // Known to the reconciles before they start: they wait for the first list of every Secret
+    // (see presence.rs).
+    if credentials_selector.is_none() {
+        for scope in scopes(namespaces) {
+            ctx.secret_names.watching(scope.as_deref());
+        }
+    }
     let (tx, mut rx) = tokio::sync::mpsc::channel(TRIGGER_BUFFER);
     let namespaces = namespaces.to_vec();
     let selector = credentials_selector.map(str::to_string);
