@@ -278,6 +278,12 @@ impl ControlPlane {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// The process id of a running component (`kube-apiserver`, `etcd`, ...).
+    pub fn pid(&self, component: &str) -> Option<u32> {
+        let procs = self.processes.lock().unwrap_or_else(|e| e.into_inner());
+        procs.get(component).map(Child::id)
+    }
+
     /// The last `lines` lines of a component's log, for failure messages.
     pub fn log_tail(&self, component: &str, lines: usize) -> String {
         let text =

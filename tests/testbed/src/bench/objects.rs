@@ -206,10 +206,13 @@ pub async fn create_namespace(client: &Client, name: &str) -> Result<()> {
 pub async fn delete_namespace(client: &Client, name: &str, timeout: Duration) -> Result<()> {
     let dp = DeleteParams::background();
     let lp = Default::default();
-    let _ = connections(client, name).delete_collection(&dp, &lp).await;
+    // The Secrets go first: a token Secret deleted after its connection is left to the garbage
+    // collector, which then checks each of them, thousands at a few dozen per second, long
+    // after the namespace is gone, into the next timed window.
     let _ = Api::<Secret>::namespaced(client.clone(), name)
         .delete_collection(&dp, &lp)
         .await;
+    let _ = connections(client, name).delete_collection(&dp, &lp).await;
     let api: Api<Namespace> = Api::all(client.clone());
     match api.delete(name, &dp).await {
         Ok(_) => {}

@@ -15,28 +15,203 @@ use super::floor::MetadataWatch;
 use super::objects::{self, CREDENTIALS_LABEL};
 use super::observe::Observer;
 use super::operator::Operator;
-use super::scenarios::{Bench, Row, Verdict, say, secs, verdict};
+use super::scenarios::{Bench, Row, Verdict, fmt_runs, say, secs, verdict};
+use super::stats::median;
+
+/// One run of the scale start: both sides' time from start to all Ready, and the floor's CPU
+/// seconds per connection.
+struct ScaleRun {
+    floor_first: bool,
+    floor: Start,
+    operator: Start,
+    floor_cpu_per: f64,
+}
+
+/// One side's start: seconds to all Ready, and the control plane's CPU seconds meanwhile.
+#[derive(Clone, Copy)]
+struct Start {
+    time: f64,
+    control_plane_cpu: f64,
+}
+
+/// What the operator's side of a scale run saw after its start.
+struct OperatorStart {
+    start: Start,
+    reconciles_per: f64,
+    /// The steady-state window, measured in one run only.
+    steady: Option<Steady>,
+}
+
+struct Steady {
+    rotations: f64,
+    requests: f64,
+    token_requests: f64,
+    secret_writes: f64,
+    status_writes: f64,
+    reconciles: f64,
+    cpu: f64,
+    hwm_mib: f64,
+}
 
 impl Bench {
     /// 10,000 existing connections, the operator started with `--max-requests-per-second` at
     /// the scale rate: start → all Ready against the floor under the same cap (and the cap's own
-    /// n / rate); then, with tokens of `scale_lifetime`, a window of rotations: token requests,
-    /// Secret writes, status writes and reconciles per rotation, CPU seconds per rotation next to
-    /// the floor's per connection (the same three calls).
+    /// n / rate), `scale_runs` times, the side that goes first alternating (medians reported);
+    /// then, in the first run, with tokens of `scale_lifetime`, a window of rotations: token
+    /// requests, Secret writes, status writes and reconciles per rotation, CPU seconds per
+    /// rotation next to the floor's per connection (the same three calls).
     pub async fn scale(&mut self) -> Result<()> {
         let n = self.cfg.scale;
         let rate = self.cfg.scale_rate;
         let life = self.cfg.scale_lifetime;
         let cap_time = n as f64 / f64::from(rate);
+        let total = self.cfg.scale_runs.max(1);
 
-        say(format!("==> scale: floor, {n} connections at {rate}/s"));
+        let mut runs: Vec<ScaleRun> = Vec::new();
+        let mut steady = None;
+        let mut reconciles_per = Vec::new();
+        for run in 1..=total {
+            let floor_first = run % 2 == 1;
+            say(format!(
+                "==> scale run {run}/{total}: {n} connections at {rate}/s, {} first",
+                if floor_first { "floor" } else { "operator" }
+            ));
+            let window = (run == 1).then_some(self.cfg.scale_window);
+            let (floor, op) = if floor_first {
+                let floor = self.scale_floor(n, rate, life).await?;
+                (floor, self.scale_operator(n, rate, life, window).await?)
+            } else {
+                let op = self.scale_operator(n, rate, life, window).await?;
+                (self.scale_floor(n, rate, life).await?, op)
+            };
+            say(format!(
+                "    run {run}: operator {:.1}s, floor {:.1}s ({:.2})",
+                op.start.time,
+                floor.0.time,
+                op.start.time / floor.0.time
+            ));
+            reconciles_per.push(op.reconciles_per);
+            if op.steady.is_some() {
+                steady = op.steady;
+            }
+            runs.push(ScaleRun {
+                floor_first,
+                floor: floor.0,
+                operator: op.start,
+                floor_cpu_per: floor.1,
+            });
+        }
+        let steady = steady.context("the steady-state window was not measured")?;
+
+        let col = |f: &dyn Fn(&ScaleRun) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
+        let op = col(&|r| r.operator.time);
+        let fl = col(&|r| r.floor.time);
+        let ratios = col(&|r| r.operator.time / r.floor.time);
+        let op_cp = col(&|r| r.operator.control_plane_cpu);
+        let fl_cp = col(&|r| r.floor.control_plane_cpu);
+        let ratio = median(&ratios);
+        let order = runs
+            .iter()
+            .map(|r| if r.floor_first { "F" } else { "O" })
+            .collect::<String>();
+        let floor_cpu_per = median(&col(&|r| r.floor_cpu_per));
+
+        let t = &mut self.table;
+        let scenario = format!("5 scale, {n} at {rate}/s");
+        t.row(Row {
+            scenario: scenario.clone(),
+            measure: format!("{n} existing connections: start → all Ready"),
+            operator: format!("{:.1} s", median(&op)),
+            floor: format!("{:.1} s", median(&fl)),
+            ratio: format!("{ratio:.2}"),
+            goal: "≤ 1.1 × floor (the cap's time + the floor's overhead)".into(),
+            verdict: verdict(ratio <= 1.1),
+            runs: format!(
+                "ratios {} (first: {order}); operator {}; floor {}; the cap itself: {cap_time:.1} s (operator {:.2}×, floor {:.2}×); start reconciles per connection {}; peak RSS {:.1} MiB",
+                fmt_runs(&ratios, "", 2),
+                fmt_runs(&op, " s", 1),
+                fmt_runs(&fl, " s", 1),
+                median(&op) / cap_time,
+                median(&fl) / cap_time,
+                fmt_runs(&reconciles_per, "", 2),
+                steady.hwm_mib
+            ),
+        });
+        t.row(Row {
+            scenario: scenario.clone(),
+            measure: "control plane CPU seconds (API server, etcd, controller manager) from start to all Ready".into(),
+            operator: format!("{:.1} s", median(&op_cp)),
+            floor: format!("{:.1} s", median(&fl_cp)),
+            ratio: format!("{:.2}", median(&op_cp) / median(&fl_cp)),
+            goal: "(reported)".into(),
+            verdict: Verdict::Info,
+            runs: format!(
+                "operator {}; floor {}",
+                fmt_runs(&op_cp, " s", 1),
+                fmt_runs(&fl_cp, " s", 1)
+            ),
+        });
+        let s = &steady;
+        let rotations = s.rotations;
+        let exact = rotations > 0.0
+            && s.token_requests == rotations
+            && s.requests == rotations
+            && s.secret_writes == rotations
+            && s.status_writes == rotations;
+        t.row(Row {
+            scenario: scenario.clone(),
+            measure: format!(
+                "steady state, {}-minute tokens, {} s window: token requests / Secret writes / status writes per rotation",
+                life.as_secs() / 60,
+                self.cfg.scale_window.as_secs()
+            ),
+            operator: format!(
+                "{:.3} / {:.3} / {:.3}",
+                s.requests / rotations.max(1.0),
+                s.secret_writes / rotations.max(1.0),
+                s.status_writes / rotations.max(1.0)
+            ),
+            floor: "1 / 1 / 1".into(),
+            ratio: "-".into(),
+            goal: "exactly 1 / 1 / 1".into(),
+            verdict: verdict(exact),
+            runs: format!(
+                "{rotations} rotations; {} requests at the stand-in; {} reconciles",
+                s.requests, s.reconciles
+            ),
+        });
+        let per = s.cpu / rotations.max(1.0);
+        t.row(Row {
+            scenario,
+            measure: "steady state: CPU seconds per rotation".into(),
+            operator: format!("{:.2} ms", per * 1000.0),
+            floor: format!("{:.2} ms", floor_cpu_per * 1000.0),
+            ratio: format!("{:.2}", per / floor_cpu_per),
+            goal: "(reported)".into(),
+            verdict: Verdict::Info,
+            runs: format!(
+                "operator {:.1} s over {} s (all of its work, idle included); floor: its CPU per connection at the start (median of the runs)",
+                s.cpu,
+                self.cfg.scale_window.as_secs()
+            ),
+        });
+        Ok(())
+    }
+
+    /// The floor's side of a scale run: `n` connections created, then the floor made and told
+    /// about them; the time from its start to the last Ready, and its CPU seconds per
+    /// connection.
+    async fn scale_floor(&mut self, n: usize, rate: u32, life: Duration) -> Result<(Start, f64)> {
         let ns = self.namespace("scale-floor").await?;
         let specs = objects::specs(&ns, "z", 0, n);
         self.register(&specs, Some(life));
         let created =
             objects::burst(&self.client, &ns, &specs, self.cfg.create_concurrency, None).await?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The creates' aftermath (watch caches, the garbage collector's graph) stays out of
+        // the timed window.
+        self.settle().await?;
         let observer = Observer::connections(&self.client, &ns).await?;
+        let cp0 = self.control_plane_cpu()?;
         let t0 = Instant::now();
         let floor = self.new_floor(rate).await?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -49,127 +224,104 @@ impl Bench {
             .wait_ready(n, Duration::from_secs(1800))
             .await
             .context("scale floor: all Ready")?;
-        let floor_time = secs(last - t0);
+        let time = secs(last - t0);
+        let control_plane_cpu = self.control_plane_cpu()? - cp0;
         let served = served.await??;
         ensure!(served == n, "the floor served {served} of {n}");
-        let floor_cpu_per = floor.cpu_seconds()? / n as f64;
+        let cpu_per = floor.cpu_seconds()? / n as f64;
         drop(floor);
         drop(observer);
-        say(format!("    floor {floor_time:.1}s"));
+        say(format!("    floor {time:.1}s"));
         self.delete_namespace(&ns).await?;
+        Ok((
+            Start {
+                time,
+                control_plane_cpu,
+            },
+            cpu_per,
+        ))
+    }
 
-        say(format!("==> scale: operator, {n} connections at {rate}/s"));
+    /// The operator's side of a scale run: `n` connections created, then the operator started;
+    /// the time from its start to the last Ready, its reconciles per connection, and, given a
+    /// window, the steady state over that window.
+    async fn scale_operator(
+        &mut self,
+        n: usize,
+        rate: u32,
+        life: Duration,
+        window: Option<Duration>,
+    ) -> Result<OperatorStart> {
         let ns = self.namespace("scale-op").await?;
         let specs = objects::specs(&ns, "z", 0, n);
         self.register(&specs, Some(life));
         objects::burst(&self.client, &ns, &specs, self.cfg.create_concurrency, None).await?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The creates' aftermath (watch caches, the garbage collector's graph) stays out of
+        // the timed window.
+        self.settle().await?;
         let observer = Observer::connections(&self.client, &ns).await?;
         let config = self.operator_config(Some(rate));
+        let cp0 = self.control_plane_cpu()?;
         let mut op = Operator::start(&config)?;
         let t0 = op.started;
         let last = observer
             .wait_ready(n, Duration::from_secs(1800))
             .await
             .context("scale operator: all Ready")?;
-        let op_time = secs(last - t0);
+        let time = secs(last - t0);
+        let control_plane_cpu = self.control_plane_cpu()? - cp0;
         drop(observer);
         op.wait_serving(Duration::from_secs(30)).await?;
-        let start_counts = op.settled_counters(None).await?;
+        let c0 = op.settled_counters(None).await?;
         say(format!(
-            "    operator {op_time:.1}s; {} reconciles for {n} connections",
-            start_counts.reconciles
+            "    operator {time:.1}s; {} reconciles for {n} connections",
+            c0.reconciles
         ));
-
-        // Steady state: a window of rotations.
-        let window = self.cfg.scale_window;
-        let c0 = start_counts;
-        let cpu0 = op.cpu_seconds()?;
-        let since = SystemTime::now();
-        say(format!(
-            "    steady state: {}s window, {}s tokens",
-            window.as_secs(),
-            life.as_secs()
-        ));
-        tokio::time::sleep(window).await;
-        let c1 = op
-            .settled_counters(Some((
-                c0.token_successes - c0.secret_writes,
-                c0.token_successes - c0.status_writes,
-            )))
-            .await?;
-        let until = SystemTime::now();
-        let cpu = op.cpu_seconds()? - cpu0;
-        let hwm = op.memory()?.hwm_kib as f64 / 1024.0;
-        let d = c1.since(&c0);
-        let requests = self
-            .token_requests_of(&ns, since)
-            .into_iter()
-            .filter(|r| r.time <= until)
-            .count() as f64;
+        let mut steady = None;
+        if let Some(window) = window {
+            let cpu0 = op.cpu_seconds()?;
+            let since = SystemTime::now();
+            say(format!(
+                "    steady state: {}s window, {}s tokens",
+                window.as_secs(),
+                life.as_secs()
+            ));
+            tokio::time::sleep(window).await;
+            let c1 = op
+                .settled_counters(Some((
+                    c0.token_successes - c0.secret_writes,
+                    c0.token_successes - c0.status_writes,
+                )))
+                .await?;
+            let until = SystemTime::now();
+            let cpu = op.cpu_seconds()? - cpu0;
+            let d = c1.since(&c0);
+            let requests = self
+                .token_requests_of(&ns, since)
+                .into_iter()
+                .filter(|r| r.time <= until)
+                .count() as f64;
+            steady = Some(Steady {
+                rotations: d.token_successes,
+                requests,
+                token_requests: d.token_requests,
+                secret_writes: d.secret_writes,
+                status_writes: d.status_writes,
+                reconciles: d.reconciles,
+                cpu,
+                hwm_mib: op.memory()?.hwm_kib as f64 / 1024.0,
+            });
+        }
         op.terminate(Duration::from_secs(60)).await?;
         self.delete_namespace(&ns).await?;
-
-        let t = &mut self.table;
-        let scenario = format!("5 scale, {n} at {rate}/s");
-        t.row(Row {
-            scenario: scenario.clone(),
-            measure: format!("{n} existing connections: start → all Ready"),
-            operator: format!("{op_time:.1} s"),
-            floor: format!("{floor_time:.1} s"),
-            ratio: format!("{:.2}", op_time / floor_time),
-            goal: "≤ 1.1 × floor (the cap's time + the floor's overhead)".into(),
-            verdict: verdict(op_time <= 1.1 * floor_time),
-            runs: format!(
-                "the cap itself: {cap_time:.1} s (operator {:.2}×, floor {:.2}×); start reconciles per connection {:.2}; peak RSS {hwm:.1} MiB",
-                op_time / cap_time,
-                floor_time / cap_time,
-                start_counts.reconciles / n as f64
-            ),
-        });
-        let rotations = d.token_successes;
-        let exact = rotations > 0.0
-            && d.token_requests == rotations
-            && requests == rotations
-            && d.secret_writes == rotations
-            && d.status_writes == rotations;
-        t.row(Row {
-            scenario: scenario.clone(),
-            measure: format!(
-                "steady state, {}-minute tokens, {} s window: token requests / Secret writes / status writes per rotation",
-                life.as_secs() / 60,
-                window.as_secs()
-            ),
-            operator: format!(
-                "{:.3} / {:.3} / {:.3}",
-                requests / rotations.max(1.0),
-                d.secret_writes / rotations.max(1.0),
-                d.status_writes / rotations.max(1.0)
-            ),
-            floor: "1 / 1 / 1".into(),
-            ratio: "-".into(),
-            goal: "exactly 1 / 1 / 1".into(),
-            verdict: verdict(exact),
-            runs: format!(
-                "{rotations} rotations; {} requests at the stand-in; {} reconciles",
-                requests, d.reconciles
-            ),
-        });
-        let per = cpu / rotations.max(1.0);
-        t.row(Row {
-            scenario,
-            measure: "steady state: CPU seconds per rotation".into(),
-            operator: format!("{:.2} ms", per * 1000.0),
-            floor: format!("{:.2} ms", floor_cpu_per * 1000.0),
-            ratio: format!("{:.2}", per / floor_cpu_per),
-            goal: "(reported)".into(),
-            verdict: Verdict::Info,
-            runs: format!(
-                "operator {cpu:.1} s over {} s (all of its work, idle included); floor: its CPU per connection at the start",
-                window.as_secs()
-            ),
-        });
-        Ok(())
+        Ok(OperatorStart {
+            start: Start {
+                time,
+                control_plane_cpu,
+            },
+            reconciles_per: c0.reconciles / n as f64,
+            steady,
+        })
     }
 
     /// The foreign Secrets updated continuously (`churn_rate` per second through the API server

@@ -20,7 +20,7 @@ use super::ENV_ID;
 use super::floor::{Floor, floor_digest};
 use super::objects::{self, ApiCounters, Created, Spec};
 use super::observe::Observer;
-use super::operator::{Operator, OperatorConfig, OperatorCounters};
+use super::operator::{Operator, OperatorConfig, OperatorCounters, proc_cpu_seconds};
 use super::stats::{self, median, percentile};
 use crate::controlplane::ControlPlane;
 use crate::standin::{ClientRegistration, RecordedRequest, StandIn, StandInConfig};
@@ -82,8 +82,10 @@ pub struct BenchConfig {
     /// `--max-requests-per-second` of the operator and the floor's cap in the cold-start and
     /// one-by-one scenarios (0: none, so that the API server, not the cap, is the bottleneck).
     pub cold_start_rate: u32,
-    /// Connections, request cap, token lifetime and rotation window of the scale scenario.
+    /// Connections, request cap, token lifetime and rotation window of the scale scenario, and
+    /// its runs (the side that goes first alternates; the window is observed in the first).
     pub scale: usize,
+    pub scale_runs: usize,
     pub scale_rate: u32,
     pub scale_lifetime: Duration,
     pub scale_window: Duration,
@@ -313,11 +315,61 @@ impl Bench {
     pub(super) async fn delete_namespace(&self, ns: &str) -> Result<()> {
         let t = Instant::now();
         objects::delete_namespace(&self.client, ns, Duration::from_secs(900)).await?;
+        let deleted = secs(t.elapsed());
+        let (settled, rate) = self.settle().await?;
         say(format!(
-            "    namespace {ns} deleted in {:.1}s",
-            secs(t.elapsed())
+            "    namespace {ns} deleted in {deleted:.1}s; control plane settled {settled:.1}s later ({:.0} % of a core)",
+            rate * 100.0
         ));
         Ok(())
+    }
+
+    /// Waits until the control plane (API server, etcd, controller manager) has settled: its
+    /// CPU use over the last `SETTLE_WINDOW` below `SETTLE_CPU` of a core, so that the work left
+    /// behind by one side (deletions, the garbage collector) does not run in the next side's
+    /// timed window. Returns the seconds waited and the last rate.
+    pub(super) async fn settle(&self) -> Result<(f64, f64)> {
+        const SETTLE_WINDOW: Duration = Duration::from_secs(3);
+        const SETTLE_CPU: f64 = 0.15;
+        const SETTLE_LIMIT: Duration = Duration::from_secs(600);
+        let t = Instant::now();
+        let mut samples = std::collections::VecDeque::new();
+        loop {
+            samples.push_back((Instant::now(), self.control_plane_cpu()?));
+            while samples.len() > 1
+                && samples[0].0.elapsed() > SETTLE_WINDOW + Duration::from_millis(500)
+            {
+                samples.pop_front();
+            }
+            let (first, last) = (samples[0], samples[samples.len() - 1]);
+            let span = secs(last.0 - first.0);
+            if span >= SETTLE_WINDOW.as_secs_f64() {
+                let rate = (last.1 - first.1) / span;
+                if rate < SETTLE_CPU {
+                    return Ok((secs(t.elapsed()), rate));
+                }
+                ensure!(
+                    t.elapsed() < SETTLE_LIMIT,
+                    "the control plane did not settle within {SETTLE_LIMIT:?} (still {:.0} % of a core)",
+                    rate * 100.0
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// CPU seconds used so far by the control plane's API server, etcd and controller manager.
+    pub(super) fn control_plane_cpu(&self) -> Result<f64> {
+        let mut total = 0.0;
+        for component in ["kube-apiserver", "etcd", "kube-controller-manager"] {
+            let pid = self
+                .cp
+                .pid(component)
+                .with_context(|| format!("{component} is not running"))?;
+            total += proc_cpu_seconds(&format!("/proc/{pid}/stat"))
+                .with_context(|| format!("reading the CPU time of {component}"))?;
+        }
+        Ok(total)
     }
 
     pub(super) fn register(&self, specs: &[Spec], lifetime: Option<Duration>) {
