@@ -145,6 +145,16 @@ impl Operator {
         Ok(OperatorCounters::from_samples(&samples))
     }
 
+    /// [`Operator::settled_counters`] at a later such moment than `earlier`, offset by what was
+    /// in between then.
+    pub async fn settled_after(&self, earlier: &OperatorCounters) -> Result<OperatorCounters> {
+        self.settled_counters(Some((
+            earlier.token_successes - earlier.secret_writes,
+            earlier.token_successes - earlier.status_writes,
+        )))
+        .await
+    }
+
     /// Counters read at a moment when no reconcile is between its token request and its writes:
     /// the first of several scrapes in which Secret and status writes both equal successful
     /// token requests minus `offset` (what they were at the previous such moment), or the last

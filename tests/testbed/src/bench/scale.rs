@@ -9,13 +9,12 @@ use anyhow::{Context, Result, ensure};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
-use tokio::sync::mpsc;
 
 use super::floor::MetadataWatch;
 use super::objects::{self, CREDENTIALS_LABEL};
 use super::observe::Observer;
 use super::operator::Operator;
-use super::scenarios::{Bench, Row, Verdict, fmt_runs, say, secs, verdict};
+use super::scenarios::{Bench, Row, Verdict, compared, fmt_runs, say, secs, verdict};
 use super::stats::median;
 
 /// One run of the scale start: both sides' time from start to all Ready, and the floor's CPU
@@ -137,20 +136,17 @@ impl Bench {
                 steady.hwm_mib
             ),
         });
-        t.row(Row {
-            scenario: scenario.clone(),
-            measure: "control plane CPU seconds (API server, etcd, controller manager) from start to all Ready".into(),
-            operator: format!("{:.1} s", median(&op_cp)),
-            floor: format!("{:.1} s", median(&fl_cp)),
-            ratio: format!("{:.2}", median(&op_cp) / median(&fl_cp)),
-            goal: "(reported)".into(),
-            verdict: Verdict::Info,
-            runs: format!(
+        t.row(compared(
+            &scenario,
+            "control plane CPU seconds (API server, etcd, controller manager) from start to all Ready",
+            (&op_cp, &fl_cp),
+            " s",
+            format!(
                 "operator {}; floor {}",
                 fmt_runs(&op_cp, " s", 1),
                 fmt_runs(&fl_cp, " s", 1)
             ),
-        });
+        ));
         let s = &steady;
         let rotations = s.rotations;
         let exact = rotations > 0.0
@@ -213,21 +209,12 @@ impl Bench {
         let observer = Observer::connections(&self.client, &ns).await?;
         let cp0 = self.control_plane_cpu()?;
         let t0 = Instant::now();
-        let floor = self.new_floor(rate).await?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let served = floor.serve(rx);
-        for c in &created {
-            tx.send(c.clone())?;
-        }
-        drop(tx);
-        let last = observer
-            .wait_ready(n, Duration::from_secs(1800))
+        let (floor, last) = self
+            .floor_until_ready(rate, &created, &observer, Duration::from_secs(1800))
             .await
-            .context("scale floor: all Ready")?;
+            .context("scale floor")?;
         let time = secs(last - t0);
         let control_plane_cpu = self.control_plane_cpu()? - cp0;
-        let served = served.await??;
-        ensure!(served == n, "the floor served {served} of {n}");
         let cpu_per = floor.cpu_seconds()? / n as f64;
         drop(floor);
         drop(observer);
@@ -287,12 +274,7 @@ impl Bench {
                 life.as_secs()
             ));
             tokio::time::sleep(window).await;
-            let c1 = op
-                .settled_counters(Some((
-                    c0.token_successes - c0.secret_writes,
-                    c0.token_successes - c0.status_writes,
-                )))
-                .await?;
+            let c1 = op.settled_after(&c0).await?;
             let until = SystemTime::now();
             let cpu = op.cpu_seconds()? - cpu0;
             let d = c1.since(&c0);

@@ -223,6 +223,27 @@ pub(super) fn fmt_runs(v: &[f64], unit: &str, digits: usize) -> String {
         .join(" / ")
 }
 
+/// A reported row (no goal) of two sides' medians and their ratio.
+pub(super) fn compared(
+    scenario: &str,
+    measure: impl Into<String>,
+    (operator, floor): (&[f64], &[f64]),
+    unit: &str,
+    runs: String,
+) -> Row {
+    let (op, fl) = (median(operator), median(floor));
+    Row {
+        scenario: scenario.into(),
+        measure: measure.into(),
+        operator: format!("{op:.1}{unit}"),
+        floor: format!("{fl:.1}{unit}"),
+        ratio: format!("{:.2}", op / fl),
+        goal: "".into(),
+        verdict: Verdict::Info,
+        runs,
+    }
+}
+
 pub(super) fn verdict(ok: bool) -> Verdict {
     if ok { Verdict::Met } else { Verdict::Missed }
 }
@@ -303,6 +324,32 @@ impl Bench {
             max_requests_per_second,
         )
         .await
+    }
+
+    /// Starts a floor under `max_requests_per_second`, tells it about every connection of
+    /// `created`, and returns it with the instant `observer` saw the last of them Ready.
+    pub(super) async fn floor_until_ready(
+        &self,
+        max_requests_per_second: u32,
+        created: &[Created],
+        observer: &Observer,
+        timeout: Duration,
+    ) -> Result<(Floor, Instant)> {
+        let n = created.len();
+        let floor = self.new_floor(max_requests_per_second).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let served = floor.serve(rx);
+        for c in created {
+            tx.send(c.clone())?;
+        }
+        drop(tx);
+        let last = observer
+            .wait_ready(n, timeout)
+            .await
+            .context("floor: all Ready")?;
+        let served = served.await??;
+        ensure!(served == n, "the floor served {served} of {n}");
+        Ok((floor, last))
     }
 
     pub(super) async fn namespace(&mut self, prefix: &str) -> Result<String> {
@@ -527,19 +574,14 @@ impl Bench {
         // From the floor's start: its runtime, clients and pools are made inside the window, as
         // the operator's are.
         let t0 = Instant::now();
-        let floor = self.new_floor(variant.floor_rate()).await?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let served = floor.serve(rx);
-        for c in &created {
-            tx.send(c.clone())?;
-        }
-        drop(tx);
-        let last = observer
-            .wait_ready(n, Duration::from_secs(900))
-            .await
-            .context("floor: all Ready")?;
-        let served = served.await??;
-        ensure!(served == n, "the floor served {served} of {n}");
+        let (floor, last) = self
+            .floor_until_ready(
+                variant.floor_rate(),
+                &created,
+                &observer,
+                Duration::from_secs(900),
+            )
+            .await?;
         let mut side = Side {
             all_ready: secs(last - t0),
             cpu: floor.cpu_seconds()?,
@@ -757,16 +799,13 @@ impl Bench {
         }
         let cpu = col(&|r| r.op.cpu);
         let fcpu = col(&|r| r.floor.cpu);
-        t.row(Row {
-            scenario: scenario.clone(),
-            measure: "CPU seconds (operator process / floor threads)".into(),
-            operator: format!("{:.1} s", median(&cpu)),
-            floor: format!("{:.1} s", median(&fcpu)),
-            ratio: format!("{:.2}", median(&cpu) / median(&fcpu)),
-            goal: "".into(),
-            verdict: Verdict::Info,
-            runs: fmt_runs(&cpu, " s", 1),
-        });
+        t.row(compared(
+            &scenario,
+            "CPU seconds (operator process / floor threads)",
+            (&cpu, &fcpu),
+            " s",
+            fmt_runs(&cpu, " s", 1),
+        ));
         let hwm = col(&|r| r.op.memory_hwm_kib / 1024.0);
         t.row(Row {
             scenario: scenario.clone(),
@@ -1186,12 +1225,7 @@ impl Bench {
         let api0 = ApiCounters::read(&self.client).await?;
         let cpu0 = op.cpu_seconds()?;
         tokio::time::sleep(window).await;
-        let c1 = op
-            .settled_counters(Some((
-                c0.token_successes - c0.secret_writes,
-                c0.token_successes - c0.status_writes,
-            )))
-            .await?;
+        let c1 = op.settled_after(&c0).await?;
         let until = SystemTime::now();
         let api1 = ApiCounters::read(&self.client).await?;
         let cpu = op.cpu_seconds()? - cpu0;
