@@ -61,7 +61,8 @@ demo:
 ## The scale benchmark (issues 6 and 12, docs/performance.md): the release operator binary (the
 ## glibc build the image ships) against the local control plane and the PingOne stand-in, each
 ## figure against a floor measured in the same run; prints one table (also written to
-## target/bench-results.md). The issue-12 scenarios alone take about 33 minutes on 2 loaded cores;
+## target/bench-results.md). The issue-12 scenarios alone take about 45 minutes on 2 cores (the
+## 10,000-connection start runs three times, about 29 of them);
 ## pass flags with e.g. `make bench BENCH_ARGS=--quick` or
 ## `BENCH_ARGS=--scenarios=cold-start,memory` (see `pingone-bench --help`). Exits 2 when a goal is
 ## missed, 1 on an error (a figure that cannot be read is one).
