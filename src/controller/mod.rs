@@ -4,6 +4,7 @@
 pub mod credentials;
 pub mod digest_key;
 mod events;
+mod fingerprint;
 pub mod layout;
 mod own_writes;
 pub mod plan;

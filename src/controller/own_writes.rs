@@ -3,17 +3,10 @@
 //! written again because the watch cache has not caught up yet. Per connection; kept in its
 //! [`ConnectionState`](super::state::ConnectionState).
 
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
-use std::sync::OnceLock;
+use std::hash::{Hash, Hasher};
 
+use super::fingerprint::fingerprint;
 use crate::api::PingOneConnectionStatus;
-
-/// A 64-bit fingerprint of `value`, keyed per process (so that nobody can choose values that
-/// collide): what the operator keeps of names and digests it only ever compares.
-pub fn fingerprint(value: impl Hash) -> u64 {
-    static KEY: OnceLock<RandomState> = OnceLock::new();
-    KEY.get_or_init(RandomState::new).hash_one(value)
-}
 
 /// The operator's latest write of a connection's token Secret.
 #[derive(Debug, Clone)]

@@ -25,7 +25,7 @@ use kube::runtime::watcher;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::own_writes::fingerprint;
+use super::fingerprint::fingerprint;
 use super::secret_meta::SecretMeta;
 
 /// How long after a watch of every Secret starts reconciles wait, at most, for its first list.

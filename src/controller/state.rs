@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 
-use super::own_writes::{OwnWrite, WrittenStatus, fingerprint};
+use super::fingerprint::fingerprint;
+use super::own_writes::{OwnWrite, WrittenStatus};
 use super::policy::Failure;
 use super::token_check::{self, TokenCheck};
 use super::token_secret::IssuedToken;
