@@ -52,12 +52,17 @@ struct Inner {
 
 impl Inner {
     fn listed(&self, namespace: &str) -> bool {
-        self.listed.contains(&None) || self.listed.iter().flatten().any(|ns| ns == namespace)
+        covers(&self.listed, namespace)
     }
 
     fn watched(&self, namespace: &str) -> bool {
-        self.watched.contains(&None) || self.watched.iter().flatten().any(|ns| ns == namespace)
+        covers(&self.watched, namespace)
     }
+}
+
+/// True when one of `scopes` (a namespace, or `None` for all) holds `namespace`.
+fn covers(scopes: &HashSet<Option<String>>, namespace: &str) -> bool {
+    scopes.contains(&None) || scopes.iter().flatten().any(|ns| ns == namespace)
 }
 
 impl SecretNames {
