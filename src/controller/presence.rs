@@ -52,17 +52,12 @@ struct Inner {
 
 impl Inner {
     fn listed(&self, namespace: &str) -> bool {
-        covers(&self.listed, namespace)
+        self.listed.contains(&None) || self.listed.iter().flatten().any(|ns| ns == namespace)
     }
 
     fn watched(&self, namespace: &str) -> bool {
-        covers(&self.watched, namespace)
+        self.watched.contains(&None) || self.watched.iter().flatten().any(|ns| ns == namespace)
     }
-}
-
-/// True when one of `scopes` (a namespace, or `None` for all) holds `namespace`.
-fn covers(scopes: &HashSet<Option<String>>, namespace: &str) -> bool {
-    scopes.contains(&None) || scopes.iter().flatten().any(|ns| ns == namespace)
 }
 
 impl SecretNames {

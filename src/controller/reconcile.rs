@@ -202,13 +202,14 @@ impl Reconcile<'_> {
         let (credentials_secret, target_secret) =
             tokio::join!(self.secrets.get_opt(cred_name), async {
                 if !own_write {
-                    let names = &self.ctx.secret_names;
-                    names.first_list(&self.namespace).await;
-                    if names.absent(&self.namespace, &self.target_name) {
-                        return Ok(None);
-                    }
+                    self.ctx.secret_names.first_list(&self.namespace).await;
                 }
-                self.secrets.get_opt(&self.target_name).await
+                let names = &self.ctx.secret_names;
+                if !own_write && names.absent(&self.namespace, &self.target_name) {
+                    Ok(None)
+                } else {
+                    self.secrets.get_opt(&self.target_name).await
+                }
             });
         let credentials_secret =
             credentials_secret.map_err(|e| self.read_error(&e, cred_name, true))?;
