@@ -221,7 +221,7 @@ fn read_key(
 }
 
 /// The raw bytes of `key`, from data or stringData.
-fn raw<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+pub(crate) fn raw<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
     secret
         .data
         .as_ref()
@@ -234,6 +234,15 @@ fn raw<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
                 .and_then(|d| d.get(key))
                 .map(|s| s.as_bytes())
         })
+}
+
+/// A stored value as the operator reads it: without one trailing line ending (`\n` or `\r\n`,
+/// from `echo` or a file, a common slip); anything else is kept. The one normalisation for
+/// reading a credential and for comparing one (client secret rotation compares what it wrote
+/// and what it replaced with what a Secret holds).
+pub fn normalised(bytes: &[u8]) -> &[u8] {
+    let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    bytes.strip_suffix(b"\r").unwrap_or(bytes)
 }
 
 /// The checked value of `key` in `secret` (named `secret_name`), borrowed: the only copy of a
@@ -257,10 +266,8 @@ fn value<'a>(
     if bytes.len() > MAX_CREDENTIAL_BYTES {
         return Err(invalid("value is longer than 4096 bytes"));
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| invalid("value is not valid UTF-8"))?;
-    // A trailing newline from `echo` or a file is a common slip; anything else is kept.
-    let text = text.strip_suffix('\n').unwrap_or(text);
-    let text = text.strip_suffix('\r').unwrap_or(text);
+    let text =
+        std::str::from_utf8(normalised(bytes)).map_err(|_| invalid("value is not valid UTF-8"))?;
     if text.is_empty() {
         return Err(invalid("value is empty"));
     }
