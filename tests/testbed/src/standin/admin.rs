@@ -38,7 +38,8 @@ use super::{AuthMethod, ClientRegistration, Fault, is_environment_id};
 /// `{"kind":"malformed_json"}`, `{"kind":"missing_field","field":"expires_in"}`,
 /// `{"kind":"expires_in","value":0}`, `{"kind":"oversized","bytes":100000}`,
 /// `{"kind":"drop_connection"}`, `{"kind":"redirect","location":"https://example.com/"}`,
-/// `{"kind":"hold"}`, `{"kind":"hold_after_commit"}`.
+/// `{"kind":"hold"}`, `{"kind":"hold_after_commit"}`, `{"kind":"drop_after_commit"}`,
+/// `{"kind":"status_after_commit","status":502}`, `{"kind":"delay_after_commit","millis":30000}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FaultSpec {
@@ -68,6 +69,13 @@ pub enum FaultSpec {
     },
     Hold,
     HoldAfterCommit,
+    DropAfterCommit,
+    StatusAfterCommit {
+        status: u16,
+    },
+    DelayAfterCommit {
+        millis: u64,
+    },
     OpaqueToken,
     BadSignature,
     UnknownKid,
@@ -100,6 +108,11 @@ impl From<FaultSpec> for Fault {
             FaultSpec::Redirect { location } => Fault::Redirect(location),
             FaultSpec::Hold => Fault::Hold,
             FaultSpec::HoldAfterCommit => Fault::HoldAfterCommit,
+            FaultSpec::DropAfterCommit => Fault::DropAfterCommit,
+            FaultSpec::StatusAfterCommit { status } => Fault::StatusAfterCommit(status),
+            FaultSpec::DelayAfterCommit { millis } => {
+                Fault::DelayAfterCommit(Duration::from_millis(millis))
+            }
             FaultSpec::OpaqueToken => Fault::OpaqueToken,
             FaultSpec::BadSignature => Fault::BadSignature,
             FaultSpec::UnknownKid => Fault::UnknownKid,
@@ -132,6 +145,11 @@ impl From<Fault> for FaultSpec {
             Fault::Redirect(location) => FaultSpec::Redirect { location },
             Fault::Hold => FaultSpec::Hold,
             Fault::HoldAfterCommit => FaultSpec::HoldAfterCommit,
+            Fault::DropAfterCommit => FaultSpec::DropAfterCommit,
+            Fault::StatusAfterCommit(status) => FaultSpec::StatusAfterCommit { status },
+            Fault::DelayAfterCommit(d) => FaultSpec::DelayAfterCommit {
+                millis: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            },
             Fault::OpaqueToken => FaultSpec::OpaqueToken,
             Fault::BadSignature => FaultSpec::BadSignature,
             Fault::UnknownKid => FaultSpec::UnknownKid,

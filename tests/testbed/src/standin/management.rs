@@ -64,12 +64,19 @@ pub(crate) async fn secret_endpoint(
         Err(BodyError::TooLarge) => None,
         Err(BodyError::Io) => return Err(Dropped),
     };
-    let resp = match (&parts.method, body) {
-        (method, _) if method != Method::POST => method_not_allowed("POST"),
-        (_, None) => too_large(),
+    let (resp, after) = match (&parts.method, body) {
+        (method, _) if method != Method::POST => (method_not_allowed("POST"), After::Answer),
+        (_, None) => (too_large(), After::Answer),
         (_, Some(body)) => {
             let fault = shared.state().take_management_fault();
             record.fault = fault.as_ref().map(Fault::name);
+            // What happens once the rotation is committed (and recorded).
+            let after = match &fault {
+                Some(Fault::HoldAfterCommit) => After::Park,
+                Some(Fault::DropAfterCommit) => After::Drop,
+                Some(Fault::DelayAfterCommit(d)) => After::Sleep(*d),
+                _ => After::Answer,
+            };
             let request = Rotation {
                 shared,
                 env,
@@ -77,7 +84,7 @@ pub(crate) async fn secret_endpoint(
                 headers: &parts.headers,
                 body: &body,
             };
-            match fault {
+            let resp = match fault {
                 // Token-shape faults mean nothing here: a normal answer.
                 None
                 | Some(
@@ -87,18 +94,26 @@ pub(crate) async fn secret_endpoint(
                     | Fault::UnknownKid
                     | Fault::ExpSkew(_)
                     | Fault::GrantOnly(_),
-                ) => request.run(&mut record, false).await,
+                ) => request.run(&mut record),
                 Some(Fault::Delay(d)) => {
                     tokio::time::sleep(d).await;
-                    request.run(&mut record, false).await
+                    request.run(&mut record)
                 }
                 Some(Fault::Hold) => {
                     shared.park().await;
-                    request.run(&mut record, false).await
+                    request.run(&mut record)
                 }
-                Some(Fault::HoldAfterCommit) => request.run(&mut record, true).await,
+                // Committed; the answer is held, lost or late (see `after`).
+                Some(
+                    Fault::HoldAfterCommit | Fault::DropAfterCommit | Fault::DelayAfterCommit(_),
+                ) => request.run(&mut record),
+                // Committed; a gateway's error replaces the answer.
+                Some(Fault::StatusAfterCommit(status)) => {
+                    let _ = request.run(&mut record);
+                    status_fault(status, None, None)
+                }
                 Some(Fault::MissingField(field)) => {
-                    rewrite_success(request.run(&mut record, false).await, |body| {
+                    rewrite_success(request.run(&mut record), |body| {
                         body.remove(&field);
                     })
                 }
@@ -130,12 +145,32 @@ pub(crate) async fn secret_endpoint(
                     }
                     Err(_) => status_fault(500, None, None),
                 },
-            }
+            };
+            (resp, after)
         }
     };
-    record.status = resp.status().as_u16();
+    // Recorded before the answer is held, delayed or dropped: the rotation is committed even
+    // when the caller goes away meanwhile (its connection closed, its process killed).
+    record.status = match after {
+        After::Drop => 0,
+        _ => resp.status().as_u16(),
+    };
     shared.state().management_requests.push(record);
+    match after {
+        After::Answer => {}
+        After::Park => shared.park().await,
+        After::Sleep(d) => tokio::time::sleep(d).await,
+        After::Drop => return Err(Dropped),
+    }
     Ok(resp)
+}
+
+/// What the endpoint does between committing a rotation and answering.
+enum After {
+    Answer,
+    Park,
+    Sleep(Duration),
+    Drop,
 }
 
 /// One rotation request, ready to be checked and committed.
@@ -148,17 +183,12 @@ struct Rotation<'a> {
 }
 
 impl Rotation<'_> {
-    /// Checks and commits; with `hold_after_commit` the answer (whatever it is) is parked
-    /// until released.
-    async fn run(&self, record: &mut RecordedManagementRequest, hold_after_commit: bool) -> Resp {
-        let resp = match self.commit(record) {
+    /// Checks and commits.
+    fn run(&self, record: &mut RecordedManagementRequest) -> Resp {
+        match self.commit(record) {
             Ok(body) => no_store(json_response(StatusCode::OK, &body)),
             Err(resp) => *resp,
-        };
-        if hold_after_commit {
-            self.shared.park().await;
         }
-        resp
     }
 
     fn commit(&self, record: &mut RecordedManagementRequest) -> Result<Value, Box<Resp>> {

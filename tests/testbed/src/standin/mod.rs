@@ -329,6 +329,14 @@ pub enum Fault {
     /// response until [`StandIn::release_held`]. On the token endpoint the same as
     /// [`Fault::Hold`].
     HoldAfterCommit,
+    /// Commit (issue the token, rotate the secret), then close the connection without an
+    /// answer: an answer lost on the way back.
+    DropAfterCommit,
+    /// Commit, then answer with this status and the platform's error body, as a gateway does
+    /// whose upstream committed before it failed.
+    StatusAfterCommit(u16),
+    /// Commit, then wait this long before answering: slower than a client's timeout.
+    DelayAfterCommit(Duration),
 }
 
 impl Fault {
@@ -363,6 +371,9 @@ impl Fault {
             Fault::Redirect(_) => "redirect".to_string(),
             Fault::Hold => "hold".to_string(),
             Fault::HoldAfterCommit => "hold after commit".to_string(),
+            Fault::DropAfterCommit => "drop after commit".to_string(),
+            Fault::StatusAfterCommit(status) => format!("status {status} after commit"),
+            Fault::DelayAfterCommit(d) => format!("delay {} ms after commit", d.as_millis()),
             Fault::OpaqueToken => "opaque token".to_string(),
             Fault::BadSignature => "bad signature".to_string(),
             Fault::UnknownKid => "unknown kid".to_string(),
@@ -753,6 +764,12 @@ impl StandIn {
     /// TCP connections accepted so far.
     pub fn connection_count(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Makes the JWKS answer 503 (`true`) or serve its keys again (`false`); requests are
+    /// counted either way.
+    pub fn set_jwks_unavailable(&self, down: bool) {
+        self.state().jwks_down = down;
     }
 
     /// How many times the JWKS was requested.

@@ -235,8 +235,16 @@ async fn handle(
     match rest {
         ["token"] => token_endpoint(shared, &ctx, &prefix, &path, req).await,
         ["jwks"] => Ok({
-            shared.state().jwks_requests += 1;
-            discovery(shared, &ctx, &prefix, req.method(), Discovery::Jwks)
+            let down = {
+                let mut state = shared.state();
+                state.jwks_requests += 1;
+                state.jwks_down
+            };
+            if down {
+                status_fault(503, None, None)
+            } else {
+                discovery(shared, &ctx, &prefix, req.method(), Discovery::Jwks)
+            }
         }),
         [".well-known", "openid-configuration"] => Ok(discovery(
             shared,
@@ -916,6 +924,22 @@ async fn token_endpoint(
             Fault::Hold | Fault::HoldAfterCommit => {
                 shared.park().await;
                 issue(shared, ctx, prefix, &form)
+            }
+            // The token is issued (and recorded as such); its answer is lost or replaced.
+            Fault::DropAfterCommit => {
+                let _ = issue(shared, ctx, prefix, &form);
+                record.status = 0;
+                shared.state().requests.push(record);
+                return Err(Dropped);
+            }
+            Fault::StatusAfterCommit(status) => {
+                let _ = issue(shared, ctx, prefix, &form);
+                status_fault(status, None, None)
+            }
+            Fault::DelayAfterCommit(d) => {
+                let resp = issue(shared, ctx, prefix, &form);
+                tokio::time::sleep(d).await;
+                resp
             }
             Fault::Status {
                 status,

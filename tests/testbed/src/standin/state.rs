@@ -208,6 +208,8 @@ pub(crate) struct State {
     pub(crate) issued_tokens: Vec<String>,
     /// GET requests of the JWKS served.
     pub(crate) jwks_requests: usize,
+    /// The JWKS answers 503 (an unreachable JWKS).
+    pub(crate) jwks_down: bool,
     pub(crate) management_faults: VecDeque<(Fault, usize)>,
     pub(crate) management_requests: Vec<RecordedManagementRequest>,
     /// Added to the real clock to judge previous-secret expiry (`StandIn::advance_clock`).
@@ -227,6 +229,7 @@ impl State {
             requests: Vec::new(),
             issued_tokens: Vec::new(),
             jwks_requests: 0,
+            jwks_down: false,
             management_faults: VecDeque::new(),
             management_requests: Vec::new(),
             clock_offset: Duration::ZERO,
