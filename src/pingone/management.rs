@@ -46,7 +46,7 @@ const MAX_SECRET_CHARS: usize = 4096;
 pub struct RotatedSecret {
     /// The new client secret.
     pub secret: SecretString,
-    /// Until when PingOne accepts the previous secret (`None`: not at all).
+    /// Until when PingOne accepts the previous secret (`None`: not said, or unreadable).
     pub previous_expires_at: Option<Timestamp>,
 }
 
@@ -103,7 +103,7 @@ pub enum ManagementError {
         /// PingOne's message, sanitised.
         message: Option<String>,
     },
-    /// 429 or 5xx, or no answer.
+    /// 408 or 429 (the request was turned away), or no connection: nothing was rotated.
     #[error("PingOne's Management API is unavailable ({detail})")]
     Unavailable {
         /// What happened.
@@ -111,8 +111,20 @@ pub enum ManagementError {
         /// `Retry-After`, when sent.
         retry_after: Option<Duration>,
     },
-    /// A 200 whose body is not a rotated secret.
-    #[error("PingOne's Management API answered with an unusable body ({detail})")]
+    /// The request was sent and no usable answer came back (a timeout or reset after sending,
+    /// a 5xx, an unreadable body): PingOne may have rotated the secret.
+    #[error(
+        "no usable answer from PingOne's Management API after the request was sent ({detail}); PingOne may have rotated the secret"
+    )]
+    OutcomeUnknown {
+        /// What happened.
+        detail: String,
+    },
+    /// A 200 whose body is not a rotated secret: PingOne rotated, and the new secret cannot be
+    /// read.
+    #[error(
+        "PingOne's Management API answered with an unusable body ({detail}); PingOne may have rotated the secret"
+    )]
     InvalidResponse {
         /// What is wrong (never the body).
         detail: &'static str,
@@ -133,15 +145,24 @@ impl ManagementError {
             Self::NotFound { .. } => "ApplicationNotFound",
             Self::Rejected { .. } => "ManagementApiRejected",
             Self::Unavailable { .. } => "ManagementApiUnavailable",
-            Self::InvalidResponse { .. } => "ManagementApiError",
+            Self::OutcomeUnknown { .. } | Self::InvalidResponse { .. } => "RotationOutcomeUnknown",
         }
+    }
+
+    /// Whether PingOne may have rotated the secret: the request was sent and no answer says
+    /// what happened.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            Self::OutcomeUnknown { .. } | Self::InvalidResponse { .. }
+        )
     }
 
     /// Whether a person must act (roles, ids): retried only on the slow schedule.
     pub fn needs_person(&self) -> bool {
         !matches!(
             self,
-            Self::Unavailable { .. } | Self::InvalidResponse { .. }
+            Self::Unavailable { .. } | Self::OutcomeUnknown { .. } | Self::InvalidResponse { .. }
         )
     }
 
@@ -192,17 +213,12 @@ fn parse_rotated(body: &[u8]) -> Result<RotatedSecret, ManagementError> {
             detail: "the secret contains whitespace or control characters",
         });
     }
-    let previous_expires_at = match parsed.previous.and_then(|p| p.expires_at) {
-        None => None,
-        Some(text) => {
-            Some(
-                text.parse::<Timestamp>()
-                    .map_err(|_| ManagementError::InvalidResponse {
-                        detail: "previous.expiresAt is not an RFC 3339 time",
-                    })?,
-            )
-        }
-    };
+    // An unreadable `previous.expiresAt` does not make the new secret unusable: it is PingOne's
+    // current secret either way, and the caller knows the grace end it asked for.
+    let previous_expires_at = parsed
+        .previous
+        .and_then(|p| p.expires_at)
+        .and_then(|text| text.parse::<Timestamp>().ok());
     Ok(RotatedSecret {
         secret,
         previous_expires_at,
@@ -233,9 +249,13 @@ fn classify(
         404 => ManagementError::NotFound {
             environment_id: environment_id.to_owned(),
         },
-        408 | 429 | 500..=599 => ManagementError::Unavailable {
+        408 | 429 => ManagementError::Unavailable {
             detail: format!("HTTP {status}{}", code_suffix(code.as_deref())),
             retry_after,
+        },
+        // A gateway's or PingOne's 5xx may come after the rotation was committed.
+        500..=599 => ManagementError::OutcomeUnknown {
+            detail: format!("HTTP {status}{}", code_suffix(code.as_deref())),
         },
         _ => ManagementError::Rejected {
             status,
@@ -284,8 +304,9 @@ impl TokenClient {
             "Bearer {}",
             access_token.expose_secret()
         ))
-        .map_err(|_| ManagementError::InvalidResponse {
-            detail: "the access token is not a valid header value",
+        .map_err(|_| ManagementError::Unavailable {
+            detail: "the access token is not a valid header value".into(),
+            retry_after: None,
         })?;
         bearer.set_sensitive(true);
         let response = self
@@ -299,10 +320,16 @@ impl TokenClient {
             .await;
         let mut response = match response {
             Ok(r) => r,
-            Err(e) => {
+            // No connection (TLS included): nothing was sent.
+            Err(e) if e.is_connect() => {
                 return Err(ManagementError::Unavailable {
                     detail: self.describe_transport(&domain, &e),
                     retry_after: None,
+                });
+            }
+            Err(e) => {
+                return Err(ManagementError::OutcomeUnknown {
+                    detail: self.describe_transport(&domain, &e),
                 });
             }
         };
@@ -314,12 +341,7 @@ impl TokenClient {
             .and_then(|v| parse_retry_after(v, Timestamp::now()));
         let body = match self.read_capped(&mut response).await {
             Ok(body) => body,
-            Err(detail) => {
-                return Err(ManagementError::Unavailable {
-                    detail,
-                    retry_after: None,
-                });
-            }
+            Err(detail) => return Err(ManagementError::OutcomeUnknown { detail }),
         };
         if response.status().is_success() {
             parse_rotated(&body)
@@ -357,6 +379,11 @@ mod tests {
         assert!(!format!("{rotated:?}").contains("n3w"));
         let none = parse_rotated(br#"{"secret":"abc"}"#).unwrap();
         assert_eq!(none.previous_expires_at, None);
+        // The new secret is kept even when the grace end cannot be read.
+        let unread =
+            parse_rotated(br#"{"secret":"abc","previous":{"expiresAt":"tomorrow"}}"#).unwrap();
+        assert_eq!(unread.secret.expose_secret(), "abc");
+        assert_eq!(unread.previous_expires_at, None);
         for bad in [
             &b"{}"[..],
             b"not json",
@@ -385,10 +412,22 @@ mod tests {
         assert!(text.contains("Environment Admin"), "{text}");
         assert!(!text.contains("secret-looking"), "{text}");
         assert!(e.needs_person());
-        let e = classify(503, Some(Duration::from_secs(7)), b"<html>", "env");
+        let e = classify(429, Some(Duration::from_secs(7)), b"<html>", "env");
         assert_eq!(e.reason(), "ManagementApiUnavailable");
         assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
-        assert!(!e.needs_person());
+        assert!(!e.needs_person() && !e.outcome_unknown());
+        // A 5xx may come from a gateway after PingOne committed the rotation.
+        for status in [500, 502, 503, 504] {
+            let e = classify(status, Some(Duration::from_secs(7)), b"<html>", "env");
+            assert_eq!(e.reason(), "RotationOutcomeUnknown", "{status}");
+            assert!(e.outcome_unknown() && !e.needs_person(), "{status}");
+        }
+        for status in [400, 401, 403, 404, 408, 429] {
+            assert!(
+                !classify(status, None, b"", "env").outcome_unknown(),
+                "{status}"
+            );
+        }
         assert_eq!(
             classify(401, None, b"", "env").reason(),
             "ManagementApiUnauthorized"
