@@ -23,6 +23,11 @@ use jiff::Timestamp;
 use super::schedule::{self, Timing};
 use crate::pingone::TokenError;
 
+/// Once the token in the Secret has expired, a transient failure (5xx, a timeout, a WAF's page)
+/// is retried at least this often (with equal jitter): recovery follows the cause within about
+/// this long, not the 5-minute backoff cap. Still under the environment's request budget.
+pub const EXPIRED_RECHECK: Duration = Duration::from_secs(30);
+
 /// First step of the slow backoff for rejected requests while a valid token remains.
 pub const REJECTED_BACKOFF_BASE: Duration = Duration::from_secs(60);
 /// The floor is this share of the token's lifetime (but at least the backoff base).
@@ -114,7 +119,12 @@ pub fn wait_after(
     unit: f64,
 ) -> Duration {
     let valid = token.filter(|t| t.expires_at > now);
+    let expired = token.is_some_and(|t| t.expires_at <= now);
     let class_wait = match class {
+        FailureClass::Transient | FailureClass::RateLimited(None) if expired => {
+            let half = EXPIRED_RECHECK / 2;
+            schedule::backoff(attempts, timing, unit).min(half + half.mul_f64(unit))
+        }
         FailureClass::Transient => schedule::backoff(attempts, timing, unit),
         // Never sooner than asked; and a server that keeps saying "1 s" is backed off from too.
         FailureClass::RateLimited(Some(retry_after)) => {
@@ -326,7 +336,19 @@ mod tests {
                 S(10),
             ),
             (FailureClass::Transient, None, renewal, 12, S(300)),
-            (FailureClass::Transient, Some(hour), expired, 12, S(300)),
+            // Once the token has expired: at most 30 s (a WAF block lifted is noticed within
+            // about half a minute), the steps below it as before.
+            (FailureClass::Transient, Some(hour), expired, 12, S(30)),
+            (FailureClass::Transient, Some(hour), expired, 4, S(8)),
+            (
+                FailureClass::RateLimited(None),
+                Some(hour),
+                expired,
+                12,
+                S(30),
+            ),
+            // ... but a Retry-After is still honoured.
+            (ra(600), Some(hour), expired, 1, S(600)),
             // Rejected: slow backoff 60 s doubling, bounded by the token ...
             (FailureClass::Rejected, Some(hour), renewal, 1, S(60)),
             (FailureClass::Rejected, Some(hour), renewal, 2, S(120)),
@@ -351,6 +373,11 @@ mod tests {
             let got = wait_after(*class, *attempts, *now, *tok, &t, 1.0);
             assert_eq!(got, *want, "row {i}: {class:?} attempt {attempts}");
         }
+        // The 30 s recheck after expiry carries equal jitter: 15 s at the bottom.
+        assert_eq!(
+            wait_after(FailureClass::Transient, 12, expired, Some(hour), &t, 0.0),
+            S(15)
+        );
     }
 
     #[test]
