@@ -61,9 +61,11 @@ pub fn watch_standby(
                 .as_deref()
                 .is_some_and(|h| !h.is_empty() && h != config.identity);
             let fresh = match (spec.renew_time, spec.lease_duration_seconds) {
+                // Checked: a Lease is input anyone with access may write (a renewTime near
+                // the end of time must not panic the operator).
                 (Some(t), Some(secs)) => {
-                    let until = t.0 + jiff::SignedDuration::from_secs(i64::from(secs));
-                    jiff::Timestamp::now() < until
+                    t.0.checked_add(jiff::SignedDuration::from_secs(i64::from(secs)))
+                        .is_ok_and(|until| jiff::Timestamp::now() < until)
                 }
                 _ => false,
             };

@@ -103,9 +103,10 @@ pub struct Context {
     /// The connections as the watch last brought them (the running controller's store).
     connections:
         std::sync::Mutex<Option<kube::runtime::reflector::Store<crate::api::PingOneConnection>>>,
-    /// Credentials Secrets (namespace, name) whose client secret is being rotated right now:
-    /// two connections sharing a Secret must never rotate it at the same time.
-    rotating: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// What this process knows of client secret rotations under way, per credentials Secret:
+    /// two connections sharing a Secret never rotate it at the same time, and a secret PingOne
+    /// returned is kept here until it is in the Secret.
+    rotations: rotation::Registry,
 }
 
 impl Context {
@@ -129,7 +130,7 @@ impl Context {
             secret_names: Default::default(),
             first_jitter: schedule::Spread::new(rand::random()),
             renewal_jitter: schedule::Spread::new(rand::random()),
-            rotating: Default::default(),
+            rotations: Default::default(),
             connections: Default::default(),
             health: Arc::new(crate::health::Health::new(DEFAULT_WATCH_FAILURE_THRESHOLD)),
         }

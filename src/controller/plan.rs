@@ -79,10 +79,13 @@ pub struct Inputs<'a> {
     pub rule: RenewBefore,
     /// The last failure, if unresolved.
     pub failure: Option<&'a Failure>,
-    /// The connection had a token before (its status says when it was issued).
-    pub had_token: bool,
+    /// When the connection's last token was issued, as its status says (`None`: never).
+    pub last_issued: Option<Timestamp>,
     /// A new token was asked for (renew-requested-at) and not yet issued.
     pub renew_requested: bool,
+    /// That request has not been tried yet: it is also "try again now" for a connection that
+    /// is Stalled or backing off (once per request value, still under the floor).
+    pub retry_now: bool,
 }
 
 /// Decides what to do, given the Secret's state, the current inputs and the last failure.
@@ -93,41 +96,56 @@ pub fn decide(now: Timestamp, inputs: Inputs<'_>, timing: &Timing) -> Plan {
         generation,
         rule,
         failure,
-        had_token,
+        last_issued,
         renew_requested,
+        retry_now,
     } = inputs;
-    let (need, last_issued) = match target {
+    let had_token = last_issued.is_some();
+    let need = match target {
         TargetState::Foreign { .. } => return Plan::Conflict,
-        TargetState::Absent if !had_token => (Need::First, None),
-        TargetState::Absent => (Need::Missing, None),
-        TargetState::Owned { token: None, .. } => (Need::Damaged, None),
+        TargetState::Absent if !had_token => Need::First,
+        TargetState::Absent => Need::Missing,
+        TargetState::Owned { token: None, .. } => Need::Damaged,
         TargetState::Owned {
             token: Some(token), ..
         } => {
             if token.inputs_digest != inputs_digest {
-                (Need::InputsChanged, None)
+                Need::InputsChanged
             } else {
                 let renew_at = renewal_time(token, rule, timing);
                 if renew_requested {
-                    (Need::Requested, Some(token.issued_at))
+                    Need::Requested
                 } else if now < renew_at {
                     return Plan::Keep {
                         token: token.clone(),
                         renew_at,
                     };
                 } else {
-                    (Need::RenewalDue, Some(token.issued_at))
+                    Need::RenewalDue
                 }
             }
         }
     };
-    // The floor: never a second token for the same inputs within min_interval.
-    let mut until = last_issued.map(|t| schedule::add(t, timing.min_interval));
+    // The floor holds for every request of the connection, whatever its inputs: never within
+    // min_interval of the last token issued (spec flips, Secret edits, renew requests), nor of
+    // a failed request for other inputs than these. A retry of the same inputs follows the
+    // failure policy instead.
+    let in_secret = match target {
+        TargetState::Owned {
+            token: Some(token), ..
+        } => Some(token.issued_at),
+        _ => None,
+    };
+    let mut until = in_secret
+        .max(last_issued)
+        .map(|t| schedule::add(t, timing.min_interval));
     if let Some(f) = failure {
         let same_inputs = f.inputs_digest == inputs_digest;
         let same_spec = f.generation == generation;
-        if same_inputs && (!f.stalled() || same_spec) {
+        if same_inputs && (!f.stalled() || same_spec) && !retry_now {
             until = until.max(Some(f.retry_at));
+        } else {
+            until = until.max(Some(schedule::add(f.at, timing.min_interval)));
         }
     }
     match until {
@@ -170,8 +188,9 @@ mod tests {
                 generation,
                 rule,
                 failure,
-                had_token: true,
+                last_issued: Some(ts("2026-11-27T08:00:00Z")),
                 renew_requested: false,
+                retry_now: false,
             },
             timing,
         )
@@ -257,8 +276,9 @@ mod tests {
             generation: Some(1),
             rule: RULE,
             failure: None,
-            had_token: false,
+            last_issued: None,
             renew_requested: false,
+            retry_now: false,
         };
         assert_eq!(super::decide(now, first, &t), Plan::Request(Need::First));
         assert_eq!(
@@ -386,8 +406,9 @@ mod tests {
             generation: Some(1),
             rule: RULE,
             failure,
-            had_token: true,
+            last_issued: Some(ts("2026-11-27T08:00:00Z")),
             renew_requested: true,
+            retry_now: false,
         };
         let fresh = owned(Some(token("d")));
         // Issued 08:00:00, renewal due 08:40: a request at 08:10 renews now.
@@ -414,12 +435,115 @@ mod tests {
         );
         // Without a token it is the first token, whatever was asked.
         let first = Inputs {
-            had_token: false,
+            last_issued: None,
             ..inputs(&TargetState::Absent, None)
         };
         assert_eq!(
             super::decide(ts("2026-11-27T08:10:00Z"), first, &t),
             Plan::Request(Need::First)
+        );
+    }
+
+    /// A renew request not tried yet is "try again now": it lifts a Stalled connection's
+    /// hourly recheck and a backoff, under the floor (from the failed request).
+    #[test]
+    fn a_renew_request_is_try_again_now_once() {
+        let t = Timing::default();
+        let stalled = failure("d", true, "2026-11-27T09:45:00Z");
+        let inputs = |retry_now| Inputs {
+            target: &TargetState::Absent,
+            inputs_digest: "d",
+            generation: Some(1),
+            rule: RULE,
+            failure: Some(&stalled),
+            last_issued: None,
+            renew_requested: true,
+            retry_now,
+        };
+        // The failed request was at 08:45:00: not before 08:45:10, then at once.
+        assert_eq!(
+            super::decide(ts("2026-11-27T08:45:04Z"), inputs(true), &t),
+            Plan::Wait {
+                need: Need::First,
+                until: ts("2026-11-27T08:45:10Z")
+            }
+        );
+        assert_eq!(
+            super::decide(ts("2026-11-27T08:46:00Z"), inputs(true), &t),
+            Plan::Request(Need::First)
+        );
+        // Tried once already: the failure's retry time again.
+        assert_eq!(
+            super::decide(ts("2026-11-27T08:46:00Z"), inputs(false), &t),
+            Plan::Wait {
+                need: Need::First,
+                until: ts("2026-11-27T09:45:00Z")
+            }
+        );
+    }
+
+    /// Someone flips the spec (or the credentials) back and forth: each flip changes the
+    /// inputs, and each would cost a request. The floor (10 s by default) counts from the last
+    /// token issued or the last request that failed for other inputs, whatever the inputs.
+    #[test]
+    fn the_floor_holds_for_every_request_not_only_renewals() {
+        let t = Timing::default();
+        // A token for inputs "a" issued 08:00:00; the spec now says "b".
+        let fresh = owned(Some(token("a")));
+        let at = |s| decide(ts(s), &fresh, "b", Some(2), RULE, None, &t);
+        assert_eq!(
+            at("2026-11-27T08:00:04Z"),
+            Plan::Wait {
+                need: Need::InputsChanged,
+                until: ts("2026-11-27T08:00:10Z")
+            }
+        );
+        assert_eq!(
+            at("2026-11-27T08:00:10Z"),
+            Plan::Request(Need::InputsChanged)
+        );
+        // The Secret deleted or edited right after the issue: the same floor (status still
+        // says when the last token was issued).
+        for target in [TargetState::Absent, owned(None)] {
+            assert!(
+                matches!(
+                    decide(ts("2026-11-27T08:00:04Z"), &target, "a", Some(2), RULE, None, &t),
+                    Plan::Wait { until, .. } if until == ts("2026-11-27T08:00:10Z")
+                ),
+                "{target:?}"
+            );
+        }
+        // A request for "b" failed at 08:45:00; the spec flips to "c": not before 08:45:10.
+        let failed = failure("b", true, "2026-11-27T09:45:00Z");
+        let old = owned(Some(token("a")));
+        assert_eq!(
+            decide(
+                ts("2026-11-27T08:45:03Z"),
+                &old,
+                "c",
+                Some(3),
+                RULE,
+                Some(&failed),
+                &t
+            ),
+            Plan::Wait {
+                need: Need::InputsChanged,
+                until: ts("2026-11-27T08:45:10Z")
+            }
+        );
+        // A retry of the failed inputs themselves follows the failure policy, not the floor.
+        let transient = failure("b", false, "2026-11-27T08:45:01Z");
+        assert_eq!(
+            decide(
+                ts("2026-11-27T08:45:01Z"),
+                &old,
+                "b",
+                Some(1),
+                RULE,
+                Some(&transient),
+                &t
+            ),
+            Plan::Request(Need::InputsChanged)
         );
     }
 

@@ -266,12 +266,19 @@ impl Reconcile<'_> {
                 generation: self.conn.metadata.generation,
                 rule,
                 failure: self.failure.as_ref(),
-                had_token: self
+                last_issued: self
                     .conn
                     .status
                     .as_ref()
-                    .is_some_and(|s| s.issued_at.is_some()),
+                    .and_then(|s| s.issued_at.as_ref())
+                    .map(|t| t.0),
                 renew_requested: self.pending_renew_request().is_some(),
+                retry_now: self.pending_renew_request().is_some_and(|value| {
+                    self.ctx
+                        .states
+                        .with(&self.uid, |s| s.renew_attempted.as_deref() != Some(value))
+                        .unwrap_or(true)
+                }),
             },
             &self.ctx.timing,
         );
@@ -319,22 +326,17 @@ impl Reconcile<'_> {
         })
     }
 
-    /// Rotates the client secret when that is configured, due, and the credentials are
-    /// healthy (the token is current); reports what status should show of it.
+    /// Moves client secret rotation on (see [`rotation::intent`]): carries a rotation under
+    /// way through, whatever the token's health and whether or not the spec still asks for
+    /// rotation, and starts one when it is configured, due, and the token is current.
     async fn rotate(&self, outcome: &Outcome) -> RotationReport {
         let ctx = self.ctx;
-        let Some(config) = &self.conn.spec.client_secret_rotation else {
-            ctx.states.with(&self.uid, |s| {
-                s.rotation_failure = None;
-                s.pending_rotation = None;
-            });
-            return RotationReport {
-                facts: None,
-                rotated: false,
-            };
-        };
-        let (every, keep) = match config.durations() {
-            Ok(d) => d,
+        let config = self.conn.spec.client_secret_rotation.as_ref();
+        let schedule = match config.map(|c| c.durations()).transpose() {
+            Ok(d) => d.map(|(every, keep_previous_for)| rotation::Schedule {
+                every,
+                keep_previous_for,
+            }),
             Err(message) => {
                 return RotationReport {
                     facts: Some(status::RotationFacts {
@@ -349,92 +351,57 @@ impl Reconcile<'_> {
                 };
             }
         };
-        let read = self.read.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let token_current = matches!(outcome, Outcome::Kept { .. } | Outcome::Issued { .. });
-        let mut failure = ctx
-            .states
-            .with(&self.uid, |s| {
-                if s.rotation_failure.is_none() {
-                    s.rotation_failure = rotation::failure_from_status(self.status()).map(Box::new);
-                }
-                s.rotation_failure.as_deref().cloned()
-            })
-            .flatten();
-        let mut rotated = None;
-        if let (true, Some((secret, creds))) = (token_current, &read) {
-            let pending = ctx
+        let failure = match schedule {
+            None => None,
+            Some(_) => ctx
                 .states
-                .with(&self.uid, |s| s.pending_rotation.take().map(|p| *p))
-                .flatten();
-            let created = secret.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            let due = rotation::due_at(rotation::rotated_at(secret), created, every);
-            let waiting = failure.as_ref().is_some_and(|f| f.retry_at > self.now);
-            let job = rotation::Rotation {
-                ctx,
-                conn: self.conn,
-                secrets: &self.secrets,
-                secret,
-                creds,
-                keep_previous_for: keep,
-            };
-            let result = match pending {
-                // A secret PingOne already issued is written whatever the backoff says.
-                Some(pending) => Some(job.write(pending).await),
-                None if !waiting && due.is_some_and(|d| d <= self.now) => {
-                    job.run().await.transpose()
-                }
-                None => None,
-            };
-            match result {
-                Some(Ok(done)) => {
-                    ctx.metrics
-                        .secret_rotation(&self.namespace, &self.name, "success");
-                    failure = None;
-                    rotated = Some((done, due));
-                }
-                Some(Err((error, pending))) => {
-                    let recorded = error.record(failure.as_ref(), Timestamp::now());
-                    warn!(reason = recorded.reason, detail = %recorded.message, "client secret rotation failed");
-                    self.publish(EventType::Warning, recorded.reason, &recorded.message)
-                        .await;
-                    ctx.metrics
-                        .secret_rotation(&self.namespace, &self.name, recorded.reason);
-                    failure = Some(recorded);
-                    ctx.states
-                        .with(&self.uid, |s| s.pending_rotation = pending.map(Box::new));
-                }
-                None => {}
-            }
-        }
-        ctx.states.with(&self.uid, |s| {
-            s.rotation_failure = failure.clone().map(Box::new)
-        });
-        let facts = match &rotated {
-            Some((done, _)) => status::RotationFacts {
-                last: self
-                    .status()
-                    .and_then(|s| s.last_credential_rotation_time.as_ref())
-                    .map(|t| t.0),
-                next: rotation::due_at(Some(done.at), None, every),
-                previous_expires_at: done.previous_expires_at,
-                healthy: true,
-                reason: rotation::REASON_PROVING,
-                message: format!(
-                    "The client secret was rotated at {}; waiting for a token obtained with it",
-                    done.at.strftime("%Y-%m-%dT%H:%M:%SZ")
-                ),
-            },
-            None => rotation::facts(&rotation::FactsInput {
-                secret: read.as_ref().map(|(s, _)| s),
-                token_current,
-                failure: failure.as_ref(),
-                every,
-                previous: self.status(),
-            }),
+                .with(&self.uid, |s| {
+                    if s.rotation_failure.is_none() {
+                        s.rotation_failure =
+                            rotation::failure_from_status(self.status()).map(Box::new);
+                    }
+                    s.rotation_failure.as_deref().cloned()
+                })
+                .flatten(),
         };
+        let read = self.read.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some((secret, creds)) = &read else {
+            // No credentials to rotate: what status shows follows the schedule alone.
+            return RotationReport {
+                facts: schedule.map(|s| {
+                    rotation::facts(&rotation::FactsInput {
+                        secret: None,
+                        token_current: false,
+                        failure: failure.as_ref(),
+                        every: s.every,
+                        previous: self.status(),
+                    })
+                }),
+                rotated: false,
+            };
+        };
+        let job = rotation::Rotation {
+            ctx,
+            conn: self.conn,
+            secrets: &self.secrets,
+            secret,
+            creds,
+        };
+        let advanced = job
+            .advance(rotation::AdvanceInput {
+                schedule,
+                proof: proof_of(outcome),
+                failure,
+                previous: self.status(),
+                now: self.now,
+            })
+            .await;
+        ctx.states.with(&self.uid, |s| {
+            s.rotation_failure = advanced.failure.map(Box::new)
+        });
         RotationReport {
-            facts: Some(facts),
-            rotated: rotated.is_some(),
+            facts: advanced.facts,
+            rotated: advanced.rotated,
         }
     }
 
@@ -556,13 +523,20 @@ impl Reconcile<'_> {
             },
             renew_request_served: renew_served.as_deref(),
         };
-        // A token that could not be checked is checked again within a minute.
+        // A token that could not be checked is checked again: after a minute, doubling with
+        // each check that finds the JWKS unreachable, and at the latest at the renewal (whose
+        // new token is checked anyway).
         if facts
             .token_check
             .as_ref()
             .is_some_and(|c| c.reason == crate::pingone::REASON_JWKS_UNAVAILABLE)
         {
-            let at = schedule::add(now, crate::pingone::JWKS_MIN_REFETCH);
+            let rechecks = ctx.states.with(&self.uid, |s| s.jwks_rechecks).unwrap_or(1);
+            let wait = ctx
+                .tokens
+                .jwks_min_refetch()
+                .saturating_mul(1 << rechecks.saturating_sub(1).min(10));
+            let at = schedule::add(now, wait);
             next = Some(next.map_or(at, |n| n.min(at)));
         }
         // Wake for the next rotation (or its retry), and at once to prove a new secret.
@@ -584,20 +558,32 @@ impl Reconcile<'_> {
                 warn!(reason = problem.reason, detail = %problem.message, "connection not healthy");
             }
         }
-        ctx.metrics.connection(
-            &self.namespace,
-            &self.name,
-            ready,
-            token.as_ref().map(|t| t.expires_at.as_second() as f64),
-            renew_at.filter(|_| ready).map(|t| t.as_second() as f64),
-        );
+        // Under the states' lock: a connection deleted (and forgotten, metrics and all) while
+        // this reconcile ran gets no series back, so no expiry alert fires for it.
+        ctx.states.with(&self.uid, |_| {
+            ctx.metrics.connection(
+                &self.namespace,
+                &self.name,
+                ready,
+                token.as_ref().map(|t| t.expires_at.as_second() as f64),
+                renew_at.filter(|_| ready).map(|t| t.as_second() as f64),
+            )
+        });
+        // A throttled connection comes back for its slot, and at the latest when its token
+        // expires: Ready must turn False then.
+        let expiry = token.as_ref().map(|t| t.expires_at).filter(|t| *t > now);
+        let throttled_wake = |wait: Duration| {
+            expiry
+                .map_or(wait, |t| wait.min(schedule::until(Timestamp::now(), t)))
+                .max(Duration::from_millis(100))
+        };
         if let Outcome::Throttled { wait, .. } = outcome {
             ctx.metrics.throttled.inc();
             // A short wait for the request budget is not worth a status write of its own: the
             // token's status follows within seconds. A long one (a big burst) is shown.
             if wait <= SHORT_THROTTLE {
                 ctx.metrics.reconciled();
-                return Ok(Action::requeue(wait));
+                return Ok(Action::requeue(throttled_wake(wait)));
             }
         }
         let issued_event = self
@@ -624,11 +610,10 @@ impl Reconcile<'_> {
         }
 
         if let Outcome::Throttled { wait, .. } = outcome {
-            return Ok(Action::requeue(wait));
+            return Ok(Action::requeue(throttled_wake(wait)));
         }
         // Wake for what is due next, and at the latest when the token expires: Ready must turn
         // False then even if nothing else happens.
-        let expiry = token.as_ref().map(|t| t.expires_at).filter(|t| *t > now);
         let wake = [next, expiry]
             .into_iter()
             .flatten()
@@ -713,7 +698,7 @@ impl Reconcile<'_> {
                 (u.token, u.access_token)
             }
             None => {
-                if let Some(wait) = self.admission().await {
+                if let Some(wait) = self.admission(current_token(target).as_ref()).await {
                     return Ok(Outcome::Throttled {
                         need,
                         wait,
@@ -727,6 +712,10 @@ impl Reconcile<'_> {
                     auth: creds.auth(),
                     scopes: &spec.scopes,
                 };
+                if let Some(value) = self.pending_renew_request() {
+                    ctx.states
+                        .with(&self.uid, |s| s.renew_attempted = Some(value.to_string()));
+                }
                 let (result, elapsed) = ctx.tokens.request_admitted_timed(&request).await;
                 match result {
                     Ok(response) => {
@@ -950,24 +939,47 @@ impl Reconcile<'_> {
                     .metrics
                     .token_expiry_skew(&self.namespace, &self.name, skew as f64);
             }
-            if !c.ok {
+            // Said once per token and reason: an unreachable JWKS rechecked again and again
+            // is not a new Event each time.
+            let said = self
+                .known_check(token)
+                .is_some_and(|previous| previous.reason == c.reason);
+            if !c.ok && !said {
                 warn!(reason = %c.reason, detail = %c.message, "token check");
                 self.publish(EventType::Warning, &c.reason, &c.message)
                     .await;
             }
         }
+        let unavailable = check
+            .as_ref()
+            .is_some_and(|c| c.reason == crate::pingone::REASON_JWKS_UNAVAILABLE);
         self.ctx.states.with(&self.uid, |s| {
             s.token_check = Some((token.issued_at, check.clone()));
+            s.jwks_rechecks = if unavailable {
+                s.jwks_rechecks.saturating_add(1)
+            } else {
+                0
+            };
         });
         *self.check.lock().unwrap_or_else(|e| e.into_inner()) = Some(check);
     }
 
     /// Takes a slot of the environment's request budget: `None` when the request may go now
     /// (a slot within [`IN_PLACE_WAIT`] is waited for here), else how long until the slot
-    /// (which stays reserved for this connection).
-    async fn admission(&self) -> Option<Duration> {
+    /// (which stays reserved for this connection). With a valid token in the Secret, a pause
+    /// of the environment (a 429) that would hold the request past the token's validity bound
+    /// lets it probe through (DESIGN §4: a `Retry-After` never lets a token expire unattempted).
+    async fn admission(&self, current: Option<&IssuedToken>) -> Option<Duration> {
         let spec = &self.conn.spec;
         let held = self.ctx.states.with(&self.uid, |s| s.slot.take()).flatten();
+        let probe_by = current.filter(|t| t.expires_at > self.now).map(|t| {
+            let validity = Validity {
+                issued_at: t.issued_at,
+                expires_at: t.expires_at,
+            };
+            tokio::time::Instant::now()
+                + policy::validity_bound(self.now, validity, &self.ctx.timing)
+        });
         match self
             .ctx
             .tokens
@@ -977,6 +989,7 @@ impl Reconcile<'_> {
                 held,
                 SLOT_TOLERANCE,
                 IN_PLACE_WAIT,
+                probe_by,
             )
             .await
         {
@@ -1262,6 +1275,7 @@ impl Reconcile<'_> {
             &problem,
             self.now,
             self.conn.metadata.generation,
+            failure_from_status(self.status()).is_some(),
         );
         if self.status() != Some(&status) {
             // Best effort: the status write may be what fails.
@@ -1334,6 +1348,22 @@ impl Reconcile<'_> {
 
     async fn publish(&self, type_: EventType, reason: &str, note: &str) {
         events::publish(self.ctx, self.conn, type_, reason, note).await;
+    }
+}
+
+/// What this reconcile's token outcome shows of the credentials Secret's current secret.
+fn proof_of(outcome: &Outcome) -> rotation::intent::Proof {
+    use rotation::intent::Proof;
+    match outcome {
+        Outcome::Kept { token, .. } | Outcome::Issued { token, .. } => Proof::Proven {
+            issued_at: token.issued_at,
+        },
+        Outcome::Failed { failure, .. }
+            if matches!(failure.reason, "InvalidClient" | "UnauthorizedClient") =>
+        {
+            Proof::Refused
+        }
+        _ => Proof::Unknown,
     }
 }
 

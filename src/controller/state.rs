@@ -87,14 +87,17 @@ pub struct ConnectionState {
     credentials_seen: Option<u64>,
     /// The last failed client secret rotation, while unresolved.
     pub rotation_failure: Option<Box<super::rotation::RotationFailure>>,
-    /// A rotated secret not yet written into the credentials Secret.
-    pub pending_rotation: Option<Box<super::rotation::PendingWrite>>,
     /// The check of the token issued at this time (`None` inside: an opaque token). Status
     /// shows it too, but the copy of the connection a reconcile gets may predate that write;
     /// kept until the watch brings a status that shows it (see `States::status_seen`).
     pub token_check: Option<(jiff::Timestamp, Option<TokenCheck>)>,
+    /// Checks of its token in a row that found the JWKS unreachable: the recheck backs off.
+    pub jwks_rechecks: u32,
     /// The last renew-requested-at value a token was issued for (as for `token_check`).
     pub renew_served: Option<String>,
+    /// The last renew-requested-at value a token request was sent for, served or not: a
+    /// request lifts a backoff once.
+    pub renew_attempted: Option<String>,
     /// What of the connection last started a reconcile (see `States::trigger`).
     trigger: Option<u64>,
 }

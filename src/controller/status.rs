@@ -259,14 +259,23 @@ pub fn compute(
     }
 }
 
+/// Condition type present only while a Kubernetes API call of the connection's reconcile
+/// fails: status `False`, with the failure's reason and message. It stands beside the token's
+/// and the rotation's conditions, which keep what they said.
+pub const KUBERNETES_ACCESS: &str = "KubernetesAccess";
+
 /// `previous` with a problem outside the token's lifecycle (a failed Kubernetes API call)
-/// reported in Reconciling or Stalled. Everything the operator knows of the token stays as it
-/// was; Ready turns False only when the recorded token has expired.
+/// reported in [`KUBERNETES_ACCESS`], and in Reconciling or Stalled unless those report a
+/// failed token request (`token_failure`): that failure, its retry time and every other
+/// condition (client secret rotation, token verification) stay as they were, so that a
+/// restarted operator honours them. Everything the operator knows of the token stays as it was;
+/// Ready turns False only when the recorded token has expired.
 pub fn with_problem(
     previous: Option<&PingOneConnectionStatus>,
     problem: &Problem,
     now: Timestamp,
     generation: Option<i64>,
+    token_failure: bool,
 ) -> PingOneConnectionStatus {
     let mut status = previous.cloned().unwrap_or_default();
     let expired = status.expires_at.as_ref().is_some_and(|t| t.0 <= now);
@@ -292,19 +301,31 @@ pub fn with_problem(
         ),
         _ => condition(READY, false, problem.reason, problem.message.clone()),
     };
-    status.conditions = vec![
-        ready,
-        if problem.stalled {
-            condition(RECONCILING, false, REASON_RECONCILED, String::new())
-        } else {
-            condition(RECONCILING, true, problem.reason, message.clone())
-        },
-        if problem.stalled {
-            condition(STALLED, true, problem.reason, message)
-        } else {
-            condition(STALLED, false, REASON_RECONCILED, String::new())
-        },
-    ];
+    let kept = |type_: &str| {
+        previous
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+            .cloned()
+    };
+    let (reconciling, stalled) = match (token_failure, kept(RECONCILING), kept(STALLED)) {
+        (true, Some(reconciling), Some(stalled)) => (reconciling, stalled),
+        _ if problem.stalled => (
+            condition(RECONCILING, false, REASON_RECONCILED, String::new()),
+            condition(STALLED, true, problem.reason, message.clone()),
+        ),
+        _ => (
+            condition(RECONCILING, true, problem.reason, message.clone()),
+            condition(STALLED, false, REASON_RECONCILED, String::new()),
+        ),
+    };
+    let others = status
+        .conditions
+        .iter()
+        .filter(|c| ![READY, RECONCILING, STALLED, KUBERNETES_ACCESS].contains(&c.type_.as_str()))
+        .cloned();
+    let mut conditions = vec![ready, reconciling, stalled];
+    conditions.extend(others);
+    conditions.push(condition(KUBERNETES_ACCESS, false, problem.reason, message));
+    status.conditions = conditions;
     status.observed_generation = generation;
     status
 }
@@ -358,17 +379,97 @@ mod tests {
             stalled: true,
             retry_at: None,
         };
-        let s = with_problem(Some(&ready), &p, ts("2026-11-27T08:20:00Z"), Some(3));
+        let s = with_problem(Some(&ready), &p, ts("2026-11-27T08:20:00Z"), Some(3), false);
         assert_eq!(cond(&s, READY), cond(&ready, READY));
         assert_eq!(cond(&s, STALLED).reason, "CredentialsForbidden");
         assert_eq!(s.expires_at, ready.expires_at);
         // Once the recorded token has expired, Ready says so.
-        let s = with_problem(Some(&ready), &p, ts("2026-11-27T09:00:00Z"), Some(3));
+        let s = with_problem(Some(&ready), &p, ts("2026-11-27T09:00:00Z"), Some(3), false);
         assert_eq!(cond(&s, READY).reason, REASON_TOKEN_EXPIRED);
         assert_eq!(cond(&s, READY).status, "False");
         // Without any status, Ready carries the problem.
-        let s = with_problem(None, &p, ts("2026-11-27T08:20:00Z"), Some(3));
+        let s = with_problem(None, &p, ts("2026-11-27T08:20:00Z"), Some(3), false);
         assert_eq!(cond(&s, READY).reason, "CredentialsForbidden");
+    }
+
+    /// A Kubernetes failure after a rejected token request: the token failure (what a
+    /// restarted operator honours), the rotation's condition and the token's facts stay; the
+    /// Kubernetes problem stands beside them, and goes with the next full status.
+    #[test]
+    fn a_kubernetes_problem_keeps_the_token_and_rotation_conditions() {
+        let t = token();
+        let rejected = Problem {
+            reason: "InvalidClient",
+            message: "PingOne rejected the client credentials".into(),
+            stalled: true,
+            retry_at: None,
+        };
+        let mut f = facts(Some(&t), Some(&rejected));
+        f.failed_attempts = 1;
+        f.next_attempt = Some(ts("2026-11-27T08:40:00Z"));
+        f.failed_inputs_digest = Some("v2:abc");
+        f.rotation = Some(RotationFacts {
+            last: None,
+            next: Some(ts("2026-11-27T10:00:00Z")),
+            previous_expires_at: None,
+            healthy: false,
+            reason: "ManagementApiForbidden",
+            message: "refused".into(),
+        });
+        let failed = compute(None, &f);
+        let kube = Problem {
+            reason: "KubernetesApiError",
+            message: "the API server did not answer".into(),
+            stalled: false,
+            retry_at: Some(ts("2026-11-27T08:20:05Z")),
+        };
+        let s = with_problem(
+            Some(&failed),
+            &kube,
+            ts("2026-11-27T08:20:00Z"),
+            Some(3),
+            true,
+        );
+        for kept in [READY, RECONCILING, STALLED, CLIENT_SECRET_ROTATION] {
+            assert_eq!(cond(&s, kept), cond(&failed, kept), "{kept}");
+        }
+        assert_eq!(cond(&s, STALLED).reason, "InvalidClient");
+        assert_eq!(s.failed_inputs_digest.as_deref(), Some("v2:abc"));
+        assert_eq!(s.next_attempt_time, failed.next_attempt_time);
+        let access = cond(&s, KUBERNETES_ACCESS);
+        assert_eq!(
+            (access.status.as_str(), access.reason.as_str()),
+            ("False", "KubernetesApiError")
+        );
+        assert!(
+            access.message.contains("did not answer"),
+            "{}",
+            access.message
+        );
+        // Twice in a row: still one of each.
+        let again = with_problem(Some(&s), &kube, ts("2026-11-27T08:20:10Z"), Some(3), true);
+        assert_eq!(again.conditions.len(), s.conditions.len());
+        // Without a token failure the Kubernetes problem is also in Reconciling.
+        let s = with_problem(
+            Some(&failed),
+            &kube,
+            ts("2026-11-27T08:20:00Z"),
+            Some(3),
+            false,
+        );
+        assert_eq!(cond(&s, RECONCILING).reason, "KubernetesApiError");
+        assert_eq!(
+            cond(&s, CLIENT_SECRET_ROTATION),
+            cond(&failed, CLIENT_SECRET_ROTATION)
+        );
+        // The next full status has no such condition.
+        let healthy = compute(Some(&s), &facts(Some(&t), None));
+        assert!(
+            healthy
+                .conditions
+                .iter()
+                .all(|c| c.type_ != KUBERNETES_ACCESS)
+        );
     }
 
     fn cond<'a>(s: &'a PingOneConnectionStatus, t: &str) -> &'a Condition {

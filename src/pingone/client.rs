@@ -329,7 +329,8 @@ impl TokenClient {
     }
 
     /// [`admit`](Self::admit), but a slot at most `within` away is waited for here (see
-    /// [`RateLimiter::admit_within`]): `Ok` once the request may go, `Err(slot)` to come back.
+    /// [`RateLimiter::admit_within`]), and a caller whose token must be renewed by `probe_by`
+    /// may probe through a pause: `Ok` once the request may go, `Err(slot)` to come back.
     pub async fn admit_within(
         &self,
         auth_domain: &str,
@@ -337,11 +338,12 @@ impl TokenClient {
         held: Option<tokio::time::Instant>,
         tolerance: Duration,
         within: Duration,
+        probe_by: Option<tokio::time::Instant>,
     ) -> Result<Duration, tokio::time::Instant> {
         match self.policy.allowed(auth_domain) {
             Ok(domain) => {
                 self.limiter
-                    .admit_within(&domain, environment_id, held, tolerance, within)
+                    .admit_within(&domain, environment_id, held, tolerance, within, probe_by)
                     .await
             }
             Err(_) => Ok(Duration::ZERO),

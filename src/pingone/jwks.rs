@@ -193,6 +193,12 @@ impl JwksCache {
 }
 
 impl TokenClient {
+    /// The shortest interval between two fetches of one JWKS: also the first wait before a
+    /// token that could not be checked is checked again.
+    pub fn jwks_min_refetch(&self) -> Duration {
+        self.jwks_cache().min_refetch
+    }
+
     /// Verifies `token` against the JWKS of its environment. The auth domain must be one the
     /// policy allows (it was just used for the token).
     pub async fn verify_token(

@@ -22,6 +22,10 @@ use tokio::time::Instant;
 const SPACING: f64 = 1.05;
 /// Keys idle this long are forgotten once the map grows.
 const IDLE: Duration = Duration::from_secs(60);
+/// The longest a 429 pauses an environment's budget, whatever its `Retry-After` says. Each
+/// connection still honours a longer `Retry-After` itself, up to its token's validity bound
+/// (see `controller::policy`); the environment's pause only keeps the others from piling in.
+pub const MAX_PAUSE: Duration = Duration::from_secs(5 * 60);
 
 /// The budget of one auth domain and environment.
 #[derive(Debug, Clone, Copy)]
@@ -109,6 +113,21 @@ impl RateLimiter {
         now: Instant,
         tolerance: Duration,
     ) -> Admission {
+        self.admit_probing(auth_domain, environment_id, held, now, tolerance, None)
+    }
+
+    /// [`admit`](Self::admit) for a caller whose token must be renewed by `probe_by` (its
+    /// validity bound): when a pause would hold it past that time, it may probe at once,
+    /// spaced from the request before it, without moving the pause.
+    pub fn admit_probing(
+        &self,
+        auth_domain: &str,
+        environment_id: &str,
+        held: Option<Instant>,
+        now: Instant,
+        tolerance: Duration,
+        probe_by: Option<Instant>,
+    ) -> Admission {
         let interval = self.interval_for(environment_id);
         let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
         if budgets.len() > 1024 {
@@ -134,6 +153,21 @@ impl RateLimiter {
             }
             _ => Self::take_slot(budget, interval, now),
         };
+        let paused = budget.paused_until.is_some_and(|p| p > now + tolerance);
+        if let Some(by) = probe_by
+            && paused
+            && slot > by
+        {
+            let probe = match (interval, budget.last_sent) {
+                (Some(interval), Some(last)) => now.max(last + interval),
+                _ => now,
+            };
+            if probe > now + tolerance {
+                return Admission::Wait(probe);
+            }
+            budget.last_sent = Some(now);
+            return Admission::Go;
+        }
         // A slot now is spaced from the last request: a held one by the guard above, a new one
         // by `take_slot`.
         if slot <= now + tolerance {
@@ -144,9 +178,11 @@ impl RateLimiter {
         }
     }
 
-    /// Pauses this key's budget until `until` (a 429's `Retry-After`): no slot before then, for
-    /// any caller.
+    /// Pauses this key's budget until `until` (a 429's `Retry-After`), at most [`MAX_PAUSE`]
+    /// from now: no slot before then, for any caller but a probe (see
+    /// [`admit_probing`](Self::admit_probing)).
     pub fn pause(&self, auth_domain: &str, environment_id: &str, until: Instant) {
+        let until = until.min(Instant::now() + MAX_PAUSE);
         let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
         let budget = budgets
             .entry(Self::key(auth_domain, environment_id))
@@ -171,11 +207,12 @@ impl RateLimiter {
         mut held: Option<Instant>,
         tolerance: Duration,
         within: Duration,
+        probe_by: Option<Instant>,
     ) -> Result<Duration, Instant> {
         let start = Instant::now();
         loop {
             let now = Instant::now();
-            match self.admit(auth_domain, environment_id, held, now, tolerance) {
+            match self.admit_probing(auth_domain, environment_id, held, now, tolerance, probe_by) {
                 Admission::Go => return Ok(now - start),
                 Admission::Wait(slot) if slot <= now + within => {
                     held = Some(slot);
@@ -249,6 +286,47 @@ mod tests {
         assert_eq!(slots[199] - now, Duration::from_micros(2_089_500));
         // At most 96 in any one-second window: the 97th slot is 1.008 s after the 1st.
         assert!(slots[96] - slots[0] > Duration::from_secs(1));
+    }
+
+    /// A `Retry-After: 3600` pauses the environment for [`MAX_PAUSE`] at most; a caller whose
+    /// token must be renewed before the pause ends probes through it, spaced from the request
+    /// before it, and the pause stays for everyone else.
+    #[tokio::test(start_paused = true)]
+    async fn a_long_pause_is_bounded_and_a_caller_at_its_validity_bound_may_probe() {
+        let limiter = RateLimiter::new(10, &[]);
+        let tol = Duration::ZERO;
+        let t0 = Instant::now();
+        limiter.pause("d", "e", t0 + Duration::from_secs(3600));
+        assert_eq!(
+            limiter.admit("d", "e", None, t0, tol),
+            Admission::Wait(t0 + MAX_PAUSE),
+            "bounded"
+        );
+        // Its bound lies after the pause's end: no probe, it waits like everyone.
+        let late = Some(t0 + MAX_PAUSE + Duration::from_secs(1));
+        assert!(matches!(
+            limiter.admit_probing("d", "e", None, t0, tol, late),
+            Admission::Wait(slot) if slot >= t0 + MAX_PAUSE
+        ));
+        // Its bound comes first: it may go now.
+        let soon = Some(t0 + Duration::from_secs(60));
+        assert_eq!(
+            limiter.admit_probing("d", "e", None, t0, tol, soon),
+            Admission::Go
+        );
+        // A second probe right after is spaced from it (10/s, 5 % wider: 105 ms).
+        assert_eq!(
+            limiter.admit_probing("d", "e", None, t0, tol, soon),
+            Admission::Wait(t0 + Duration::from_millis(105))
+        );
+        // The pause still holds everyone else.
+        assert!(matches!(
+            limiter.admit("d", "e", None, t0 + Duration::from_secs(1), tol),
+            Admission::Wait(slot) if slot >= t0 + MAX_PAUSE
+        ));
+        // Without a pause, a probe bound changes nothing.
+        let other = limiter.admit_probing("d", "other", None, t0, tol, Some(t0));
+        assert_eq!(other, Admission::Go);
     }
 
     #[test]
@@ -326,7 +404,7 @@ mod tests {
         // Slots 105 ms apart: the first goes at once, the next four are waited for here.
         for i in 0..5u32 {
             let waited = limiter
-                .admit_within("d", "e", None, tol, within)
+                .admit_within("d", "e", None, tol, within, None)
                 .await
                 .expect("within reach");
             assert_eq!(waited, Duration::from_millis(if i == 0 { 0 } else { 105 }));
@@ -337,14 +415,16 @@ mod tests {
             let _ = limiter.admit("d", "e", None, Instant::now(), tol);
         }
         let far = limiter
-            .admit_within("d", "e", None, tol, within)
+            .admit_within("d", "e", None, tol, within, None)
             .await
             .expect_err("beyond reach");
         assert_eq!(far - Instant::now(), Duration::from_millis(735));
         // Held and brought back near its time, it is waited for and goes.
         tokio::time::sleep_until(far - Duration::from_millis(300)).await;
         assert_eq!(
-            limiter.admit_within("d", "e", Some(far), tol, within).await,
+            limiter
+                .admit_within("d", "e", Some(far), tol, within, None)
+                .await,
             Ok(Duration::from_millis(300))
         );
     }

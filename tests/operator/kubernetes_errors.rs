@@ -274,3 +274,108 @@ spec:
     assert!(env.token_secret("c-token").await.is_some());
     kubectl(&env, &["delete", "validatingadmissionpolicy", &name]).await;
 }
+
+/// A Kubernetes failure after a rejected token request does not erase the rejection: Stalled
+/// keeps `InvalidClient` and its retry time, the Kubernetes problem stands beside it in
+/// `KubernetesAccess`, and an operator restarted after the outage sends nothing new for the
+/// unchanged inputs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kubernetes_failure_keeps_the_token_failure_across_a_restart() {
+    let env = TestEnv::new("keepfail").await;
+    let all = r#""get", "list", "watch", "create", "patch""#;
+    kubectl_apply(&env, "keepfail-rbac", &rbac_yaml(&env.ns, all)).await;
+    env.put_credentials("bad", CLIENT_ID, "not-the-secret")
+        .await;
+    let kubeconfig = env
+        .cp
+        .serviceaccount_kubeconfig(&env.ns, "op")
+        .await
+        .unwrap();
+    let lease = (env.ns.as_str(), "op-lease");
+    let args = ["--backoff-cap=10s"];
+    let mut operator = OperatorProcess::start_with_lease(&env, &kubeconfig, lease, &args);
+    operator.wait_serving(Duration::from_secs(20)).await;
+    env.create_connection("c", json!({"credentialsSecretRef": {"name": "bad"}}))
+        .await;
+    env.wait_stalled("c", "InvalidClient", Duration::from_secs(30))
+        .await;
+    assert_eq!(env.standin.token_request_count(), 1);
+    let rejected = env.status_json("c").await;
+
+    // The operator loses `get` on Secrets; a change to the credentials Secret's labels starts
+    // a reconcile that cannot read it.
+    kubectl_apply(
+        &env,
+        "keepfail-rbac",
+        &rbac_yaml(&env.ns, r#""list", "watch", "create", "patch""#),
+    )
+    .await;
+    kubectl(
+        &env,
+        &["label", "-n", &env.ns, "secret", "bad", "touched=1"],
+    )
+    .await;
+    let conn = env
+        .wait_condition(
+            "c",
+            "KubernetesAccess",
+            "False",
+            Some("CredentialsForbidden"),
+            Duration::from_secs(30),
+        )
+        .await;
+    let stalled = TestEnv::condition(&conn, "Stalled");
+    assert_eq!(stalled.reason, "InvalidClient", "{stalled:?}");
+    let status = env.status_json("c").await;
+    for field in ["nextAttemptTime", "failedInputsDigest", "lastFailureTime"] {
+        assert_eq!(status[field], rejected[field], "{field}: {status}");
+    }
+
+    // The outage ends and the operator restarts: the rejected request is not sent again.
+    kubectl_apply(&env, "keepfail-rbac", &rbac_yaml(&env.ns, all)).await;
+    operator.kill();
+    let mut operator = OperatorProcess::start_with_lease(&env, &kubeconfig, lease, &args);
+    operator.wait_serving(Duration::from_secs(20)).await;
+    // It has reconciled `c` once it set the connection's readiness gauge, which comes after
+    // any token request a reconcile makes.
+    let ns = env.ns.clone();
+    eventually(
+        Duration::from_secs(30),
+        "the restarted operator reconciled the connection",
+        || {
+            let url = operator.url("/metrics");
+            let ns = ns.clone();
+            async move {
+                let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+                metric_value(
+                    &text,
+                    "pingone_operator_ready_status",
+                    &[("namespace", ns.as_str()), ("name", "c")],
+                )
+                .map(|_| ())
+            }
+        },
+    )
+    .await;
+    // Its status (written after the gauge) has the rejection and no Kubernetes problem.
+    let conn = eventually(
+        Duration::from_secs(10),
+        "a status without the Kubernetes problem",
+        || async {
+            let conn = env.connections().get("c").await.ok()?;
+            let conditions = &conn.status.as_ref()?.conditions;
+            conditions
+                .iter()
+                .all(|c| c.type_ != "KubernetesAccess")
+                .then_some(conn)
+        },
+    )
+    .await;
+    assert_eq!(TestEnv::condition(&conn, "Stalled").reason, "InvalidClient");
+    assert_eq!(
+        env.standin.token_request_count(),
+        1,
+        "{}",
+        operator.output()
+    );
+}

@@ -23,6 +23,7 @@ mod rate_admission;
 mod renew_request;
 mod resilience;
 mod rotation;
+mod rotation_faults;
 mod schema;
 mod secret_rotation;
 mod support;

@@ -185,3 +185,96 @@ async fn a_capped_environment_waits_without_blocking_another() {
     );
     drop(operator);
 }
+
+/// `expires_at` of connection `name`'s token Secret.
+async fn token_expiry(env: &TestEnv, name: &str) -> jiff::Timestamp {
+    let secret = env
+        .token_secret(&format!("{name}-token"))
+        .await
+        .expect("token Secret");
+    data(&secret, "expires_at").unwrap().parse().unwrap()
+}
+
+/// A 429 with `Retry-After: 3600` at a renewal pauses the environment for at most five
+/// minutes, not an hour: the connection that met it retries within its token's validity, and
+/// another connection of the same environment whose renewal falls into the pause probes through
+/// it; both renew before their tokens expire. When every answer is such a 429, the token does
+/// expire, and Ready turns False at its expiry, not an hour later.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_hour_long_retry_after_never_lets_a_token_expire_unattempted() {
+    let mut env = TestEnv::new("ra3600").await;
+    env.standin.add_client(
+        ClientRegistration::new(ENV_ID, CLIENT_ID, CLIENT_SECRET)
+            .with_token_lifetime(Duration::from_secs(30)),
+    );
+    env.start_operator();
+    for name in ["a", "b"] {
+        env.create_connection(name, json!({"renewal": {"renewBeforePercentage": 50}}))
+            .await;
+    }
+    for name in ["a", "b"] {
+        env.wait_ready(name).await;
+    }
+    let samplers: Vec<ExpirySampler> = ["a-token", "b-token"]
+        .into_iter()
+        .map(|s| ExpirySampler::start(env.secrets(), s, Duration::from_millis(150)))
+        .collect();
+    let old = [token_expiry(&env, "a").await, token_expiry(&env, "b").await];
+    env.standin.push_fault(
+        pingone_testbed::standin::Fault::status_with_retry_after(429, 3600),
+        1,
+    );
+    // Both renew (one of them after the 429), each before its old token expires.
+    for (name, expires) in ["a", "b"].into_iter().zip(old) {
+        let left =
+            Duration::try_from(expires.duration_since(jiff::Timestamp::now())).unwrap_or_default();
+        eventually(
+            left,
+            &format!("{name} renewed before it expired"),
+            || async { (token_expiry(&env, name).await > expires).then_some(()) },
+        )
+        .await;
+    }
+    let limited = env
+        .standin
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 429)
+        .count();
+    assert_eq!(limited, 1, "the 429 was met");
+    for sampler in samplers {
+        let (samples, problems, _) = sampler.finish().await;
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert!(samples > 10, "{samples} samples");
+    }
+
+    // Every answer a 429 for an hour: the token of `a` expires, and Ready says so at once.
+    env.delete_connection("b").await;
+    env.standin.set_persistent_fault(Some(
+        pingone_testbed::standin::Fault::status_with_retry_after(429, 3600),
+    ));
+    let expires = token_expiry(&env, "a").await;
+    let by = expires + jiff::SignedDuration::from_secs(4);
+    let left = Duration::try_from(by.duration_since(jiff::Timestamp::now())).unwrap_or_default();
+    let conn = env
+        .wait_condition("a", "Ready", "False", Some("TokenExpired"), left)
+        .await;
+    let ready = TestEnv::condition(&conn, "Ready");
+    assert!(
+        ready.last_transition_time.0 >= expires,
+        "False before the expiry: {ready:?}"
+    );
+    // Attempts while the token was valid: bounded by the failure policy, not a storm.
+    let attempts = env
+        .standin
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 429)
+        .count();
+    println!("{attempts} requests met a 429 in all");
+    assert!(
+        (2..=40).contains(&attempts),
+        "{attempts} requests met a 429"
+    );
+    env.standin.set_persistent_fault(None);
+}

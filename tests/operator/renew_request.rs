@@ -93,3 +93,49 @@ async fn a_renew_request_goes_through_the_failure_policy_and_keeps_the_valid_tok
     env.wait_served("c", "2026-12-01T11:00:00Z").await;
     assert_ne!(access_token(&env).await, first);
 }
+
+/// A renew request is also "try again now": a connection Stalled on `invalid_client` (rechecked
+/// hourly) whose problem was fixed on PingOne's side gets its token when a person asks, not an
+/// hour later; the request is tried once, and a second try of the same value waits for the
+/// failure policy again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renew_request_retries_a_stalled_connection_now() {
+    use pingone_testbed::standin::ClientRegistration;
+    let mut env = TestEnv::new("renew-stalled").await;
+    env.standin.remove_client(ENV_ID, CLIENT_ID);
+    env.standin.add_client(ClientRegistration::new(
+        ENV_ID,
+        CLIENT_ID,
+        "registered later",
+    ));
+    env.start_operator();
+    env.create_connection("c", json!({})).await;
+    env.wait_stalled("c", "InvalidClient", Duration::from_secs(30))
+        .await;
+    assert_eq!(env.standin.token_request_count(), 1);
+
+    // Asked while still wrong: one try at once (after the 2 s floor of the tests), then the
+    // hourly recheck again.
+    env.request_renewal("c", "try-1").await;
+    eventually(Duration::from_secs(10), "the request tried", || async {
+        (env.standin.token_request_count() == 2).then_some(())
+    })
+    .await;
+    let conn = env
+        .wait_stalled("c", "InvalidClient", Duration::from_secs(5))
+        .await;
+    let next = conn.status.unwrap().next_attempt_time.unwrap().0;
+    assert!(
+        next.duration_since(jiff::Timestamp::now()).as_secs() > 3000,
+        "next attempt {next}"
+    );
+
+    // A person fixes it in PingOne and asks again: a token now.
+    env.standin.remove_client(ENV_ID, CLIENT_ID);
+    env.standin
+        .add_client(ClientRegistration::new(ENV_ID, CLIENT_ID, CLIENT_SECRET));
+    env.request_renewal("c", "try-2").await;
+    let status = env.wait_served("c", "try-2").await;
+    assert_eq!(status["conditions"][0]["status"], "True");
+    assert_eq!(env.standin.token_request_count(), 3);
+}

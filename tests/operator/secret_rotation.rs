@@ -17,10 +17,10 @@ use serde_json::json;
 use crate::process::OperatorProcess;
 use crate::support::*;
 
-const ROTATION: &str = "ClientSecretRotation";
+pub(crate) const ROTATION: &str = "ClientSecretRotation";
 
 /// Registers the test client with the permission to rotate its secret (or not).
-fn register(env: &TestEnv, may_rotate: bool) {
+pub(crate) fn register(env: &TestEnv, may_rotate: bool) {
     env.standin.add_client(
         ClientRegistration::new(ENV_ID, CLIENT_ID, CLIENT_SECRET).with_secret_rotation(may_rotate),
     );
@@ -28,7 +28,7 @@ fn register(env: &TestEnv, may_rotate: bool) {
 
 /// Records on the credentials Secret that its secret was last rotated two days ago: with
 /// rotateEvery 24h, a rotation is due.
-async fn mark_due(env: &TestEnv) {
+pub(crate) async fn mark_due(env: &TestEnv) {
     let long_ago = Timestamp::now() - SignedDuration::from_hours(48);
     let patch = json!({"metadata": {"annotations": {ROTATED_AT: long_ago.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}}});
     env.secrets()
@@ -37,13 +37,13 @@ async fn mark_due(env: &TestEnv) {
         .expect("annotation set");
 }
 
-async fn secret_in_creds(env: &TestEnv) -> String {
+pub(crate) async fn secret_in_creds(env: &TestEnv) -> String {
     let s = env.secrets().get("creds").await.unwrap();
     data(&s, "clientSecret").unwrap()
 }
 
 /// Whether PingOne (the stand-in) gives a token for `secret`, asked directly.
-async fn accepted(env: &TestEnv, secret: &str) -> bool {
+pub(crate) async fn accepted(env: &TestEnv, secret: &str) -> bool {
     let secret = SecretString::from(secret);
     env.token_client(&[])
         .request_token(&TokenRequest {
@@ -57,7 +57,7 @@ async fn accepted(env: &TestEnv, secret: &str) -> bool {
         .is_ok()
 }
 
-fn rotation_spec() -> serde_json::Value {
+pub(crate) fn rotation_spec() -> serde_json::Value {
     json!({"clientSecretRotation": {"rotateEvery": "24h", "keepPreviousFor": "1h"}})
 }
 
@@ -314,6 +314,24 @@ async fn kill_during_rotation(point: KillPoint, prefix: &str) {
 
     let mut second = OperatorProcess::start(&env, &args);
     second.wait_serving(Duration::from_secs(30)).await;
+    if point == KillPoint::AfterAnswer {
+        // PingOne rotated and nobody knows the new secret: the record on the Secret makes the
+        // restarted operator report that, with the deadline, instead of rotating again (which
+        // would leave the Secret with a secret PingOne no longer accepts).
+        let conn = env
+            .wait_condition(
+                "kp",
+                ROTATION,
+                "False",
+                Some("RotationOutcomeUnknown"),
+                Duration::from_secs(60),
+            )
+            .await;
+        assert_eq!(TestEnv::condition(&conn, "Ready").status, "True");
+        assert_eq!(env.standin.management_requests().len(), 1);
+        assert_eq!(secret_in_creds(&env).await, held);
+        return;
+    }
     let conn = env
         .wait_condition(
             "kp",
@@ -336,15 +354,9 @@ async fn kill_during_rotation(point: KillPoint, prefix: &str) {
     );
     assert!(accepted(&env, &now_held).await);
     assert!(!env.standin.requests().last().unwrap().used_previous_secret);
-    // A lost answer costs one more rotation (the lost secret became the previous one); at the
-    // other kill points the original secret is the previous one: a single rotation.
+    // A single rotation: the original secret is the previous one.
     let (previous, _) = env.standin.previous_secret(ENV_ID, CLIENT_ID).unwrap();
-    assert_eq!(
-        previous == CLIENT_SECRET,
-        point != KillPoint::AfterAnswer,
-        "{point:?}\n{}",
-        second.output()
-    );
+    assert_eq!(previous, CLIENT_SECRET, "{point:?}\n{}", second.output());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -425,18 +437,19 @@ async fn a_rotation_leaks_neither_secret_nor_token() {
     assert!(hits.is_empty(), "leaks: {hits:#?}");
 }
 
-/// The write of a rotated secret is conditional on the version read: another change to the
-/// Secret meanwhile is looked at, and a change of the secret itself is never overwritten.
+/// The write of a rotated secret is conditional on the version read: an unrelated change to the
+/// Secret meanwhile (a label) is looked at and kept. (A change of the secret itself:
+/// `rotation_faults`.)
 #[tokio::test(flavor = "multi_thread")]
-async fn a_change_to_the_credentials_secret_during_a_rotation_is_never_overwritten() {
+async fn an_unrelated_change_during_a_rotation_is_kept() {
     let mut env = TestEnv::new("rotate-race").await;
     register(&env, true);
     env.start_operator();
     env.create_connection("rot", rotation_spec()).await;
     env.wait_ready("rot").await;
 
-    // 1. An unrelated change while PingOne's answer is held: the write retries on the new
-    //    version and keeps that change.
+    // An unrelated change while PingOne's answer is held: the write retries on the new
+    // version and keeps that change.
     env.standin.push_management_fault(Fault::HoldAfterCommit, 1);
     mark_due(&env).await;
     eventually(Duration::from_secs(20), "the answer held", || async {
@@ -471,34 +484,6 @@ async fn a_change_to_the_credentials_secret_during_a_rotation_is_never_overwritt
             .map(String::as_str),
         Some("billing")
     );
-
-    // 2. A person puts another secret in while the answer is held: theirs stays.
-    env.standin.push_management_fault(Fault::HoldAfterCommit, 1);
-    mark_due(&env).await;
-    eventually(
-        Duration::from_secs(20),
-        "the second answer held",
-        || async { (env.standin.held_requests() == 1).then_some(()) },
-    )
-    .await;
-    env.put_credentials("creds", CLIENT_ID, "set-by-a-person")
-        .await;
-    env.standin.release_held();
-    let conn = env
-        .wait_condition(
-            "rot",
-            ROTATION,
-            "False",
-            Some("RotationSuperseded"),
-            Duration::from_secs(30),
-        )
-        .await;
-    assert!(
-        TestEnv::condition(&conn, ROTATION)
-            .message
-            .contains("the rotated secret was discarded")
-    );
-    assert_eq!(secret_in_creds(&env).await, "set-by-a-person");
 }
 
 /// Two connections share one credentials Secret and both rotate it: one rotation happens, and

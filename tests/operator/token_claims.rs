@@ -204,3 +204,36 @@ async fn skew_missing_scopes_and_opaque_tokens() {
     assert!(status["tokenClaims"].is_null());
     assert_eq!(status["conditions"][0]["status"], "True");
 }
+
+/// An unreachable JWKS: the token is delivered and Ready, `TokenVerified` says the check could
+/// not be made, and the recheck backs off (1, 2, 4 s … here, from a 1 s minimum; a minute in
+/// production) instead of coming every interval; the Warning is published once, not at every
+/// recheck. Reachable again, the next recheck verifies the token.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_jwks_is_rechecked_with_backoff_and_warned_once() {
+    let env = setup("jwks-down", Duration::from_secs(1)).await;
+    env.standin.set_jwks_unavailable(true);
+    env.create_connection("c", json!({})).await;
+    env.wait_ready("c").await;
+    wait_verified(&env, "c", "JwksUnavailable").await;
+    let start = env.standin.jwks_requests();
+    let window = Duration::from_secs(10);
+    tokio::time::sleep(window).await;
+    let rechecks = env.standin.jwks_requests() - start;
+    println!("{rechecks} JWKS requests in {window:?} with the JWKS down");
+    // Every second would be about 10; backing off 1, 2, 4, 8 s leaves at most 4.
+    assert!(
+        (1..=4).contains(&rechecks),
+        "{rechecks} JWKS requests in {window:?}"
+    );
+    let warnings = events_for(&env, "c", "JwksUnavailable").await;
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].series.is_none(),
+        "the Warning was repeated: {:?}",
+        warnings[0].series
+    );
+
+    env.standin.set_jwks_unavailable(false);
+    wait_verified(&env, "c", "TokenVerified").await;
+}

@@ -26,12 +26,16 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use tracing::{info, warn};
 
+pub mod intent;
+
 use super::Context;
 use super::credentials::Credentials;
 use super::events::{self, EventType};
+use super::schedule;
 use super::status::RotationFacts;
 use crate::api::{PingOneConnection, PingOneConnectionStatus};
-use crate::pingone::{ExposeSecret, ManagementError, SecretString, TokenRequest, api_domain_of};
+use crate::pingone::{ExposeSecret, ManagementError, TokenRequest, api_domain_of};
+use intent::{Facts, Holds, INTENT, Intent, Memory, Pending, Proof, Step};
 
 /// Annotation on the credentials Secret: when its secret was last rotated by the operator.
 pub const ROTATED_AT: &str = "pingone.tokenops.dev/client-secret-rotated-at";
@@ -43,6 +47,11 @@ pub const PREVIOUS_EXPIRES_AT: &str = "pingone.tokenops.dev/previous-client-secr
 pub const RETRY_BASE: Duration = Duration::from_secs(5 * 60);
 /// Longest wait between rotation attempts after failures.
 pub const RETRY_CAP: Duration = Duration::from_secs(6 * 3600);
+/// First wait after a failed write of the operator's own (the record, a returned secret);
+/// doubles per failure up to [`FAST_RETRY_CAP`].
+pub const FAST_RETRY_BASE: Duration = Duration::from_secs(5);
+/// Longest wait between such writes.
+pub const FAST_RETRY_CAP: Duration = Duration::from_secs(5 * 60);
 
 /// Condition reasons.
 pub const REASON_SCHEDULED: &str = "RotationScheduled";
@@ -52,6 +61,15 @@ pub const REASON_ROTATED: &str = "SecretRotated";
 pub const REASON_PROVING: &str = "ProvingNewSecret";
 /// The new secret could not be written yet (kept in memory, retried).
 pub const REASON_WRITE_PENDING: &str = "RotatedSecretNotWritten";
+/// A rotation was sent and no usable answer came back: PingOne may have rotated the secret.
+pub const REASON_OUTCOME_UNKNOWN: &str = "RotationOutcomeUnknown";
+/// The Secret got another secret during a rotation; the returned one is kept until a token
+/// shows which works.
+pub const REASON_AWAITING_PROOF: &str = "RotationAwaitingProof";
+/// Another secret in the Secret works; the returned one is no longer needed.
+pub const REASON_SUPERSEDED: &str = "RotationSuperseded";
+/// The rotation could not be recorded on the credentials Secret; nothing was rotated.
+pub const REASON_NOT_STARTED: &str = "RotationNotStarted";
 /// The token for the Management API could not be had.
 pub const REASON_NO_TOKEN: &str = "ManagementTokenFailed";
 /// Reason: the API server would deny the write of the rotated secret (the guard rails'
@@ -74,18 +92,6 @@ pub struct RotationFailure {
     pub reason: &'static str,
     /// Human message, never a secret.
     pub message: String,
-}
-
-/// A new secret PingOne returned whose write into the credentials Secret failed.
-pub struct PendingWrite {
-    /// The new secret.
-    pub secret: SecretString,
-    /// The secret it replaces: written only while the Secret still holds this one.
-    pub replaces: SecretString,
-    /// When it was rotated.
-    pub rotated_at: Timestamp,
-    /// Until when the replaced secret works.
-    pub previous_expires_at: Option<Timestamp>,
 }
 
 /// When the next rotation is due: `every` after the last rotation, or after the credentials
@@ -169,6 +175,7 @@ fn static_reason(reason: &str) -> &'static str {
         REASON_WRITE_PENDING,
         REASON_WRITE_DENIED,
         REASON_NO_TOKEN,
+        REASON_NOT_STARTED,
     ];
     REASONS
         .iter()
@@ -277,15 +284,55 @@ pub struct AttemptError {
     reason: &'static str,
     message: String,
     retry_after: Option<Duration>,
+    /// When to try again.
+    retry: Retry,
+}
+
+/// How a rotation attempt is retried.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// On the slow backoff (5 min doubling to 6 h): PingOne or a person must change something.
+    Slow,
+    /// Soon (5 s doubling to 5 min): a Kubernetes write of the operator's own failed.
+    Fast,
+    /// Exactly after `retry_after`, not counted: the environment's request budget has no slot
+    /// yet.
+    Throttled,
 }
 
 impl AttemptError {
+    fn new(reason: &'static str, message: String) -> Self {
+        AttemptError {
+            reason,
+            message,
+            retry_after: None,
+            retry: Retry::Slow,
+        }
+    }
+
     /// Counted: the failure with its retry time.
     pub fn record(self, previous: Option<&RotationFailure>, now: Timestamp) -> RotationFailure {
-        let attempts = previous.map_or(0, |f| f.attempts).saturating_add(1);
+        let before = previous.map_or(0, |f| f.attempts);
+        let (attempts, retry_at) = match self.retry {
+            Retry::Throttled => (
+                before,
+                schedule::add(now, self.retry_after.unwrap_or_default()),
+            ),
+            Retry::Fast => {
+                let attempts = before.saturating_add(1);
+                let wait = FAST_RETRY_BASE
+                    .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+                    .min(FAST_RETRY_CAP);
+                (attempts, schedule::add(now, wait))
+            }
+            Retry::Slow => {
+                let attempts = before.saturating_add(1);
+                (attempts, retry_at(now, attempts, self.retry_after))
+            }
+        };
         RotationFailure {
             attempts,
-            retry_at: retry_at(now, attempts, self.retry_after),
+            retry_at,
             reason: self.reason,
             message: self.message,
         }
@@ -298,11 +345,74 @@ impl From<ManagementError> for AttemptError {
             reason: e.reason(),
             retry_after: e.retry_after(),
             message: e.to_string(),
+            retry: Retry::Slow,
         }
     }
 }
 
-/// Everything one rotation needs.
+/// What this process knows of a rotation of one credentials Secret.
+enum InFlight {
+    /// A reconcile is calling PingOne or writing its answer.
+    Calling,
+    /// PingOne returned this secret; it is not known to be in the Secret yet.
+    Pending(Box<Pending>),
+    /// PingOne said no to the rotation recorded by this intent annotation (its value), and the
+    /// patch that removes the record failed.
+    Void(String),
+}
+
+/// What this process knows of the rotations of credentials Secrets, keyed by (namespace,
+/// name): a rotation belongs to the Secret, whichever connection started it, so that every
+/// connection sharing the Secret sees it.
+#[derive(Default)]
+pub struct Registry(std::sync::Mutex<std::collections::HashMap<(String, String), InFlight>>);
+
+impl Registry {
+    /// Whether anything is known of the Secret `key`.
+    fn knows(&self, key: &(String, String)) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(key)
+    }
+
+    /// Marks the Secret `key` as being worked on and hands over what was known of it; `None`
+    /// while another reconcile works on it.
+    fn claim(&self, key: (String, String)) -> Option<Claim<'_>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let known = match map.insert(key.clone(), InFlight::Calling) {
+            Some(InFlight::Calling) => return None,
+            other => other,
+        };
+        drop(map);
+        Some(Claim {
+            registry: self,
+            key,
+            restore: known,
+        })
+    }
+}
+
+/// The mark of [`Registry::claim`]: when it goes (also when the reconcile is cancelled), what
+/// `restore` holds is what the process knows of the Secret afterwards. Whoever learns something
+/// sets it: a returned secret is never forgotten by a cancelled reconcile.
+struct Claim<'a> {
+    registry: &'a Registry,
+    key: (String, String),
+    restore: Option<InFlight>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut map = self.registry.0.lock().unwrap_or_else(|e| e.into_inner());
+        match self.restore.take() {
+            Some(known) => map.insert(self.key.clone(), known),
+            None => map.remove(&self.key),
+        };
+    }
+}
+
+/// Everything one reconcile needs to move a rotation on.
 pub struct Rotation<'a> {
     /// The operator's context.
     pub ctx: &'a Context,
@@ -314,75 +424,543 @@ pub struct Rotation<'a> {
     pub secret: &'a Secret,
     /// The credentials read from it.
     pub creds: &'a Credentials,
+}
+
+/// What the connection's rotation settings say (`None`: it does not rotate).
+#[derive(Clone, Copy)]
+pub struct Schedule {
+    /// The rotation interval.
+    pub every: Duration,
     /// How long PingOne keeps accepting the previous secret.
     pub keep_previous_for: Duration,
 }
 
-/// Marks a credentials Secret as being rotated for as long as it lives.
-struct Rotating<'a> {
-    ctx: &'a Context,
-    key: (String, String),
+/// What [`Rotation::advance`] takes besides the Secret.
+pub struct AdvanceInput<'a> {
+    /// The rotation settings; `None` when the spec has none (a rotation under way is still
+    /// carried through).
+    pub schedule: Option<Schedule>,
+    /// What a token request with the Secret's secret showed in this reconcile.
+    pub proof: Proof,
+    /// The failed rotation in force, if any.
+    pub failure: Option<RotationFailure>,
+    /// The status before this reconcile.
+    pub previous: Option<&'a PingOneConnectionStatus>,
+    /// Now.
+    pub now: Timestamp,
 }
 
-impl Drop for Rotating<'_> {
-    fn drop(&mut self) {
-        self.ctx
-            .rotating
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
-    }
+/// What a reconcile did about rotation.
+pub struct Advanced {
+    /// What status shows (`None`: the connection does not rotate and nothing is under way).
+    pub facts: Option<RotationFacts>,
+    /// A new secret was written: reconcile again at once to prove it.
+    pub rotated: bool,
+    /// The failed rotation in force afterwards.
+    pub failure: Option<RotationFailure>,
+}
+
+/// How a write of a returned secret ended.
+enum WriteError {
+    /// The Secret holds another secret than the replaced one: kept until a token decides.
+    AwaitProof,
+    /// The write failed; the secret is kept and written on the next attempt.
+    Failed(AttemptError),
 }
 
 impl Rotation<'_> {
-    /// Rotates now, unless another connection sharing the credentials Secret is rotating it or
-    /// just did (`Ok(None)`): token, Management API call, conditional write. On a failed write
-    /// the new secret is returned in the error's pending write, to be kept and written later.
-    pub async fn run(&self) -> Result<Option<Rotated>, (AttemptError, Option<PendingWrite>)> {
-        let name = &self.conn.spec.credentials_secret_ref.name;
-        let key = (
-            self.secret.metadata.namespace.clone().unwrap_or_default(),
-            name.clone(),
-        );
-        if !self
-            .ctx
-            .rotating
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone())
-        {
-            return Ok(None);
-        }
-        let _rotating = Rotating { ctx: self.ctx, key };
-        // Two rotations of one secret would leave one of the new secrets unwritten and the
-        // other dead once the previous one expires: look again, under the mark, whether the
-        // Secret is still the one this decision was made on.
-        match self.secrets.get_opt(name).await {
-            Ok(Some(fresh))
-                if fresh.metadata.resource_version == self.secret.metadata.resource_version => {}
-            Ok(_) => return Ok(None),
-            Err(_) => {
-                return Err((
-                    AttemptError {
-                        reason: REASON_WRITE_PENDING,
-                        message: format!("could not read Secret {name} before rotating its secret"),
-                        retry_after: Some(Duration::from_secs(5)),
-                    },
-                    None,
-                ));
-            }
-        }
-        if !has_rotation_label(self.secret) {
-            self.check_writable(name).await?;
-        }
-        self.rotate().await.map(Some)
+    fn name(&self) -> &str {
+        &self.conn.spec.credentials_secret_ref.name
     }
 
-    /// For a credentials Secret without [`ROTATION_LABEL`]: warns, and asks the API server with
-    /// a dry run whether the rotated secret could be written at all. A denial (the guard rails'
-    /// admission policy) stops the rotation before PingOne is asked for a secret that could not
-    /// be stored.
-    async fn check_writable(&self, name: &str) -> Result<(), (AttemptError, Option<PendingWrite>)> {
+    fn key(&self) -> &str {
+        &self.conn.spec.credentials_secret_ref.client_secret_key
+    }
+
+    /// The raw client secret value `secret` holds.
+    fn stored<'s>(&self, secret: &'s Secret) -> Option<&'s [u8]> {
+        super::credentials::raw(secret, self.key())
+    }
+
+    /// Moves the rotation of the credentials Secret on by one step (see [`intent::decide`]):
+    /// carries a rotation under way through, or starts one when it is due.
+    pub async fn advance(&self, input: AdvanceInput<'_>) -> Advanced {
+        let namespace = self.secret.metadata.namespace.clone().unwrap_or_default();
+        let key = (namespace, self.name().to_owned());
+        let on_secret = Intent::on(self.secret);
+        // The common case, on every reconcile of a connection that does not rotate: nothing
+        // under way, nothing to do.
+        if input.schedule.is_none() && on_secret.is_none() && !self.ctx.rotations.knows(&key) {
+            return Advanced {
+                facts: None,
+                rotated: false,
+                failure: None,
+            };
+        }
+        let Some(mut claim) = self.ctx.rotations.claim(key) else {
+            // Another reconcile of a connection sharing the Secret is at it.
+            return self.report(&input, None, false, input.failure.clone());
+        };
+        let memory = match &claim.restore {
+            None => Memory::None,
+            Some(InFlight::Calling) => Memory::Calling,
+            Some(InFlight::Pending(_)) => Memory::Pending,
+            // Only the record PingOne said no to, not a newer one.
+            Some(InFlight::Void(value)) => {
+                let current = self
+                    .secret
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(INTENT));
+                if current == Some(value) {
+                    Memory::Void
+                } else {
+                    claim.restore = None;
+                    Memory::None
+                }
+            }
+        };
+        let holds = match (&claim.restore, self.stored(self.secret)) {
+            (Some(InFlight::Pending(p)), Some(stored)) if intent::same(stored, &p.secret) => {
+                Holds::New
+            }
+            (Some(InFlight::Pending(p)), Some(stored)) if intent::same(stored, &p.replaces) => {
+                Holds::Replaced
+            }
+            _ => Holds::Other,
+        };
+        // A keyed fingerprint of the Secret's secret: what a record names.
+        let current = self
+            .creds
+            .client_secret()
+            .and_then(|_| self.stored(self.secret))
+            .filter(|_| on_secret.is_some())
+            .map(|stored| intent::fingerprint(&self.ctx.digest_key, stored));
+        let step = intent::decide(Facts {
+            intent: on_secret.as_ref().map(Option::as_ref),
+            current: current.as_deref(),
+            memory,
+            holds,
+            proof: input.proof,
+        });
+        let mut failure = input.failure.clone();
+        match step {
+            Step::Schedule => {
+                let Some(schedule) = input.schedule else {
+                    claim.restore = None;
+                    return Advanced {
+                        facts: None,
+                        rotated: false,
+                        failure: None,
+                    };
+                };
+                let created = self
+                    .secret
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0);
+                let due = due_at(rotated_at(self.secret), created, schedule.every);
+                let waiting = failure.as_ref().is_some_and(|f| f.retry_at > input.now);
+                let proven = matches!(input.proof, Proof::Proven { .. });
+                if !proven || waiting || due.is_none_or(|d| d > input.now) {
+                    return self.report(&input, None, false, failure);
+                }
+                match self.run(&mut claim, schedule).await {
+                    Ok(None) => self.report(&input, None, false, failure),
+                    Ok(Some(done)) => self.rotated(&input, done),
+                    // Kept until a token shows which secret works: not a failure.
+                    Err(e) if e.reason == REASON_AWAITING_PROOF => {
+                        let facts = match &claim.restore {
+                            Some(InFlight::Pending(p)) => Some(self.awaiting_proof(p)),
+                            _ => None,
+                        };
+                        self.report(&input, facts, false, failure)
+                    }
+                    Err(e) => {
+                        failure = Some(self.failed(e, failure.as_ref()).await);
+                        // An unknown outcome is reported from the record on the Secret.
+                        let unknown = failure
+                            .as_ref()
+                            .is_some_and(|f| f.reason == REASON_OUTCOME_UNKNOWN);
+                        if unknown {
+                            let deadline = self.secret_intent_deadline(schedule, input.now);
+                            return self.report(
+                                &input,
+                                Some(self.unknown(Some(deadline), false)),
+                                false,
+                                None,
+                            );
+                        }
+                        self.report(&input, None, false, failure)
+                    }
+                }
+            }
+            // Claimed above: another reconcile cannot be calling.
+            Step::InFlight => self.report(&input, None, false, failure),
+            Step::WritePending | Step::Landed => {
+                let Some(InFlight::Pending(pending)) = claim.restore.take() else {
+                    unreachable!("a pending secret is remembered");
+                };
+                claim.restore = Some(InFlight::Pending(pending.clone()));
+                let over_refused = holds == Holds::Other && input.proof == Proof::Refused;
+                match self
+                    .write(&pending, self.secret.clone(), over_refused)
+                    .await
+                {
+                    Ok(done) => {
+                        claim.restore = None;
+                        self.rotated(&input, done)
+                    }
+                    Err(WriteError::AwaitProof) => {
+                        self.report(&input, Some(self.awaiting_proof(&pending)), false, failure)
+                    }
+                    Err(WriteError::Failed(e)) => {
+                        failure = Some(self.failed(e, failure.as_ref()).await);
+                        self.report(&input, None, false, failure)
+                    }
+                }
+            }
+            Step::AwaitProof => {
+                let facts = match &claim.restore {
+                    Some(InFlight::Pending(p)) => Some(self.awaiting_proof(p)),
+                    _ => None,
+                };
+                self.report(&input, facts, false, failure)
+            }
+            Step::Superseded => {
+                claim.restore = None;
+                let note = format!(
+                    "Secret {} got another client secret during a rotation, and PingOne accepts it; the secret the rotation returned is no longer needed",
+                    self.name()
+                );
+                info!("{note}");
+                events::publish(
+                    self.ctx,
+                    self.conn,
+                    EventType::Normal,
+                    REASON_SUPERSEDED,
+                    &note,
+                )
+                .await;
+                if on_secret.is_some() {
+                    self.clear_intent(&mut claim, self.secret).await;
+                }
+                self.report(&input, None, false, None)
+            }
+            Step::ClearIntent => {
+                self.clear_intent(&mut claim, self.secret).await;
+                self.report(&input, None, false, failure)
+            }
+            Step::Unknown {
+                deadline,
+                other_secret,
+            } => {
+                claim.restore = None;
+                self.report(
+                    &input,
+                    Some(self.unknown(deadline, other_secret)),
+                    false,
+                    None,
+                )
+            }
+        }
+    }
+
+    /// The deadline of the record this reconcile just wrote (for the report in the same
+    /// reconcile; the next one reads it from the Secret).
+    fn secret_intent_deadline(&self, schedule: Schedule, now: Timestamp) -> Timestamp {
+        schedule::add(now, schedule.keep_previous_for)
+    }
+
+    /// Counts a failure and says so.
+    async fn failed(&self, e: AttemptError, previous: Option<&RotationFailure>) -> RotationFailure {
+        let recorded = e.record(previous, Timestamp::now());
+        warn!(reason = recorded.reason, detail = %recorded.message, "client secret rotation failed");
+        events::publish(
+            self.ctx,
+            self.conn,
+            EventType::Warning,
+            recorded.reason,
+            &recorded.message,
+        )
+        .await;
+        let (namespace, name) = (
+            self.conn.metadata.namespace.as_deref().unwrap_or_default(),
+            self.conn.metadata.name.as_deref().unwrap_or_default(),
+        );
+        self.ctx
+            .metrics
+            .secret_rotation(namespace, name, recorded.reason);
+        recorded
+    }
+
+    /// Status after a new secret was written: it is proven next.
+    fn rotated(&self, input: &AdvanceInput<'_>, done: Rotated) -> Advanced {
+        let (namespace, name) = (
+            self.conn.metadata.namespace.as_deref().unwrap_or_default(),
+            self.conn.metadata.name.as_deref().unwrap_or_default(),
+        );
+        self.ctx.metrics.secret_rotation(namespace, name, "success");
+        Advanced {
+            facts: Some(RotationFacts {
+                last: input
+                    .previous
+                    .and_then(|s| s.last_credential_rotation_time.as_ref())
+                    .map(|t| t.0),
+                next: input
+                    .schedule
+                    .and_then(|s| due_at(Some(done.at), None, s.every)),
+                previous_expires_at: done.previous_expires_at,
+                healthy: true,
+                reason: REASON_PROVING,
+                message: format!(
+                    "The client secret was rotated at {}; waiting for a token obtained with it",
+                    fmt_time(done.at)
+                ),
+            }),
+            rotated: true,
+            failure: None,
+        }
+    }
+
+    /// The status facts: `special` when a rotation under way says more than the schedule.
+    fn report(
+        &self,
+        input: &AdvanceInput<'_>,
+        special: Option<RotationFacts>,
+        rotated: bool,
+        failure: Option<RotationFailure>,
+    ) -> Advanced {
+        let facts = special.or_else(|| {
+            input.schedule.map(|s| {
+                facts(&FactsInput {
+                    secret: Some(self.secret),
+                    token_current: matches!(input.proof, Proof::Proven { .. }),
+                    failure: failure.as_ref(),
+                    every: s.every,
+                    previous: input.previous,
+                })
+            })
+        });
+        Advanced {
+            facts,
+            rotated,
+            failure,
+        }
+    }
+
+    fn awaiting_proof(&self, pending: &Pending) -> RotationFacts {
+        RotationFacts {
+            last: None,
+            next: None,
+            previous_expires_at: pending.previous_expires_at,
+            healthy: false,
+            reason: REASON_AWAITING_PROOF,
+            message: format!(
+                "Secret {} got another client secret while the operator rotated it. The operator keeps the secret PingOne returned, and writes it if PingOne refuses the other one; it discards it once a token is obtained with the other one",
+                self.name()
+            ),
+        }
+    }
+
+    fn unknown(&self, deadline: Option<Timestamp>, other_secret: bool) -> RotationFacts {
+        let name = self.name();
+        let by = match deadline {
+            Some(d) => format!("before {}", fmt_time(d)),
+            None => "as soon as possible (the record's deadline cannot be read)".to_string(),
+        };
+        let held = if other_secret {
+            "Secret {name} now holds another client secret, which no token has proven yet"
+                .replace("{name}", name)
+        } else {
+            format!(
+                "Secret {name} still holds the secret the rotation replaces, which PingOne accepts only until the deadline if the rotation happened"
+            )
+        };
+        RotationFacts {
+            last: None,
+            next: None,
+            previous_expires_at: deadline,
+            healthy: false,
+            reason: REASON_OUTCOME_UNKNOWN,
+            message: format!(
+                "A rotation of the client secret was sent to PingOne and no usable answer came back, so the operator does not know whether PingOne rotated it; it starts no other rotation until this is resolved. {held}. {by}: read the application's current client secret in the PingOne admin console (Applications, the worker application, Configuration) and put it in Secret {name} under key {key}, or generate a new one there and put that in. If you know nothing was rotated, remove the annotation {INTENT} from Secret {name}. Once the deadline has passed, a token obtained with the secret the Secret holds resolves this by itself",
+                key = self.key()
+            ),
+        }
+    }
+
+    /// Starts a rotation: records the intent, gets a Management API token, asks PingOne for a
+    /// new secret and writes it. `Ok(None)`: the Secret changed since this reconcile read it
+    /// (another writer, another leader); nothing was done.
+    async fn run(
+        &self,
+        claim: &mut Claim<'_>,
+        schedule: Schedule,
+    ) -> Result<Option<Rotated>, AttemptError> {
+        let spec = &self.conn.spec;
+        let name = self.name();
+        let (Some(old), Some(stored)) = (self.creds.client_secret(), self.stored(self.secret))
+        else {
+            return Err(AttemptError::new(
+                "RotationNotPossible",
+                "a private_key_jwt application has no client secret to rotate".into(),
+            ));
+        };
+        let Some(api_domain) = spec
+            .client_secret_rotation
+            .as_ref()
+            .and_then(|r| r.api_domain)
+            .map(|d| d.as_str())
+            .or_else(|| api_domain_of(&spec.auth_domain))
+        else {
+            return Err(AttemptError::new(
+                "RotationNotPossible",
+                "spec.clientSecretRotation.apiDomain is needed with a custom auth domain".into(),
+            ));
+        };
+        if !has_rotation_label(self.secret) {
+            self.warn_unlabelled().await;
+        }
+        // A token without scopes (the Management API's audience), which also proves the
+        // current secret. It takes a slot of the environment's request budget like any token
+        // request, without waiting for one in this worker: a paused environment (a 429) makes
+        // the rotation come back later.
+        let admitted = self
+            .ctx
+            .tokens
+            .admit_within(
+                &spec.auth_domain,
+                &spec.environment_id,
+                None,
+                Duration::from_millis(2),
+                Duration::from_secs(1),
+                None,
+            )
+            .await;
+        if let Err(slot) = admitted {
+            return Err(AttemptError {
+                reason: REASON_NO_TOKEN,
+                message: "the environment's token request budget is paused (PingOne answered 429); the Management API token is asked for when it has a slot".into(),
+                retry_after: Some(slot.saturating_duration_since(tokio::time::Instant::now())),
+                retry: Retry::Throttled,
+            });
+        }
+        let request = TokenRequest {
+            auth_domain: &spec.auth_domain,
+            environment_id: &spec.environment_id,
+            client_id: &self.creds.client_id,
+            auth: self.creds.auth(),
+            scopes: &[],
+        };
+        let token = match self.ctx.tokens.request_admitted_timed(&request).await.0 {
+            Ok(token) => token,
+            Err(e) => {
+                return Err(AttemptError {
+                    reason: REASON_NO_TOKEN,
+                    message: format!("could not get a token for the Management API: {e}"),
+                    retry_after: e.retry_after(),
+                    retry: Retry::Slow,
+                });
+            }
+        };
+        let now = Timestamp::now();
+        let keep_until = schedule::add(now, schedule.keep_previous_for);
+        let intent = Intent {
+            started_at: Timestamp::from_second(now.as_second()).unwrap_or(now),
+            deadline: keep_until,
+            replaces: intent::fingerprint(&self.ctx.digest_key, stored),
+        };
+        // The record, conditional on the version this decision was made on: of two leaders,
+        // replicas or connections sharing the Secret, one gets past it.
+        let patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": self.secret.metadata.resource_version,
+                "annotations": { INTENT: intent.to_annotation() }
+            }
+        });
+        let recorded = match self
+            .secrets
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(recorded) => recorded,
+            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(None),
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                return Err(AttemptError::new(
+                    REASON_WRITE_DENIED,
+                    format!(
+                        "the API server denied the operator a write of Secret {name}: {}; label the Secret {ROTATION_LABEL}={ROTATION_LABEL_VALUE}. Nothing was rotated",
+                        s.message
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(AttemptError {
+                    reason: REASON_NOT_STARTED,
+                    message: format!(
+                        "the rotation could not be recorded on Secret {name} ({}); nothing was rotated",
+                        kube_detail(&e)
+                    ),
+                    retry_after: None,
+                    retry: Retry::Fast,
+                });
+            }
+        };
+        let answer = self
+            .ctx
+            .tokens
+            .rotate_client_secret(
+                api_domain,
+                &spec.environment_id,
+                &self.creds.client_id,
+                &token.access_token,
+                keep_until,
+            )
+            .await;
+        let rotated = match answer {
+            Ok(rotated) => rotated,
+            // The record stays: the next reconcile reports what is unknown, and until when.
+            Err(e) if e.outcome_unknown() => {
+                claim.restore = None;
+                return Err(AttemptError::from(e));
+            }
+            Err(e) => {
+                self.clear_intent(claim, &recorded).await;
+                return Err(AttemptError::from(e));
+            }
+        };
+        let pending = Pending {
+            secret: rotated.secret,
+            replaces: old.clone(),
+            rotated_at: intent.started_at,
+            previous_expires_at: rotated.previous_expires_at.or(Some(keep_until)),
+        };
+        info!(previous_expires_at = ?pending.previous_expires_at, "client secret rotated at PingOne");
+        // Kept from this moment on, whatever happens to this reconcile.
+        claim.restore = Some(InFlight::Pending(Box::new(pending.clone())));
+        match self.write(&pending, recorded, false).await {
+            Ok(done) => {
+                claim.restore = None;
+                Ok(Some(done))
+            }
+            Err(WriteError::AwaitProof) => Err(AttemptError::new(
+                REASON_AWAITING_PROOF,
+                format!(
+                    "Secret {name} got another client secret while the operator rotated it; the secret PingOne returned is kept until a token shows which one works"
+                ),
+            )),
+            Err(WriteError::Failed(e)) => Err(e),
+        }
+    }
+
+    /// Warns that a credentials Secret without [`ROTATION_LABEL`] is about to be written: the
+    /// guard rails' admission policy denies that (the record's write then fails, before PingOne
+    /// is asked for anything).
+    async fn warn_unlabelled(&self) {
+        let name = self.name();
         warn!(
             secret = %name,
             "the credentials Secret of a connection with clientSecretRotation lacks the label {ROTATION_LABEL}={ROTATION_LABEL_VALUE}; the guard rails admission policy denies writing a rotated secret into it"
@@ -397,236 +975,166 @@ impl Rotation<'_> {
             ),
         )
         .await;
-        let probe = serde_json::json!({
-            "metadata": {"resourceVersion": self.secret.metadata.resource_version}
-        });
-        let params = PatchParams {
-            dry_run: true,
-            ..PatchParams::default()
-        };
-        match self
-            .secrets
-            .patch(name, &params, &Patch::Merge(&probe))
-            .await
-        {
-            Err(kube::Error::Api(status)) if status.code == 403 => Err((
-                AttemptError {
-                    reason: REASON_WRITE_DENIED,
-                    message: format!(
-                        "the API server would deny writing a rotated secret into Secret {name}: {}; label the Secret {ROTATION_LABEL}={ROTATION_LABEL_VALUE}. Nothing was rotated",
-                        status.message
-                    ),
-                    retry_after: None,
-                },
-                None,
-            )),
-            // Anything else is for the real write to meet.
-            _ => Ok(()),
-        }
     }
 
-    async fn rotate(&self) -> Result<Rotated, (AttemptError, Option<PendingWrite>)> {
-        let spec = &self.conn.spec;
-        let Some(old) = self.creds.client_secret() else {
-            return Err((
-                AttemptError {
-                    reason: "RotationNotPossible",
-                    message: "a private_key_jwt application has no client secret to rotate".into(),
-                    retry_after: None,
-                },
-                None,
-            ));
-        };
-        let api_domain = match spec
-            .client_secret_rotation
+    /// Removes the intent recorded on `secret` (PingOne said no, or the outcome is known now),
+    /// conditional on its version; what cannot be removed now is remembered as void.
+    async fn clear_intent(&self, claim: &mut Claim<'_>, secret: &Secret) {
+        let Some(value) = secret
+            .metadata
+            .annotations
             .as_ref()
-            .and_then(|r| r.api_domain)
-            .map(|d| d.as_str())
-            .or_else(|| api_domain_of(&spec.auth_domain))
-        {
-            Some(domain) => domain,
-            None => {
-                return Err((
-                    AttemptError {
-                        reason: "RotationNotPossible",
-                        message: "spec.clientSecretRotation.apiDomain is needed with a custom auth domain".into(),
-                        retry_after: None,
-                    },
-                    None,
-                ));
+            .and_then(|a| a.get(INTENT))
+            .cloned()
+        else {
+            claim.restore = None;
+            return;
+        };
+        let patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": secret.metadata.resource_version,
+                "annotations": { INTENT: null }
             }
-        };
-        // A token without scopes: the Management API's audience.
-        let request = TokenRequest {
-            auth_domain: &spec.auth_domain,
-            environment_id: &spec.environment_id,
-            client_id: &self.creds.client_id,
-            auth: self.creds.auth(),
-            scopes: &[],
-        };
-        let token = self.ctx.tokens.request_token(&request).await.map_err(|e| {
-            (
-                AttemptError {
-                    reason: REASON_NO_TOKEN,
-                    message: format!("could not get a token for the Management API: {e}"),
-                    retry_after: e.retry_after(),
-                },
-                None,
-            )
-        })?;
-        let now = Timestamp::now();
-        let keep_until = now
-            .checked_add(jiff::SignedDuration::try_from(self.keep_previous_for).unwrap_or_default())
-            .unwrap_or(now);
-        let rotated = self
-            .ctx
-            .tokens
-            .rotate_client_secret(
-                api_domain,
-                &spec.environment_id,
-                &self.creds.client_id,
-                &token.access_token,
-                keep_until,
-            )
+        });
+        claim.restore = match self
+            .secrets
+            .patch(self.name(), &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|e| (AttemptError::from(e), None))?;
-        let pending = PendingWrite {
-            secret: rotated.secret,
-            replaces: old.clone(),
-            rotated_at: Timestamp::from_second(now.as_second()).unwrap_or(now),
-            previous_expires_at: rotated.previous_expires_at,
+        {
+            Ok(_) => None,
+            // Changed meanwhile: the next reconcile looks at the new version.
+            Err(_) => Some(InFlight::Void(value)),
         };
-        info!(previous_expires_at = ?pending.previous_expires_at, "client secret rotated at PingOne");
-        self.write(pending).await
     }
 
-    /// Writes a rotated secret into the credentials Secret, conditional on its resourceVersion;
-    /// on a conflict, looks again and retries while the Secret still holds the replaced secret.
-    pub async fn write(
+    /// Writes a returned secret into the credentials Secret (`current`, as last read), with the
+    /// rotation time and without the intent, in one patch conditional on its version. Looks
+    /// again after a conflict or a lost answer: a Secret that holds the new secret already is a
+    /// success; one that holds a third secret is left alone.
+    async fn write(
         &self,
-        pending: PendingWrite,
-    ) -> Result<Rotated, (AttemptError, Option<PendingWrite>)> {
-        let name = &self.conn.spec.credentials_secret_ref.name;
-        let key = &self.conn.spec.credentials_secret_ref.client_secret_key;
-        let mut current = self.secret.clone();
+        pending: &Pending,
+        mut current: Secret,
+        over_refused: bool,
+    ) -> Result<Rotated, WriteError> {
+        let name = self.name();
+        let key = self.key();
+        let done = Rotated {
+            at: pending.rotated_at,
+            previous_expires_at: pending.previous_expires_at,
+        };
+        // The version whose (third) secret PingOne refused in this reconcile: written over as
+        // long as it is unchanged.
+        let refused = over_refused
+            .then(|| current.metadata.resource_version.clone())
+            .flatten();
         for _ in 0..3 {
-            if !holds(&current, key, &pending.replaces) {
-                // Someone put another secret in since: theirs wins, the rotated one is dropped
-                // (PingOne keeps the replaced one only for a while: a person is changing it).
-                warn!(
-                    "the credentials Secret changed during a rotation; the rotated secret is not written"
-                );
-                return Err((
-                    AttemptError {
-                        reason: "RotationSuperseded",
-                        message: format!(
-                            "Secret {name} got another client secret while the operator rotated it; the rotated secret was discarded, and PingOne accepts the secret it replaced only until {}",
-                            pending
-                                .previous_expires_at
-                                .map(fmt_time)
-                                .unwrap_or_else(|| "now".into())
-                        ),
-                        retry_after: None,
-                    },
-                    None,
-                ));
+            let writable = refused.is_some() && current.metadata.resource_version == refused;
+            let holds_new = match self.stored(&current) {
+                Some(stored) if intent::same(stored, &pending.secret) => true,
+                Some(stored) if intent::same(stored, &pending.replaces) => false,
+                _ if writable => false,
+                _ => {
+                    warn!(
+                        "the credentials Secret got another client secret during a rotation; the returned secret is kept until a token shows which one works"
+                    );
+                    return Err(WriteError::AwaitProof);
+                }
+            };
+            // The new secret is there (the answer to an earlier write was lost, or a person
+            // put it in): done once the rotation time is recorded and the intent gone.
+            let annotations = current.metadata.annotations.as_ref();
+            let recorded = annotations.and_then(|a| a.get(ROTATED_AT))
+                == Some(&fmt_time(pending.rotated_at))
+                && annotations.is_none_or(|a| !a.contains_key(INTENT));
+            if holds_new && recorded {
+                return Ok(done);
             }
-            let patch = serde_json::json!({
+            let mut patch = serde_json::json!({
                 "metadata": {
                     "resourceVersion": current.metadata.resource_version,
                     "annotations": {
                         ROTATED_AT: fmt_time(pending.rotated_at),
                         PREVIOUS_EXPIRES_AT: pending.previous_expires_at.map(fmt_time),
+                        INTENT: null,
                     }
                 },
-                "data": {
-                    key.as_str(): base64::engine::general_purpose::STANDARD
-                        .encode(pending.secret.expose_secret()),
-                }
             });
-            match self
+            if !holds_new {
+                patch["data"] = serde_json::json!({
+                    key: base64::engine::general_purpose::STANDARD
+                        .encode(pending.secret.expose_secret()),
+                });
+            }
+            let written = self
                 .secrets
                 .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
+                .await;
+            let error = match written {
                 Ok(_) => {
-                    let note = format!(
-                        "Rotated the client secret in Secret {name}{}",
-                        pending
-                            .previous_expires_at
-                            .map(|p| format!(
-                                "; PingOne accepts the previous secret until {}",
-                                fmt_time(p)
-                            ))
-                            .unwrap_or_default()
-                    );
-                    events::publish(
-                        self.ctx,
-                        self.conn,
-                        EventType::Normal,
-                        "ClientSecretRotated",
-                        &note,
-                    )
-                    .await;
-                    self.ctx.metrics.write("credentials");
-                    return Ok(Rotated {
-                        at: pending.rotated_at,
-                        previous_expires_at: pending.previous_expires_at,
-                    });
+                    self.written(name, pending).await;
+                    return Ok(done);
                 }
-                Err(kube::Error::Api(s)) if s.code == 409 => match self.secrets.get_opt(name).await
-                {
-                    Ok(Some(fresh)) => current = fresh,
-                    _ => break,
-                },
-                Err(e) => {
-                    let message = match &e {
-                        kube::Error::Api(s) => format!(
-                            "the rotated client secret could not be written to Secret {name} ({} {}); it is kept and written on the next attempt",
-                            s.code, s.reason
-                        ),
-                        _ => format!(
-                            "the rotated client secret could not be written to Secret {name}; it is kept and written on the next attempt"
-                        ),
-                    };
-                    return Err((
-                        AttemptError {
-                            reason: REASON_WRITE_PENDING,
-                            message,
-                            retry_after: Some(Duration::from_secs(5)),
-                        },
-                        Some(pending),
-                    ));
-                }
+                Err(e) => e,
+            };
+            // A conflict, or an answer lost on the way back: look at what the Secret holds.
+            match self.secrets.get_opt(name).await {
+                Ok(Some(fresh)) => current = fresh,
+                _ => return Err(not_written(name, &kube_detail(&error))),
+            }
+            if !matches!(&error, kube::Error::Api(s) if s.code == 409)
+                && !self
+                    .stored(&current)
+                    .is_some_and(|s| intent::same(s, &pending.secret))
+            {
+                return Err(not_written(name, &kube_detail(&error)));
             }
         }
-        Err((
-            AttemptError {
-                reason: REASON_WRITE_PENDING,
-                message: format!(
-                    "the rotated client secret could not be written to Secret {name} (it kept changing); it is kept and written on the next attempt"
-                ),
-                retry_after: Some(Duration::from_secs(5)),
-            },
-            Some(pending),
-        ))
+        Err(not_written(name, "it kept changing"))
+    }
+
+    /// Says that a returned secret is in the Secret.
+    async fn written(&self, name: &str, pending: &Pending) {
+        let note = format!(
+            "Rotated the client secret in Secret {name}{}",
+            pending
+                .previous_expires_at
+                .map(|p| format!(
+                    "; PingOne accepts the previous secret until {}",
+                    fmt_time(p)
+                ))
+                .unwrap_or_default()
+        );
+        events::publish(
+            self.ctx,
+            self.conn,
+            EventType::Normal,
+            "ClientSecretRotated",
+            &note,
+        )
+        .await;
+        self.ctx.metrics.write("credentials");
     }
 }
 
-/// Whether `secret` holds `value` under `key` (constant time).
-fn holds(secret: &Secret, key: &str, value: &SecretString) -> bool {
-    let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(key)) else {
-        return false;
-    };
-    let stored = bytes.0.as_slice();
-    let stored = stored.strip_suffix(b"\n").unwrap_or(stored);
-    let want = value.expose_secret().as_bytes();
-    stored.len() == want.len()
-        && stored
-            .iter()
-            .zip(want)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+/// A returned secret that could not be written: kept, and written again 5 s later (doubling).
+fn not_written(name: &str, detail: &str) -> WriteError {
+    WriteError::Failed(AttemptError {
+        reason: REASON_WRITE_PENDING,
+        message: format!(
+            "the rotated client secret could not be written to Secret {name} ({detail}); it is kept and written on the next attempt"
+        ),
+        retry_after: None,
+        retry: Retry::Fast,
+    })
+}
+
+/// A Kubernetes error for a message: the status code and reason, never a body.
+fn kube_detail(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} {}", s.code, s.reason),
+        _ => "no answer from the API server".into(),
+    }
 }
 
 #[cfg(test)]
@@ -673,6 +1181,37 @@ mod tests {
             (retry_at(now, 1, Some(Duration::from_secs(86400 * 9))) - now).get_seconds(),
             21600
         );
+    }
+
+    /// A failed write of the operator's own is retried in seconds, not on the slow backoff;
+    /// a wait for the environment's request budget is not a failure at all.
+    #[test]
+    fn own_writes_retry_fast_and_a_throttled_attempt_is_not_counted() {
+        let now = ts("2026-12-01T00:00:00Z");
+        let fast = |previous: Option<&RotationFailure>| {
+            AttemptError {
+                reason: REASON_WRITE_PENDING,
+                message: String::new(),
+                retry_after: None,
+                retry: Retry::Fast,
+            }
+            .record(previous, now)
+        };
+        let mut previous = None;
+        for secs in [5, 10, 20, 40, 80, 160, 300, 300] {
+            let f = fast(previous.as_ref());
+            assert_eq!((f.retry_at - now).get_seconds(), secs);
+            previous = Some(f);
+        }
+        let throttled = AttemptError {
+            reason: REASON_NO_TOKEN,
+            message: String::new(),
+            retry_after: Some(Duration::from_secs(42)),
+            retry: Retry::Throttled,
+        }
+        .record(previous.as_ref(), now);
+        assert_eq!((throttled.retry_at - now).get_seconds(), 42);
+        assert_eq!(throttled.attempts, previous.unwrap().attempts);
     }
 
     #[test]

@@ -1,0 +1,326 @@
+//! Client secret rotation under faults, against the invariant of DESIGN §7: a secret PingOne
+//! returned is never discarded before a secret PingOne accepts is in the credentials Secret and
+//! proven, and no second rotation starts while the outcome of one is unknown.
+//!
+//! Each test ends in one of the two states the invariant allows: the credentials Secret holds a
+//! secret the stand-in accepts, or the connection reports `RotationOutcomeUnknown` with the
+//! deadline, and the stand-in saw no second rotation.
+
+use std::time::Duration;
+
+use base64::Engine;
+use jiff::{SignedDuration, Timestamp};
+use kube::api::{Patch, PatchParams};
+use pingone_operator::controller::rotation::intent::INTENT;
+use pingone_testbed::standin::Fault;
+use serde_json::json;
+
+use crate::process::OperatorProcess;
+use crate::secret_rotation::{
+    ROTATION, accepted, mark_due, register, rotation_spec, secret_in_creds,
+};
+use crate::support::*;
+
+const UNKNOWN: &str = "RotationOutcomeUnknown";
+
+/// Waits for the rotation condition to say the outcome is unknown, and checks what it says:
+/// the deadline (an hour after the call, `keepPreviousFor`), what to do, and no secret.
+async fn wait_unknown(env: &TestEnv, name: &str, sent_at: Timestamp) -> String {
+    let conn = env
+        .wait_condition(
+            name,
+            ROTATION,
+            "False",
+            Some(UNKNOWN),
+            Duration::from_secs(30),
+        )
+        .await;
+    let message = TestEnv::condition(&conn, ROTATION).message.clone();
+    let deadline: Timestamp = conn
+        .status
+        .as_ref()
+        .and_then(|s| s.previous_client_secret_expires_at.as_ref())
+        .map(|t| t.0)
+        .unwrap_or_else(|| panic!("no deadline in status: {message}"));
+    let hour = SignedDuration::from_hours(1);
+    assert!(
+        deadline >= sent_at + hour - SignedDuration::from_secs(2)
+            && deadline <= Timestamp::now() + hour + SignedDuration::from_secs(2),
+        "deadline {deadline} for a call at {sent_at}"
+    );
+    assert!(
+        message.contains(&format!(
+            "before {}",
+            deadline.strftime("%Y-%m-%dT%H:%M:%SZ")
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains("PingOne admin console") && message.contains("Secret creds"),
+        "{message}"
+    );
+    // Ready is about the token, which still works.
+    assert_eq!(TestEnv::condition(&conn, "Ready").status, "True");
+    message
+}
+
+/// The stand-in's record: how many rotations were committed.
+fn rotations(env: &TestEnv) -> usize {
+    env.standin
+        .management_requests()
+        .iter()
+        .filter(|r| r.rotated)
+        .count()
+}
+
+/// Sends a renew request and waits for a token for it: a full reconcile with a proven token,
+/// which is when a due rotation would start.
+async fn reconcile_with_a_new_token(env: &TestEnv, value: &str) {
+    env.request_renewal("rot", value).await;
+    env.wait_served("rot", value).await;
+}
+
+/// Puts `secret` into the credentials Secret, as a person does after reading it in PingOne.
+async fn put_secret(env: &TestEnv, secret: &str) {
+    let patch =
+        json!({"data": {"clientSecret": base64::engine::general_purpose::STANDARD.encode(secret)}});
+    env.secrets()
+        .patch("creds", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("secret put");
+}
+
+/// An answer lost after PingOne rotated (`fault`), twice in a row: each time the outcome is
+/// reported unknown with its deadline and no second rotation starts, whatever else makes the
+/// connection reconcile; the Secret keeps a secret PingOne accepts (the previous one). A person
+/// who puts PingOne's current secret in resolves it; the schedule then goes on.
+async fn lost_answers_twice(prefix: &str, fault: Fault) {
+    let mut env = TestEnv::new(prefix).await;
+    register(&env, true);
+    env.start_operator();
+    env.create_connection("rot", rotation_spec()).await;
+    env.wait_ready("rot").await;
+    env.standin.push_management_fault(fault.clone(), 2);
+
+    let mut sent_at = Timestamp::now();
+    mark_due(&env).await;
+    for round in 1..=2 {
+        wait_unknown(&env, "rot", sent_at).await;
+        assert_eq!(rotations(&env), round, "round {round}: {fault:?}");
+        let held = secret_in_creds(&env).await;
+        assert_ne!(
+            env.standin.current_secret(ENV_ID, CLIENT_ID),
+            Some(held.clone()),
+            "round {round}: PingOne rotated, the Secret has the old secret"
+        );
+        assert!(
+            accepted(&env, &held).await,
+            "round {round}: the Secret's secret is refused"
+        );
+        // Whatever makes it reconcile, no second rotation while the outcome is unknown.
+        for n in 0..2 {
+            reconcile_with_a_new_token(&env, &format!("r{round}-{n}")).await;
+        }
+        assert_eq!(rotations(&env), round, "round {round}: rotated again");
+        wait_unknown(&env, "rot", sent_at).await;
+        let creds = env.secrets().get("creds").await.unwrap();
+        let record = creds.metadata.annotations.unwrap_or_default();
+        let record = record.get(INTENT).expect("the intent on the Secret");
+        assert!(!record.contains(&held), "the record holds no secret");
+
+        // A person reads the current secret in PingOne and puts it in.
+        let current = env.standin.current_secret(ENV_ID, CLIENT_ID).unwrap();
+        sent_at = Timestamp::now();
+        put_secret(&env, &current).await;
+        if round == 1 {
+            // Resolved; the rotation is still due and starts again, into the second fault.
+            eventually(Duration::from_secs(30), "the second rotation", || async {
+                (rotations(&env) == 2).then_some(())
+            })
+            .await;
+        }
+    }
+    // Resolved, and the third rotation (no fault left) goes through and is proven.
+    eventually(Duration::from_secs(30), "the third rotation", || async {
+        (rotations(&env) == 3).then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "PingOne's current secret in the Secret",
+        || async {
+            let current = env.standin.current_secret(ENV_ID, CLIENT_ID)?;
+            (secret_in_creds(&env).await == current).then_some(())
+        },
+    )
+    .await;
+    let conn = env
+        .wait_condition(
+            "rot",
+            ROTATION,
+            "True",
+            Some("SecretRotated"),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(TestEnv::condition(&conn, "Ready").status, "True");
+    assert_eq!(rotations(&env), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_lost_after_rotating_twice_never_locks_out() {
+    lost_answers_twice("lost-answer", Fault::DropAfterCommit).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_5xx_after_rotating_twice_never_locks_out() {
+    lost_answers_twice("rotate-502", Fault::StatusAfterCommit(502)).await;
+}
+
+/// Slower than the operator's timeout (5 s in the tests).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_slower_than_the_timeout_twice_never_locks_out() {
+    lost_answers_twice(
+        "rotate-slow",
+        Fault::DelayAfterCommit(Duration::from_secs(7)),
+    )
+    .await;
+}
+
+/// A lost answer, then a restart: the new process finds the record on the Secret and reports
+/// the unknown outcome instead of rotating again (which would make the Secret's secret
+/// worthless the moment PingOne's grace ends).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_answer_then_a_restart_is_still_unknown() {
+    let env = TestEnv::new("lost-restart").await;
+    register(&env, true);
+    let args = ["--leader-election=false"];
+    let mut first = OperatorProcess::start(&env, &args);
+    first.wait_serving(Duration::from_secs(30)).await;
+    env.create_connection("rot", rotation_spec()).await;
+    env.wait_ready("rot").await;
+    env.standin.push_management_fault(Fault::DropAfterCommit, 1);
+    let sent_at = Timestamp::now();
+    mark_due(&env).await;
+    wait_unknown(&env, "rot", sent_at).await;
+    first.kill();
+
+    let mut second = OperatorProcess::start(&env, &args);
+    second.wait_serving(Duration::from_secs(30)).await;
+    reconcile_with_a_new_token(&env, "after-restart").await;
+    wait_unknown(&env, "rot", sent_at).await;
+    assert_eq!(rotations(&env), 1, "{}", second.output());
+    assert!(accepted(&env, &secret_in_creds(&env).await).await);
+}
+
+/// A client secret whose stored value ends in CRLF (a Secret made from a Windows file) is read
+/// without the line ending for tokens, and compared the same way when the rotation writes:
+/// one rotation, the new secret written and proven.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crlf_client_secret_is_rotated_once() {
+    let mut env = TestEnv::new("crlf").await;
+    register(&env, true);
+    put_secret(&env, &format!("{CLIENT_SECRET}\r\n")).await;
+    mark_due(&env).await;
+    env.start_operator();
+    env.create_connection("rot", rotation_spec()).await;
+    env.wait_condition(
+        "rot",
+        ROTATION,
+        "True",
+        Some("SecretRotated"),
+        Duration::from_secs(30),
+    )
+    .await;
+    env.wait_ready("rot").await;
+    let held = secret_in_creds(&env).await;
+    assert_eq!(env.standin.current_secret(ENV_ID, CLIENT_ID), Some(held));
+    assert_eq!(rotations(&env), 1);
+    let (previous, _) = env.standin.previous_secret(ENV_ID, CLIENT_ID).unwrap();
+    assert_eq!(previous, CLIENT_SECRET);
+    // A full reconcile later: still one rotation, still the new secret.
+    reconcile_with_a_new_token(&env, "later").await;
+    assert_eq!(rotations(&env), 1);
+}
+
+/// A person puts a secret PingOne refuses into the Secret while PingOne's answer is on its way,
+/// and removes clientSecretRotation from the spec: the secret PingOne returned is kept (not
+/// discarded as "superseded"), and once PingOne refuses the person's secret it is written and
+/// proven.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_secret_put_in_during_a_rotation_does_not_lose_the_new_one() {
+    let mut env = TestEnv::new("rotate-edit").await;
+    register(&env, true);
+    env.start_operator();
+    env.create_connection("rot", rotation_spec()).await;
+    env.wait_ready("rot").await;
+    env.standin.push_management_fault(Fault::HoldAfterCommit, 1);
+    mark_due(&env).await;
+    eventually(Duration::from_secs(20), "the answer held", || async {
+        (env.standin.held_requests() == 1).then_some(())
+    })
+    .await;
+    put_secret(&env, "set-by-a-person").await;
+    let patch = json!({"spec": {"clientSecretRotation": null}});
+    env.connections()
+        .patch("rot", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    env.standin.release_held();
+
+    let current = env.standin.current_secret(ENV_ID, CLIENT_ID).unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "PingOne's new secret in the Secret",
+        || async { (secret_in_creds(&env).await == current).then_some(()) },
+    )
+    .await;
+    let conn = env
+        .wait_condition("rot", "Ready", "True", None, Duration::from_secs(30))
+        .await;
+    assert_eq!(TestEnv::condition(&conn, "Stalled").status, "False");
+    assert_eq!(rotations(&env), 1);
+    // The person's secret was tried (and refused) before it was replaced.
+    let refused = env
+        .standin
+        .requests()
+        .iter()
+        .filter(|r| r.status == 401)
+        .count();
+    assert!(refused >= 1, "the person's secret was never tried");
+}
+
+/// A person puts PingOne's new secret into the Secret themselves while the answer is on its
+/// way: the operator's write finds it there, which is success, not a conflict.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_new_secret_put_in_by_a_person_meanwhile_is_a_success() {
+    let mut env = TestEnv::new("rotate-same").await;
+    register(&env, true);
+    env.start_operator();
+    env.create_connection("rot", rotation_spec()).await;
+    env.wait_ready("rot").await;
+    env.standin.push_management_fault(Fault::HoldAfterCommit, 1);
+    mark_due(&env).await;
+    eventually(Duration::from_secs(20), "the answer held", || async {
+        (env.standin.held_requests() == 1).then_some(())
+    })
+    .await;
+    let current = env.standin.current_secret(ENV_ID, CLIENT_ID).unwrap();
+    put_secret(&env, &current).await;
+    env.standin.release_held();
+    env.wait_condition(
+        "rot",
+        ROTATION,
+        "True",
+        Some("SecretRotated"),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(secret_in_creds(&env).await, current);
+    // The rotation time is recorded: a full reconcile later nothing is due.
+    reconcile_with_a_new_token(&env, "later").await;
+    assert_eq!(rotations(&env), 1);
+    let creds = env.secrets().get("creds").await.unwrap();
+    let annotations = creds.metadata.annotations.unwrap_or_default();
+    assert!(!annotations.contains_key(INTENT), "{annotations:?}");
+}
