@@ -359,7 +359,8 @@ fn the_chart_lints_and_renders_what_its_values_say() {
     let shipped = yaml_file("deploy/guard-rails/policy.yaml");
     let mut expected = one(&shipped, "ValidatingAdmissionPolicy")["spec"].clone();
     expected["matchConditions"][0]["expression"] = json!(
-        "request.userInfo.username == 'system:serviceaccount:pingone-operator:t-pingone-operator'"
+        "request.userInfo.username == 'system:serviceaccount:' + 'pingone-operator' + ':' + \
+         't-pingone-operator'"
     );
     assert_eq!(policy["spec"], expected);
     assert_eq!(
@@ -379,7 +380,7 @@ fn the_chart_lints_and_renders_what_its_values_say() {
         one(&renamed, "ValidatingAdmissionPolicy")["spec"]["matchConditions"][0]["expression"]
             .as_str()
             .unwrap()
-            .ends_with("'system:serviceaccount:ops:op'")
+            .ends_with("'system:serviceaccount:' + 'ops' + ':' + 'op'")
     );
     assert_eq!(one(&docs, "ClusterRole")["rules"], base_rules);
     assert_eq!(

@@ -28,6 +28,15 @@ const DENIED: &str = "pingone-operator guard rails: the operator may write only 
 const OTHER_CLIENT_ID: &str = "0e0c8c7e-6a57-4b8e-a3c4-56e1b7d2f002";
 const OTHER_SECRET: &str = "another secret";
 
+/// The username the shipped policies restrict, as their matchConditions write it.
+const SHIPPED_USER: &str =
+    "'system:serviceaccount:' + 'pingone-operator' + ':' + 'pingone-operator'";
+
+/// `SHIPPED_USER` for another ServiceAccount.
+fn user_literal(namespace: &str, name: &str) -> String {
+    format!("'system:serviceaccount:' + '{namespace}' + ':' + '{name}'")
+}
+
 /// The shipped policy and binding, restricting `system:serviceaccount:{namespace}:{name}`,
 /// under names of their own (they are cluster-scoped; tests share the control plane).
 async fn install_policy(client: &Client, namespace: &str, name: &str) {
@@ -36,12 +45,9 @@ async fn install_policy(client: &Client, namespace: &str, name: &str) {
             "pingone-operator-guard-rails",
             &format!("guard-rails-{namespace}"),
         )
-        .replace(
-            "system:serviceaccount:pingone-operator:pingone-operator",
-            &format!("system:serviceaccount:{namespace}:{name}"),
-        )
+        .replace(SHIPPED_USER, &user_literal(namespace, name))
     };
-    assert!(POLICY.contains("'system:serviceaccount:pingone-operator:pingone-operator'"));
+    assert!(POLICY.contains(SHIPPED_USER));
     let policy: ValidatingAdmissionPolicy =
         serde_yaml_ng::from_str(&rename(POLICY)).expect("policy.yaml");
     let binding: ValidatingAdmissionPolicyBinding =

@@ -90,6 +90,17 @@ them). Used by the ClusterRole, or by a Role per watched namespace with rbac.nam
 {{- end }}
 {{- end }}
 
+{{/*
+The matchConditions expression of the admission policies: the username of the operator's
+ServiceAccount (the chart's, in the release namespace, unless guardRails names another), written
+as in deploy/guard-rails.
+*/}}
+{{- define "pingone-operator.guardRailsUser" -}}
+{{- $namespace := default .Release.Namespace .Values.guardRails.serviceAccountNamespace }}
+{{- $serviceAccount := default (include "pingone-operator.serviceAccountName" .) .Values.guardRails.serviceAccountName }}
+{{- printf "request.userInfo.username == 'system:serviceaccount:' + '%s' + ':' + '%s'" $namespace $serviceAccount }}
+{{- end }}
+
 {{/* Fails rendering on values that contradict each other. */}}
 {{- define "pingone-operator.validate" -}}
 {{- if and .Values.rbac.namespaced (empty .Values.watchNamespaces) }}
