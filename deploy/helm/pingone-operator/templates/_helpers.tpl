@@ -82,12 +82,14 @@ them). Used by the ClusterRole, or by a Role per watched namespace with rbac.nam
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-{{- if .Values.rolloutRestart.enabled }}
-# spec.rolloutRestartTargets: stamp the pod template of the listed workloads.
-- apiGroups: ["apps"]
-  resources: ["deployments", "statefulsets", "daemonsets"]
-  verbs: ["get", "patch"]
 {{- end }}
+
+{{/*
+Namespaces whose workloads spec.rolloutRestartTargets may restart: rolloutRestart.namespaces, or
+watchNamespaces when that is empty.
+*/}}
+{{- define "pingone-operator.rolloutRestartNamespaces" -}}
+{{- default .Values.watchNamespaces .Values.rolloutRestart.namespaces | toJson }}
 {{- end }}
 
 {{/*
@@ -108,6 +110,9 @@ as in deploy/guard-rails.
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled=true needs metrics.service.enabled=true" }}
+{{- end }}
+{{- if and .Values.rolloutRestart.enabled (empty (include "pingone-operator.rolloutRestartNamespaces" . | fromJsonArray)) }}
+{{- fail "rolloutRestart.enabled=true grants patch on workloads only in listed namespaces: set rolloutRestart.namespaces (or watchNamespaces)" }}
 {{- end }}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "replicaCount > 1 needs leaderElection.enabled=true (replicas would reconcile the same connections at once)" }}
