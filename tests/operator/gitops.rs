@@ -118,7 +118,7 @@ fn render(release: &str, namespace: &str, sets: &[&str]) -> Result<Vec<Value>, S
     Ok(yaml_documents(&text(&out.stdout)))
 }
 
-fn yaml_documents(yaml: &str) -> Vec<Value> {
+pub(crate) fn yaml_documents(yaml: &str) -> Vec<Value> {
     serde_yaml_ng::Deserializer::from_str(yaml)
         .map(|doc| <Value as serde::Deserialize>::deserialize(doc).expect("valid YAML"))
         .filter(|v| !v.is_null())
@@ -289,6 +289,7 @@ fn the_chart_lints_and_renders_what_its_values_say() {
             "rbac.namespaced=true",
             "metrics.serviceMonitor.enabled=true",
             "extraCA.configMap.name=corp-ca",
+            "rolloutRestart.enabled=true",
         ],
     ] {
         let mut lint = helm();
@@ -359,7 +360,8 @@ fn the_chart_lints_and_renders_what_its_values_say() {
     let shipped = yaml_file("deploy/guard-rails/policy.yaml");
     let mut expected = one(&shipped, "ValidatingAdmissionPolicy")["spec"].clone();
     expected["matchConditions"][0]["expression"] = json!(
-        "request.userInfo.username == 'system:serviceaccount:pingone-operator:t-pingone-operator'"
+        "request.userInfo.username == 'system:serviceaccount:' + 'pingone-operator' + ':' + \
+         't-pingone-operator'"
     );
     assert_eq!(policy["spec"], expected);
     assert_eq!(
@@ -379,8 +381,17 @@ fn the_chart_lints_and_renders_what_its_values_say() {
         one(&renamed, "ValidatingAdmissionPolicy")["spec"]["matchConditions"][0]["expression"]
             .as_str()
             .unwrap()
-            .ends_with("'system:serviceaccount:ops:op'")
+            .ends_with("'system:serviceaccount:' + 'ops' + ':' + 'op'")
     );
+    // No rolling restarts unless enabled.
+    for kind in ["ValidatingAdmissionPolicy", "Role"] {
+        assert!(
+            of_kind(&docs, kind)
+                .iter()
+                .all(|d| !name(d).ends_with("-rollout-restart")),
+            "a rollout-restart {kind} without rolloutRestart.enabled"
+        );
+    }
     assert_eq!(one(&docs, "ClusterRole")["rules"], base_rules);
     assert_eq!(
         role(&docs, "t-pingone-operator-leader-election")["rules"],
@@ -552,6 +563,93 @@ fn the_chart_lints_and_renders_what_its_values_say() {
     assert_eq!(pdb["spec"]["minAvailable"], 2);
     assert!(pdb["spec"].get("maxUnavailable").is_none());
 
+    // Rolling restarts: a Role per listed namespace (default watchNamespaces), never cluster-wide,
+    // and deploy/rollout-restart's admission policy for the chart's ServiceAccount.
+    let shipped_rollout = yaml_file("deploy/rollout-restart/clusterrole.yaml");
+    let rollout_rules = one(&shipped_rollout, "ClusterRole")["rules"].clone();
+    let shipped_policy = yaml_file("deploy/rollout-restart/policy.yaml");
+    let mut expected_policy = one(&shipped_policy, "ValidatingAdmissionPolicy")["spec"].clone();
+    expected_policy["matchConditions"][0]["expression"] = json!(
+        "request.userInfo.username == 'system:serviceaccount:' + 'ops' + ':' + 't-pingone-operator'"
+    );
+    for (sets, namespaces) in [
+        (
+            vec![
+                "rolloutRestart.enabled=true",
+                "rolloutRestart.namespaces={x,y}",
+            ],
+            ["x", "y"],
+        ),
+        (
+            vec![
+                "rolloutRestart.enabled=true",
+                "watchNamespaces={a,b}",
+                "rbac.namespaced=true",
+            ],
+            ["a", "b"],
+        ),
+    ] {
+        let docs = render("t", "ops", &sets).unwrap();
+        for cluster_role in of_kind(&docs, "ClusterRole") {
+            assert_eq!(cluster_role["rules"], base_rules, "{sets:?}");
+        }
+        let rollout_roles: Vec<&Value> = of_kind(&docs, "Role")
+            .into_iter()
+            .filter(|r| name(r) == "t-pingone-operator-rollout-restart")
+            .collect();
+        let in_namespaces: Vec<&str> = rollout_roles
+            .iter()
+            .map(|r| r["metadata"]["namespace"].as_str().unwrap())
+            .collect();
+        assert_eq!(in_namespaces, namespaces, "{sets:?}");
+        for role in rollout_roles {
+            assert_eq!(role["rules"], rollout_rules);
+        }
+        let rollout_bindings: Vec<&Value> = of_kind(&docs, "RoleBinding")
+            .into_iter()
+            .filter(|r| name(r) == "t-pingone-operator-rollout-restart")
+            .collect();
+        assert_eq!(rollout_bindings.len(), 2, "{sets:?}");
+        for binding in rollout_bindings {
+            assert_eq!(
+                binding["roleRef"],
+                json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                       "name": "t-pingone-operator-rollout-restart"})
+            );
+            assert_eq!(
+                binding["subjects"],
+                json!([{"kind": "ServiceAccount", "name": "t-pingone-operator", "namespace": "ops"}])
+            );
+        }
+        for binding in of_kind(&docs, "ClusterRoleBinding") {
+            assert_eq!(binding["roleRef"]["name"], "t-pingone-operator");
+        }
+        let policy = of_kind(&docs, "ValidatingAdmissionPolicy")
+            .into_iter()
+            .find(|p| name(p) == "t-pingone-operator-rollout-restart")
+            .expect("rollout-restart policy");
+        assert_eq!(policy["spec"], expected_policy);
+        let binding = of_kind(&docs, "ValidatingAdmissionPolicyBinding")
+            .into_iter()
+            .find(|p| name(p) == "t-pingone-operator-rollout-restart")
+            .expect("rollout-restart policy binding");
+        assert_eq!(
+            binding["spec"],
+            json!({"policyName": "t-pingone-operator-rollout-restart", "validationActions": ["Deny"]})
+        );
+    }
+    let without_guard_rails = render(
+        "t",
+        "ops",
+        &[
+            "rolloutRestart.enabled=true",
+            "rolloutRestart.namespaces={x}",
+            "guardRails.enabled=false",
+        ],
+    )
+    .unwrap();
+    assert!(of_kind(&without_guard_rails, "ValidatingAdmissionPolicy").is_empty());
+
     // Switches off what they say.
     let docs = render(
         "t",
@@ -599,6 +697,10 @@ fn the_chart_lints_and_renders_what_its_values_say() {
             "leaderElection.enabled=true",
         ),
         (vec!["logFormat=xml"], "logFormat"),
+        (
+            vec!["rolloutRestart.enabled=true"],
+            "set rolloutRestart.namespaces",
+        ),
     ] {
         let err = render("t", "ops", &sets).expect_err(&format!("{sets:?} renders"));
         assert!(err.contains(needle), "{sets:?}: {err}");
@@ -635,6 +737,8 @@ fn the_chart_lints_and_renders_what_its_values_say() {
         "metrics.serviceMonitor.interval",
         "metrics.serviceMonitor.labels",
         "podDisruptionBudget.enabled",
+        "rolloutRestart.enabled",
+        "rolloutRestart.namespaces",
     ] {
         assert!(
             documented.iter().any(|d| d == required),
@@ -749,7 +853,7 @@ spec:
                       scrapeTimeout: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
 "#;
 
-fn kubectl_can_i(env: &TestEnv, user: &str, args: &[&str]) -> bool {
+pub(crate) fn kubectl_can_i(env: &TestEnv, user: &str, args: &[&str]) -> bool {
     let mut cmd = env.cp.kubectl();
     cmd.args(["auth", "can-i", &format!("--as={user}")])
         .args(args);
@@ -819,6 +923,7 @@ async fn the_operator_runs_from_the_chart(namespaced: bool) {
                 "metrics.serviceMonitor.enabled=true",
                 "extraCA.configMap.name=pingone-ca",
                 "allowedAuthDomains={login.example.com}",
+                "rolloutRestart.enabled=true",
             ],
         )
     })
@@ -897,7 +1002,12 @@ async fn the_operator_runs_from_the_chart(namespaced: bool) {
             !namespaced,
             "cluster-wide Secret access with rbac.namespaced={namespaced}"
         );
+        // Rolling restarts: workloads in the watched namespace only.
+        let args = ["patch", "deployments", "-n", env.ns.as_str()];
+        assert!(kubectl_can_i(&env, &user, &args), "cannot {args:?}");
         for denied in [
+            vec!["patch", "deployments", "-n", "default"],
+            vec!["patch", "deployments", "-A"],
             vec!["delete", "secrets", "-n", env.ns.as_str()],
             vec!["get", "configmaps", "-n", env.ns.as_str()],
             vec![

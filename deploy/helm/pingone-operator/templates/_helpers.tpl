@@ -82,12 +82,25 @@ them). Used by the ClusterRole, or by a Role per watched namespace with rbac.nam
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-{{- if .Values.rolloutRestart.enabled }}
-# spec.rolloutRestartTargets: stamp the pod template of the listed workloads.
-- apiGroups: ["apps"]
-  resources: ["deployments", "statefulsets", "daemonsets"]
-  verbs: ["get", "patch"]
 {{- end }}
+
+{{/*
+Namespaces whose workloads spec.rolloutRestartTargets may restart: rolloutRestart.namespaces, or
+watchNamespaces when that is empty.
+*/}}
+{{- define "pingone-operator.rolloutRestartNamespaces" -}}
+{{- default .Values.watchNamespaces .Values.rolloutRestart.namespaces | toJson }}
+{{- end }}
+
+{{/*
+The matchConditions expression of the admission policies: the username of the operator's
+ServiceAccount (the chart's, in the release namespace, unless guardRails names another), written
+as in deploy/guard-rails.
+*/}}
+{{- define "pingone-operator.guardRailsUser" -}}
+{{- $namespace := default .Release.Namespace .Values.guardRails.serviceAccountNamespace }}
+{{- $serviceAccount := default (include "pingone-operator.serviceAccountName" .) .Values.guardRails.serviceAccountName }}
+{{- printf "request.userInfo.username == 'system:serviceaccount:' + '%s' + ':' + '%s'" $namespace $serviceAccount }}
 {{- end }}
 
 {{/* Fails rendering on values that contradict each other. */}}
@@ -97,6 +110,9 @@ them). Used by the ClusterRole, or by a Role per watched namespace with rbac.nam
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled=true needs metrics.service.enabled=true" }}
+{{- end }}
+{{- if and .Values.rolloutRestart.enabled (empty (include "pingone-operator.rolloutRestartNamespaces" . | fromJsonArray)) }}
+{{- fail "rolloutRestart.enabled=true grants patch on workloads only in listed namespaces: set rolloutRestart.namespaces (or watchNamespaces)" }}
 {{- end }}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "replicaCount > 1 needs leaderElection.enabled=true (replicas would reconcile the same connections at once)" }}
