@@ -51,6 +51,7 @@ impl FailureClass {
             | TokenError::InvalidEnvironmentId { .. }
             | TokenError::Assertion { .. } => FailureClass::NotSent,
             TokenError::InvalidClient { .. }
+            | TokenError::InvalidClientKey { .. }
             | TokenError::UnauthorizedClient { .. }
             | TokenError::InvalidScope { .. }
             | TokenError::InvalidRequest { .. }
@@ -63,6 +64,7 @@ impl FailureClass {
             } => FailureClass::RateLimited(Some(*wait)),
             TokenError::Unavailable { .. }
             | TokenError::UnexpectedStatus { .. }
+            | TokenError::NotFromPingOne { .. }
             | TokenError::Timeout { .. }
             | TokenError::Connect { .. }
             | TokenError::Tls { .. }
