@@ -56,6 +56,7 @@ impl FailureClass {
             | TokenError::InvalidEnvironmentId { .. }
             | TokenError::Assertion { .. } => FailureClass::NotSent,
             TokenError::InvalidClient { .. }
+            | TokenError::InvalidClientKey { .. }
             | TokenError::UnauthorizedClient { .. }
             | TokenError::InvalidScope { .. }
             | TokenError::InvalidRequest { .. }
@@ -68,6 +69,7 @@ impl FailureClass {
             } => FailureClass::RateLimited(Some(*wait)),
             TokenError::Unavailable { .. }
             | TokenError::UnexpectedStatus { .. }
+            | TokenError::NotFromPingOne { .. }
             | TokenError::Timeout { .. }
             | TokenError::Connect { .. }
             | TokenError::Tls { .. }
@@ -141,6 +143,17 @@ pub fn wait_after(
         }
         _ => class_wait,
     }
+}
+
+/// The validity bound [`wait_after`] holds a wait after a failure of `class` to, if any.
+fn bound_of(
+    class: FailureClass,
+    now: Timestamp,
+    token: Option<Validity>,
+    timing: &Timing,
+) -> Option<Duration> {
+    let valid = token.filter(|t| t.expires_at > now)?;
+    (class != FailureClass::NotSent).then(|| validity_bound(now, valid, timing))
 }
 
 /// The longest wait that keeps three attempts inside the remaining validity of `token`.
@@ -218,15 +231,20 @@ impl Failure {
         let class = FailureClass::of(error);
         let attempts = previous.map_or(0, |p| p.attempts).saturating_add(1);
         let wait = wait_after(class, attempts, now, token, timing, unit);
+        // Whole seconds, rounded up: status stores seconds, and a restarted operator must read
+        // back exactly this time, never an earlier one. But rounding never carries it past the
+        // validity bound (a third of what remains): there it is rounded down instead.
+        let mut retry_at = ceil_second(schedule::add(now, wait));
+        if let Some(bound) = bound_of(class, now, token, timing) {
+            retry_at = retry_at.min(floor_second(schedule::add(now, bound)));
+        }
         Failure {
             inputs_digest: inputs_digest.to_string(),
             generation,
             attempts,
             // Whole seconds, as status stores it (a recomputed status must equal the stored one).
             at: Timestamp::from_second(now.as_second()).unwrap_or(now),
-            // Whole seconds, rounded up: status stores seconds, and a restarted operator must
-            // read back exactly this time, never an earlier one.
-            retry_at: ceil_second(schedule::add(now, wait)),
+            retry_at,
             reason: error.reason(),
             message: error.to_string(),
             class,
@@ -237,6 +255,10 @@ impl Failure {
     pub fn stalled(&self) -> bool {
         self.class.needs_person()
     }
+}
+
+fn floor_second(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
 fn ceil_second(t: Timestamp) -> Timestamp {
@@ -431,6 +453,93 @@ mod tests {
         assert_eq!(
             FailureClass::of_reason("TokenEndpointError"),
             FailureClass::Transient
+        );
+    }
+
+    /// The recorded retry time is whole seconds, rounded up, except where that would pass the
+    /// validity bound: then it is rounded down, never later than a third of what remains.
+    /// Worked out by hand for a token valid 08:00:00 to 09:00:00 (floor 36 s).
+    #[test]
+    fn the_recorded_retry_never_rounds_past_a_third_of_what_remains() {
+        let t = Timing::default();
+        let hour = token(3600);
+        let retry = |class, attempts, now: &str, token| {
+            let attempt = Attempt {
+                now: ts(now),
+                inputs_digest: "d",
+                generation: None,
+                token,
+            };
+            let error = match class {
+                FailureClass::Rejected => TokenError::InvalidClient {
+                    status: 401,
+                    code: None,
+                    description: None,
+                },
+                _ => TokenError::Timeout { domain: "d".into() },
+            };
+            let previous = Failure {
+                attempts: attempts - 1,
+                ..Failure::record(None, attempt, &error, &t, 1.0)
+            };
+            let failure = Failure::record(
+                (attempts > 1).then_some(&previous),
+                attempt,
+                &error,
+                &t,
+                1.0,
+            );
+            assert_eq!(failure.attempts, attempts);
+            failure.retry_at
+        };
+        // 1199.5 s remain at 08:40:00.5: a third is 399.833… s, so the bound is
+        // 08:46:40.333…; the slow backoff (480 s at attempt 4) is cut to it. Rounded up it
+        // would be 08:46:41, past the bound; rounded down it is 08:46:40.
+        assert_eq!(
+            retry(
+                FailureClass::Rejected,
+                4,
+                "2026-11-27T08:40:00.5Z",
+                Some(hour)
+            ),
+            ts("2026-11-27T08:46:40Z")
+        );
+        // 768.9 s remain at 08:47:11.1: a third is 256.3 s, the bound 08:51:27.4. The backoff
+        // of attempt 9 (256 s) is shorter and due at 08:51:27.1, but 08:51:28 would pass the
+        // bound: 08:51:27.
+        assert_eq!(
+            retry(
+                FailureClass::Transient,
+                9,
+                "2026-11-27T08:47:11.1Z",
+                Some(hour)
+            ),
+            ts("2026-11-27T08:51:27Z")
+        );
+        // Where rounding up stays inside the bound, or nothing bounds the wait, it rounds up:
+        // 08:00:00.5 + 1 s (attempt 1) is 08:00:01.5, the bound (1199.83 s) is far.
+        assert_eq!(
+            retry(
+                FailureClass::Transient,
+                1,
+                "2026-11-27T08:40:00.5Z",
+                Some(hour)
+            ),
+            ts("2026-11-27T08:40:02Z")
+        );
+        assert_eq!(
+            retry(FailureClass::Rejected, 4, "2026-11-27T08:40:00.5Z", None),
+            ts("2026-11-27T09:40:01Z")
+        );
+        // A whole-second bound is kept exactly: 1200 s remain at 08:40:00, a third is 400 s.
+        assert_eq!(
+            retry(
+                FailureClass::Rejected,
+                4,
+                "2026-11-27T08:40:00Z",
+                Some(hour)
+            ),
+            ts("2026-11-27T08:46:40Z")
         );
     }
 

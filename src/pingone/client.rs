@@ -21,7 +21,8 @@ use super::ratelimit::{Admission, RateLimiter};
 use super::domain::{AuthDomainPolicy, normalize_domain, token_url_normalised};
 use super::error::{ClientBuildError, TokenError, sanitize_text};
 use super::response::{
-    TokenResponse, classify_error_response, parse_retry_after, parse_token_response,
+    Credential, ErrorContext, TokenResponse, classify_error_response, parse_retry_after,
+    parse_token_response,
 };
 use super::secret::{ExposeSecret, SecretString};
 
@@ -477,7 +478,24 @@ impl TokenClient {
                 (None, Some(assertion)) => assertion.expose_secret(),
                 (None, None) => "",
             };
-            Err(classify_error_response(status, retry_after, &body, scrub))
+            let credential = match req.auth {
+                ClientAuth::PrivateKeyJwt(key) => Credential::PrivateKey {
+                    key_id: key.key_id(),
+                },
+                _ => Credential::Secret,
+            };
+            let context = ErrorContext {
+                auth_domain: domain,
+                environment_id: req.environment_id,
+                credential,
+                scrub,
+            };
+            Err(classify_error_response(
+                status,
+                retry_after,
+                &body,
+                &context,
+            ))
         };
         (result, Some(status))
     }

@@ -75,6 +75,27 @@ pub enum TokenError {
         description: Option<String>,
     },
 
+    /// PingOne did not accept the client assertion of a `private_key_jwt` client (HTTP 401, or
+    /// `invalid_client`): there is no client secret, so the key is what to check.
+    #[error(
+        "PingOne rejected the client assertion signed with the private key ({}); check the client \
+         id, that the application's token endpoint auth method is Private Key JWT, and that the \
+         public key in status.publicJwk is registered in the application's JWKS (or served at \
+         its JWKS URL){}",
+        reply_summary(*status, code.as_deref(), description.as_deref()),
+        key_id_clause(key_id.as_deref())
+    )]
+    InvalidClientKey {
+        /// HTTP status code.
+        status: u16,
+        /// Error code from the body (`error` or PingOne's `code`), sanitised.
+        code: Option<String>,
+        /// Error description from the body, sanitised and scrubbed of the assertion.
+        description: Option<String>,
+        /// The key id the assertion named in its `kid` header (sanitised), if any.
+        key_id: Option<String>,
+    },
+
     /// The client may not use the client credentials grant (`unauthorized_client`, or HTTP 403).
     #[error(
         "PingOne does not allow this client to use the client credentials grant ({}); \
@@ -120,13 +141,16 @@ pub enum TokenError {
         description: Option<String>,
     },
 
-    /// HTTP 404: most likely a wrong environment id (or a custom domain without PingOne behind
-    /// it).
-    #[error(
-        "token endpoint not found ({}); check the environment id and the auth domain",
-        reply_summary(404, code.as_deref(), description.as_deref())
-    )]
+    /// HTTP 404 with an error body PingOne writes: most likely a wrong environment id or region
+    /// (or a custom domain that is not the environment's).
+    #[error("{}", not_found_message(domain, environment_id, *custom_domain, code.as_deref(), description.as_deref()))]
     NotFound {
+        /// The auth domain the request went to.
+        domain: String,
+        /// The connection's environment id (sanitised).
+        environment_id: String,
+        /// The domain is a custom domain: the environment id is not part of the URL.
+        custom_domain: bool,
         /// Error code from the body, sanitised.
         code: Option<String>,
         /// Error description from the body, sanitised and scrubbed of the client secret.
@@ -163,6 +187,23 @@ pub enum TokenError {
         code: Option<String>,
         /// Error description from the body, sanitised and scrubbed of the client secret.
         description: Option<String>,
+    },
+
+    /// A 4xx whose body is an HTML page: PingOne answers the token endpoint with JSON, so the
+    /// page came from something in between (a proxy, a WAF, a CDN).
+    #[error(
+        "the token request to {domain} was answered with an HTML page (HTTP {status}{}), not by \
+         PingOne, which answers with JSON: it came from something between the cluster and \
+         PingOne (a proxy, WAF or CDN); check the egress proxy, firewall or CDN rules for {domain}",
+        title.as_deref().map(|t| format!(", titled \"{t}\"")).unwrap_or_default()
+    )]
+    NotFromPingOne {
+        /// HTTP status code.
+        status: u16,
+        /// The auth domain the request went to.
+        domain: String,
+        /// The page's `<title>`, sanitised and scrubbed of the credential, if it has one.
+        title: Option<String>,
     },
 
     /// Any other status, including redirects (which are never followed, so that credentials
@@ -222,7 +263,7 @@ impl TokenError {
             Self::InvalidAuthDomain { .. } => "InvalidAuthDomain",
             Self::InvalidEnvironmentId { .. } => "InvalidEnvironmentId",
             Self::Assertion { .. } => "ClientAssertionFailed",
-            Self::InvalidClient { .. } => "InvalidClient",
+            Self::InvalidClient { .. } | Self::InvalidClientKey { .. } => "InvalidClient",
             Self::UnauthorizedClient { .. } => "UnauthorizedClient",
             Self::InvalidScope { .. } => "InvalidScope",
             Self::InvalidRequest { .. } => "InvalidRequest",
@@ -232,7 +273,9 @@ impl TokenError {
             | Self::Timeout { .. }
             | Self::Connect { .. }
             | Self::Tls { .. } => "TokenEndpointUnavailable",
-            Self::UnexpectedStatus { .. } | Self::InvalidResponse { .. } => "TokenEndpointError",
+            Self::UnexpectedStatus { .. }
+            | Self::NotFromPingOne { .. }
+            | Self::InvalidResponse { .. } => "TokenEndpointError",
         }
     }
 
@@ -259,6 +302,7 @@ impl TokenError {
                 | Self::InvalidEnvironmentId { .. }
                 | Self::Assertion { .. }
                 | Self::InvalidClient { .. }
+                | Self::InvalidClientKey { .. }
                 | Self::UnauthorizedClient { .. }
                 | Self::InvalidScope { .. }
                 | Self::InvalidRequest { .. }
@@ -281,10 +325,12 @@ impl TokenError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::InvalidClient { status, .. }
+            | Self::InvalidClientKey { status, .. }
             | Self::UnauthorizedClient { status, .. }
             | Self::InvalidScope { status, .. }
             | Self::InvalidRequest { status, .. }
             | Self::Unavailable { status, .. }
+            | Self::NotFromPingOne { status, .. }
             | Self::UnexpectedStatus { status, .. } => Some(*status),
             Self::NotFound { .. } => Some(404),
             Self::RateLimited { .. } => Some(429),
@@ -352,6 +398,38 @@ fn reply_summary(status: u16, code: Option<&str>, description: Option<&str>) -> 
         let _ = write!(out, ": {description}");
     }
     out
+}
+
+/// What the key id (the assertion's `kid` header) adds to an `invalid_client` message.
+fn key_id_clause(key_id: Option<&str>) -> String {
+    match key_id {
+        Some(kid) => format!(" under the key id {kid}, the kid the assertion names"),
+        None => "; the assertion names no key id, so when the JWKS holds several keys, set keyId \
+                 in the credentials Secret to this key's kid"
+            .to_string(),
+    }
+}
+
+/// The message of a 404: the environment and the domain that were tried.
+fn not_found_message(
+    domain: &str,
+    environment_id: &str,
+    custom_domain: bool,
+    code: Option<&str>,
+    description: Option<&str>,
+) -> String {
+    let reply = reply_summary(404, code, description);
+    if custom_domain {
+        format!(
+            "PingOne found no token endpoint at the custom domain {domain} ({reply}); check that \
+             {domain} is a custom domain of environment {environment_id} in PingOne"
+        )
+    } else {
+        format!(
+            "PingOne found no environment {environment_id} at {domain} ({reply}); check \
+             environmentId, and that authDomain is the environment's region"
+        )
+    }
 }
 
 fn retry_after_suffix(retry_after: Option<Duration>) -> String {
@@ -461,6 +539,9 @@ mod tests {
                 description: d.clone(),
             },
             TokenError::NotFound {
+                domain: "auth.pingone.eu".into(),
+                environment_id: "cd91070f-c371-480e-80b2-753c735f8aa1".into(),
+                custom_domain: false,
                 code: c.clone(),
                 description: d.clone(),
             },
@@ -494,6 +575,17 @@ mod tests {
             TokenError::InvalidResponse {
                 detail: "not JSON".into(),
             },
+            TokenError::InvalidClientKey {
+                status: 401,
+                code: c.clone(),
+                description: d.clone(),
+                key_id: None,
+            },
+            TokenError::NotFromPingOne {
+                status: 403,
+                domain: "auth.pingone.eu".into(),
+                title: None,
+            },
         ]
     }
 
@@ -514,6 +606,8 @@ mod tests {
             ("TokenEndpointUnavailable", true, false),
             ("TokenEndpointUnavailable", true, false),
             ("TokenEndpointUnavailable", true, false),
+            ("TokenEndpointError", true, false),
+            ("InvalidClient", false, true),
             ("TokenEndpointError", true, false),
         ];
         let errors = all_errors();
@@ -569,6 +663,9 @@ mod tests {
         assert_eq!(TokenError::Timeout { domain: "d".into() }.status(), None);
         assert_eq!(
             TokenError::NotFound {
+                domain: "auth.pingone.eu".into(),
+                environment_id: "cd91070f-c371-480e-80b2-753c735f8aa1".into(),
+                custom_domain: false,
                 code: None,
                 description: None
             }
@@ -608,6 +705,113 @@ mod tests {
         assert!(
             not_allowed.contains("evil.example.com") && not_allowed.contains("auth.pingone.eu"),
             "{not_allowed}"
+        );
+    }
+
+    /// A private_key_jwt client has no secret: its invalid_client names the key, where it must
+    /// be registered and the key id, never a client secret.
+    #[test]
+    fn invalid_client_of_a_key_speaks_of_the_key() {
+        let with_kid = TokenError::InvalidClientKey {
+            status: 401,
+            code: Some("invalid_client".into()),
+            description: Some("Request denied: Invalid client credentials".into()),
+            key_id: Some("rsa-1".into()),
+        }
+        .to_string();
+        assert_eq!(
+            with_kid,
+            "PingOne rejected the client assertion signed with the private key (HTTP 401, \
+             invalid_client: Request denied: Invalid client credentials); check the client id, \
+             that the application's token endpoint auth method is Private Key JWT, and that the \
+             public key in status.publicJwk is registered in the application's JWKS (or served \
+             at its JWKS URL) under the key id rsa-1, the kid the assertion names"
+        );
+        let without_kid = TokenError::InvalidClientKey {
+            status: 401,
+            code: Some("invalid_client".into()),
+            description: None,
+            key_id: None,
+        }
+        .to_string();
+        assert!(
+            without_kid.ends_with(
+                "(or served at its JWKS URL); the assertion names no key id, so when the JWKS \
+                 holds several keys, set keyId in the credentials Secret to this key's kid"
+            ),
+            "{without_kid}"
+        );
+        for message in [&with_kid, &without_kid] {
+            assert!(!message.contains("secret,"), "{message}");
+            assert!(!message.contains("client secret"), "{message}");
+        }
+        // The methods with a secret still speak of the secret.
+        let secret = TokenError::InvalidClient {
+            status: 401,
+            code: Some("invalid_client".into()),
+            description: None,
+        }
+        .to_string();
+        assert!(secret.contains("the client secret"), "{secret}");
+        assert!(!secret.contains("publicJwk"), "{secret}");
+    }
+
+    #[test]
+    fn environment_not_found_names_the_environment_and_the_domain() {
+        let regional = TokenError::NotFound {
+            domain: "auth.pingone.ca".into(),
+            environment_id: "cd91070f-c371-480e-80b2-753c735f8aa1".into(),
+            custom_domain: false,
+            code: Some("NOT_FOUND".into()),
+            description: Some("The requested resource was not found.".into()),
+        }
+        .to_string();
+        assert_eq!(
+            regional,
+            "PingOne found no environment cd91070f-c371-480e-80b2-753c735f8aa1 at \
+             auth.pingone.ca (HTTP 404, NOT_FOUND: The requested resource was not found.); check \
+             environmentId, and that authDomain is the environment's region"
+        );
+        let custom = TokenError::NotFound {
+            domain: "login.example.com".into(),
+            environment_id: "cd91070f-c371-480e-80b2-753c735f8aa1".into(),
+            custom_domain: true,
+            code: None,
+            description: None,
+        }
+        .to_string();
+        assert_eq!(
+            custom,
+            "PingOne found no token endpoint at the custom domain login.example.com (HTTP 404); \
+             check that login.example.com is a custom domain of environment \
+             cd91070f-c371-480e-80b2-753c735f8aa1 in PingOne"
+        );
+    }
+
+    #[test]
+    fn an_html_page_is_said_to_come_from_between_the_cluster_and_pingone() {
+        let titled = TokenError::NotFromPingOne {
+            status: 403,
+            domain: "auth.pingone.eu".into(),
+            title: Some("Attention Required!".into()),
+        }
+        .to_string();
+        assert_eq!(
+            titled,
+            "the token request to auth.pingone.eu was answered with an HTML page (HTTP 403, \
+             titled \"Attention Required!\"), not by PingOne, which answers with JSON: it came \
+             from something between the cluster and PingOne (a proxy, WAF or CDN); check the \
+             egress proxy, firewall or CDN rules for auth.pingone.eu"
+        );
+        let untitled = TokenError::NotFromPingOne {
+            status: 401,
+            domain: "auth.pingone.eu".into(),
+            title: None,
+        }
+        .to_string();
+        assert!(
+            untitled.contains("an HTML page (HTTP 401), not by PingOne"),
+            "{untitled}"
         );
     }
 

@@ -36,7 +36,7 @@ pub use management::{API_DOMAINS, ManagementError, RotatedSecret, api_domain_of}
 pub use private_key::{KeyError, KeyKind, PrivateKey, algorithm_name};
 pub use ratelimit::{Admission, RateLimiter};
 pub use response::{
-    MAX_EXPIRES_IN, MAX_RETRY_AFTER, MIN_EXPIRES_IN, TokenResponse, classify_error_response,
-    parse_retry_after, parse_token_response,
+    Credential, ErrorContext, MAX_EXPIRES_IN, MAX_RETRY_AFTER, MIN_EXPIRES_IN, TokenResponse,
+    classify_error_response, parse_retry_after, parse_token_response,
 };
 pub use secret::{ExposeSecret, REDACTED, SecretString};

@@ -192,32 +192,115 @@ pub(crate) fn parse_error_body(body: &[u8]) -> ErrorBody {
     }
 }
 
+/// What a token request authenticated with, as far as error messages care.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// A client secret (`client_secret_post`, `client_secret_basic`, `client_secret_jwt`).
+    #[default]
+    Secret,
+    /// A private key (`private_key_jwt`), named in the assertion by this key id, if any.
+    PrivateKey {
+        /// The `kid` header of the assertion.
+        key_id: Option<&'a str>,
+    },
+}
+
+/// What the message of a failed token request names besides the answer itself: where the
+/// request went and what it authenticated with. It also holds the text to scrub from what the
+/// server wrote (the client secret, or the assertion), so it has no `Debug`.
+#[derive(Clone, Copy)]
+pub struct ErrorContext<'a> {
+    /// The auth domain the request went to.
+    pub auth_domain: &'a str,
+    /// The connection's environment id.
+    pub environment_id: &'a str,
+    /// What the request authenticated with.
+    pub credential: Credential<'a>,
+    /// Removed from server-provided text wherever it appears (empty: nothing to remove).
+    pub scrub: &'a str,
+}
+
+impl<'a> ErrorContext<'a> {
+    /// A request to `auth_domain` for `environment_id` that authenticated with `client_secret`.
+    pub fn secret(auth_domain: &'a str, environment_id: &'a str, client_secret: &'a str) -> Self {
+        ErrorContext {
+            auth_domain,
+            environment_id,
+            credential: Credential::Secret,
+            scrub: client_secret,
+        }
+    }
+}
+
+/// Whether a body is an HTML page (what a proxy, a WAF or a CDN sends), by its first bytes.
+fn is_html(body: &[u8]) -> bool {
+    let head = &body[..body.len().min(1024)];
+    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+    let text = text.trim_start_matches(['\u{feff}', ' ', '\t', '\r', '\n']);
+    text.starts_with('<')
+        && ["<!doctype html", "<html", "<head", "<body", "<title"]
+            .iter()
+            .any(|tag| text.contains(tag))
+}
+
+/// The `<title>` of an HTML page, raw; `None` when it has none or an empty one.
+fn html_title(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let lower = text.to_ascii_lowercase();
+    let open = lower.find("<title")?;
+    let start = open + lower[open..].find('>')? + 1;
+    let end = start + lower[start..].find("</title")?;
+    Some(text[start..end].to_string()).filter(|t| !t.trim().is_empty())
+}
+
 /// Turns a non-2xx answer into a [`TokenError`].
 ///
 /// Classification: 429 → rate limited, 408/500/502/503/504 → unavailable. A 4xx is PingOne's
 /// own refusal only when its body is an error PingOne writes (RFC 6749 `error`, or the
 /// platform's `code`): 404 → environment not found; otherwise the OAuth error code decides
 /// (`invalid_client`, `unauthorized_client`, `invalid_scope`), falling back to the status (401
-/// → invalid client, 403 → unauthorised client, else invalid request). A 4xx without such a
-/// body (a proxy's, a WAF's or a CDN's HTML page, an empty body) is unexpected, like 3xx, other
-/// 5xx and 1xx: transient, since nobody at PingOne refused anything.
-/// The code and description are sanitised and scrubbed of `client_secret`.
+/// → invalid client, 403 → unauthorised client, else invalid request); an invalid client that
+/// authenticated with a private key is [`TokenError::InvalidClientKey`]. A 4xx without such a
+/// body is unexpected, like 3xx, other 5xx and 1xx: transient, since nobody at PingOne refused
+/// anything; when the body is an HTML page (a proxy's, a WAF's or a CDN's) it is
+/// [`TokenError::NotFromPingOne`]. Server-provided text is sanitised and scrubbed of
+/// `context.scrub`.
 pub fn classify_error_response(
     status: u16,
     retry_after: Option<Duration>,
     body: &[u8],
-    client_secret: &str,
+    context: &ErrorContext<'_>,
 ) -> TokenError {
     let parsed = parse_error_body(body);
     let clean = |text: Option<String>| {
-        text.map(|t| sanitize_text(&t, &[client_secret]))
+        text.map(|t| sanitize_text(&t, &[context.scrub]))
             .filter(|t| !t.is_empty())
     };
     let raw_code = parsed.code.clone().unwrap_or_default();
     let from_pingone = parsed.code.is_some();
     let code = clean(parsed.code);
     let description = clean(parsed.description);
+    let invalid_client = |code, description| match context.credential {
+        Credential::Secret => TokenError::InvalidClient {
+            status,
+            code,
+            description,
+        },
+        Credential::PrivateKey { key_id } => TokenError::InvalidClientKey {
+            status,
+            code,
+            description,
+            key_id: key_id.map(|k| sanitize_text(k, &[])),
+        },
+    };
     match status {
+        400..=499 if status != 429 && status != 408 && !from_pingone && is_html(body) => {
+            TokenError::NotFromPingOne {
+                status,
+                domain: sanitize_text(context.auth_domain, &[]),
+                title: clean(html_title(body)),
+            }
+        }
         400..=499 if status != 429 && status != 408 && !from_pingone => {
             TokenError::UnexpectedStatus {
                 status,
@@ -225,7 +308,13 @@ pub fn classify_error_response(
                 description,
             }
         }
-        404 => TokenError::NotFound { code, description },
+        404 => TokenError::NotFound {
+            domain: sanitize_text(context.auth_domain, &[]),
+            environment_id: sanitize_text(context.environment_id, &[]),
+            custom_domain: !super::domain::is_regional(context.auth_domain),
+            code,
+            description,
+        },
         429 => TokenError::RateLimited {
             retry_after,
             code,
@@ -238,11 +327,7 @@ pub fn classify_error_response(
             description,
         },
         400..=499 => match raw_code.as_str() {
-            "invalid_client" => TokenError::InvalidClient {
-                status,
-                code,
-                description,
-            },
+            "invalid_client" => invalid_client(code, description),
             "unauthorized_client" => TokenError::UnauthorizedClient {
                 status,
                 code,
@@ -254,11 +339,7 @@ pub fn classify_error_response(
                 description,
             },
             _ => match status {
-                401 => TokenError::InvalidClient {
-                    status,
-                    code,
-                    description,
-                },
+                401 => invalid_client(code, description),
                 403 => TokenError::UnauthorizedClient {
                     status,
                     code,
@@ -301,6 +382,11 @@ mod tests {
     use crate::pingone::ExposeSecret;
 
     const SECRET: &str = "0nKzq~Ux9-worker-secret";
+    const ENV: &str = "cd91070f-c371-480e-80b2-753c735f8aa1";
+
+    fn ctx(secret: &str) -> ErrorContext<'_> {
+        ErrorContext::secret("auth.pingone.eu", ENV, secret)
+    }
 
     fn parse(body: &str) -> Result<TokenResponse, TokenError> {
         parse_token_response(body.as_bytes())
@@ -517,7 +603,7 @@ mod tests {
     fn classifies_statuses_and_codes() {
         let body = |code: &str| format!(r#"{{"error":"{code}","error_description":"d"}}"#);
         let reason = |status: u16, body: &str| {
-            classify_error_response(status, None, body.as_bytes(), "secret").reason()
+            classify_error_response(status, None, body.as_bytes(), &ctx("secret")).reason()
         };
         assert_eq!(reason(401, &body("invalid_client")), "InvalidClient");
         assert_eq!(reason(400, &body("invalid_client")), "InvalidClient");
@@ -550,26 +636,177 @@ mod tests {
         assert_eq!(reason(404, "<html>Not Found</html>"), "TokenEndpointError");
         assert_eq!(reason(429, ""), "RateLimited");
         for status in [408, 500, 502, 503, 504] {
-            let error = classify_error_response(status, None, b"", SECRET);
+            let error = classify_error_response(status, None, b"", &ctx(SECRET));
             assert_eq!(error.reason(), "TokenEndpointUnavailable", "{status}");
             assert!(error.is_retryable());
         }
         for status in [301, 302, 307, 308, 501, 505, 199] {
-            let error = classify_error_response(status, None, b"", SECRET);
+            let error = classify_error_response(status, None, b"", &ctx(SECRET));
             assert_eq!(error.reason(), "TokenEndpointError", "{status}");
             assert!(error.is_retryable());
         }
         for status in [400, 401, 403, 404] {
             assert!(
-                classify_error_response(status, None, b"", SECRET).is_retryable(),
+                classify_error_response(status, None, b"", &ctx(SECRET)).is_retryable(),
                 "{status}"
             );
             assert!(
-                !classify_error_response(status, None, body("invalid_request").as_bytes(), SECRET)
-                    .is_retryable(),
+                !classify_error_response(
+                    status,
+                    None,
+                    body("invalid_request").as_bytes(),
+                    &ctx(SECRET)
+                )
+                .is_retryable(),
                 "{status}"
             );
         }
+    }
+
+    /// A 4xx with an HTML page is not PingOne's: the message says where it came from and
+    /// carries the page's title (scrubbed), never PingOne's name as the one who refused.
+    #[test]
+    fn an_html_4xx_is_said_to_come_from_in_between() {
+        let page = format!(
+            "{}\n  <!DOCTYPE html>\n<html><head><TITLE>Access denied | {SECRET}</TITLE></head>\
+             <body><h1>Sorry, you have been blocked</h1></body></html>",
+            '\u{feff}'
+        );
+        for status in [400, 401, 403, 404, 405] {
+            let error = classify_error_response(status, None, page.as_bytes(), &ctx(SECRET));
+            assert_eq!(
+                error,
+                TokenError::NotFromPingOne {
+                    status,
+                    domain: "auth.pingone.eu".into(),
+                    title: Some("Access denied | [redacted]".into()),
+                },
+                "{status}"
+            );
+            assert_eq!(error.reason(), "TokenEndpointError");
+            assert!(error.is_retryable());
+            let message = error.to_string();
+            assert!(
+                message.contains(
+                    "it came from something between the cluster and PingOne (a proxy, WAF or CDN)"
+                ),
+                "{message}"
+            );
+            assert!(!message.contains("PingOne rejected"), "{message}");
+        }
+        // nginx's own error page, without a doctype; a page without a title.
+        let nginx = b"<html>\r\n<head><title>403 Forbidden</title></head>\r\n<body></body></html>";
+        assert_eq!(
+            classify_error_response(403, None, nginx, &ctx(SECRET)),
+            TokenError::NotFromPingOne {
+                status: 403,
+                domain: "auth.pingone.eu".into(),
+                title: Some("403 Forbidden".into()),
+            }
+        );
+        assert!(matches!(
+            classify_error_response(403, None, b"<html><body>no</body></html>", &ctx(SECRET)),
+            TokenError::NotFromPingOne { title: None, .. }
+        ));
+        // Not HTML, or not a 4xx of this kind: as before.
+        for (status, body) in [
+            (403, &b"Forbidden"[..]),
+            (403, b""),
+            (403, b"<error>xml</error>"),
+            (429, b"<html><title>Slow down</title></html>"),
+            (502, b"<html><title>Bad Gateway</title></html>"),
+        ] {
+            let error = classify_error_response(status, None, body, &ctx(SECRET));
+            assert!(
+                !matches!(error, TokenError::NotFromPingOne { .. }),
+                "{status} {:?}: {error:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    /// `invalid_client` (or a 401 with PingOne's body) of a private_key_jwt client speaks of the
+    /// key and its key id; the secret methods keep speaking of the secret.
+    #[test]
+    fn invalid_client_of_a_private_key_names_the_key() {
+        let key = |key_id| ErrorContext {
+            auth_domain: "auth.pingone.eu",
+            environment_id: ENV,
+            credential: Credential::PrivateKey { key_id },
+            scrub: "the.assertion.jwt",
+        };
+        let body = br#"{"error":"invalid_client","error_description":"Request denied: Invalid client credentials"}"#;
+        for (status, body) in [
+            (401, &body[..]),
+            (400, body),
+            (401, br#"{"code":"UNAUTHORIZED"}"#),
+        ] {
+            let error = classify_error_response(status, None, body, &key(Some("rsa-1")));
+            let TokenError::InvalidClientKey { key_id, .. } = &error else {
+                panic!("{status}: {error:?}");
+            };
+            assert_eq!(key_id.as_deref(), Some("rsa-1"));
+            assert_eq!(error.reason(), "InvalidClient");
+            assert!(error.needs_person());
+            let message = error.to_string();
+            assert!(
+                message.contains("status.publicJwk") && message.contains("under the key id rsa-1"),
+                "{message}"
+            );
+            assert!(!message.contains("client secret"), "{message}");
+        }
+        let no_kid = classify_error_response(401, None, body, &key(None));
+        assert!(
+            matches!(no_kid, TokenError::InvalidClientKey { key_id: None, .. }),
+            "{no_kid:?}"
+        );
+        // Other refusals of a key client are what they were.
+        assert_eq!(
+            classify_error_response(400, None, br#"{"error":"invalid_scope"}"#, &key(None))
+                .reason(),
+            "InvalidScope"
+        );
+        let secret = classify_error_response(401, None, body, &ctx(SECRET));
+        assert!(
+            matches!(secret, TokenError::InvalidClient { .. }),
+            "{secret:?}"
+        );
+    }
+
+    #[test]
+    fn a_404_names_the_environment_and_the_domain() {
+        let body = br#"{"code":"NOT_FOUND","message":"The requested resource was not found."}"#;
+        let error = classify_error_response(404, None, body, &ctx(SECRET));
+        assert_eq!(
+            error,
+            TokenError::NotFound {
+                domain: "auth.pingone.eu".into(),
+                environment_id: ENV.into(),
+                custom_domain: false,
+                code: Some("NOT_FOUND".into()),
+                description: Some("The requested resource was not found.".into()),
+            }
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("no environment {ENV} at auth.pingone.eu")),
+            "{message}"
+        );
+        let custom = classify_error_response(
+            404,
+            None,
+            body,
+            &ErrorContext::secret("login.example.com", ENV, SECRET),
+        );
+        assert!(
+            matches!(&custom, TokenError::NotFound { custom_domain: true, domain, .. } if domain == "login.example.com"),
+            "{custom:?}"
+        );
+        let message = custom.to_string();
+        assert!(
+            message.contains("login.example.com") && message.contains(ENV),
+            "{message}"
+        );
     }
 
     #[test]
@@ -578,7 +815,7 @@ mod tests {
             400,
             None,
             br#"{"code":"INVALID_DATA","message":"The request could not be completed."}"#,
-            SECRET,
+            &ctx(SECRET),
         );
         assert_eq!(
             error,
@@ -615,7 +852,7 @@ mod tests {
                     status,
                     Some(Duration::from_secs(1)),
                     body.as_bytes(),
-                    secret,
+                    &ctx(secret),
                 );
                 let message = error.to_string();
                 assert!(
@@ -638,7 +875,7 @@ mod tests {
         let TokenError::InvalidRequest {
             description: Some(description),
             ..
-        } = classify_error_response(400, None, body.as_bytes(), SECRET)
+        } = classify_error_response(400, None, body.as_bytes(), &ctx(SECRET))
         else {
             panic!("wrong variant");
         };

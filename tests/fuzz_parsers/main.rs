@@ -19,11 +19,11 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use pingone_operator::api::{CredentialsSecretRef, TokenEndpointAuthMethod, parse_go_duration};
 use pingone_operator::controller::credentials;
-use pingone_operator::pingone::{ExposeSecret, TokenError, TokenResponse};
 use pingone_operator::pingone::{
-    MAX_EXPIRES_IN, MIN_EXPIRES_IN, classify_error_response, parse_retry_after,
+    ErrorContext, MAX_EXPIRES_IN, MIN_EXPIRES_IN, classify_error_response, parse_retry_after,
     parse_token_response,
 };
+use pingone_operator::pingone::{ExposeSecret, TokenError, TokenResponse};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
@@ -95,13 +95,13 @@ proptest! {
         secret in "[A-Za-z0-9._~+/=-]{8,40}",
         description in ".{0,100}",
     ) {
-        let _ = classify_error_response(status, retry.map(Duration::from_secs), &body, &secret);
+        let _ = classify_error_response(status, retry.map(Duration::from_secs), &body, &context(&secret));
         // A body that quotes the secret must not get it into the message.
         let quoting = serde_json::to_vec(&json!({
             "error": "invalid_client",
             "error_description": format!("{description}{secret}{description}"),
         })).unwrap();
-        let e = classify_error_response(status, None, &quoting, &secret);
+        let e = classify_error_response(status, None, &quoting, &context(&secret));
         prop_assert!(!e.to_string().contains(&secret), "{}", e);
     }
 
@@ -148,6 +148,15 @@ proptest! {
 }
 
 /// Whether `error`, as a person or a log would see it, contains `needle`.
+/// A request to a regional domain that authenticated with `secret`.
+fn context(secret: &str) -> ErrorContext<'_> {
+    ErrorContext::secret(
+        "auth.pingone.eu",
+        "cd91070f-c371-480e-80b2-753c735f8aa1",
+        secret,
+    )
+}
+
 fn says(error: &TokenError, needle: &str) -> bool {
     error.to_string().contains(needle) || format!("{error:?}").contains(needle)
 }
@@ -183,7 +192,7 @@ proptest! {
 
     #[test]
     fn near_valid_error_responses_are_classified_and_never_quote_the_secret(case in error_response::case()) {
-        let error = classify_error_response(case.status, case.retry_after, &case.bytes(), &case.secret);
+        let error = classify_error_response(case.status, case.retry_after, &case.bytes(), &context(&case.secret));
         let expected = error_response::expected(&case);
         let message = error.to_string();
         prop_assert!(!says(&error, &case.secret), "{:?} quotes the secret", error);

@@ -325,6 +325,93 @@ async fn private_key_jwt_with_rsa_and_ec_keys_on_both_path_forms() {
     );
 }
 
+/// PingOne's `invalid_client` for a key it does not know (the application's JWKS lacks it):
+/// there is no client secret to check, so the condition speaks of the key, where it must be
+/// registered and the key id the assertion named.
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_client_of_a_private_key_speaks_of_the_key() {
+    let mut env = TestEnv::new("pkjwt-unknown").await;
+    let key = rsa_key(2048, "rsa-1", false);
+    let registered = rsa_key(2048, "other", false);
+    let ec = ec_key(false, None, false);
+    let registered_ec = ec_key(false, None, false);
+    env.standin.add_client(ClientRegistration::private_key(
+        ENV_ID,
+        "rsa-client",
+        json!({"keys": [registered.jwk]}),
+    ));
+    env.standin.add_client(ClientRegistration::private_key(
+        ENV_ID,
+        "ec-client",
+        json!({"keys": [registered_ec.jwk]}),
+    ));
+    put_key(&env, "creds-rsa", "rsa-client", &key, Some("rsa-1")).await;
+    put_key(&env, "creds-ec", "ec-client", &ec, None).await;
+    env.start_operator();
+    for (name, secret) in [("with-kid", "creds-rsa"), ("without-kid", "creds-ec")] {
+        env.create_connection(
+            name,
+            json!({"tokenEndpointAuthMethod": "private_key_jwt", "credentialsSecretRef": {"name": secret}}),
+        )
+        .await;
+    }
+    let conn = env
+        .wait_stalled("with-kid", "InvalidClient", Duration::from_secs(30))
+        .await;
+    let message = &TestEnv::condition(&conn, "Stalled").message;
+    // PingOne's own words (the stand-in's description of the failed check) in the middle.
+    assert!(
+        message.starts_with(
+            "PingOne rejected the client assertion signed with the private key (HTTP 401, \
+             invalid_client: Request denied: "
+        ),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(
+            "); check the client id, that the application's token endpoint auth method is \
+             Private Key JWT, and that the public key in status.publicJwk is registered in the \
+             application's JWKS (or served at its JWKS URL) under the key id rsa-1, the kid the \
+             assertion names"
+        ),
+        "{message}"
+    );
+    // The key the message points at is there to register.
+    let shown = conn
+        .status
+        .clone()
+        .unwrap()
+        .public_jwk
+        .expect("status.publicJwk");
+    let shown = serde_json::to_value(shown).unwrap();
+    assert_eq!(shown["n"], key.jwk["n"]);
+    assert_eq!(shown["kid"], "rsa-1");
+
+    let conn = env
+        .wait_stalled("without-kid", "InvalidClient", Duration::from_secs(30))
+        .await;
+    let message = &TestEnv::condition(&conn, "Stalled").message;
+    assert!(
+        message.contains("status.publicJwk")
+            && message.ends_with(
+                "; the assertion names no key id, so when the JWKS holds several keys, set keyId \
+                 in the credentials Secret to this key's kid"
+            ),
+        "{message}"
+    );
+    for name in ["with-kid", "without-kid"] {
+        let conn = env.connections().get(name).await.unwrap();
+        for c in &conn.status.unwrap().conditions {
+            assert!(
+                !c.message.contains("client secret"),
+                "{name}: {}",
+                c.message
+            );
+            assert!(!c.message.contains("MII"), "{name}: no key material");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unusable_private_key_stops_before_anything_is_sent() {
     let mut env = TestEnv::new("badkey").await;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pingone_operator::pingone::TokenClientConfig;
-use pingone_testbed::standin::Fault;
+use pingone_testbed::standin::{Fault, HTML_PAGE_TITLE};
 use serde_json::json;
 
 use crate::support::*;
@@ -203,6 +203,81 @@ async fn rate_limiting_waits_exactly_for_retry_after() {
     assert!(
         waited <= Duration::from_secs(7),
         "retried only after {waited:?}"
+    );
+}
+
+/// A WAF's HTML page on a 403 is not PingOne refusing anything: the condition and the Event say
+/// the page came from something between the cluster and PingOne, and it is retried.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_html_403_is_reported_as_coming_from_between_the_cluster_and_pingone() {
+    let mut env = TestEnv::new("html403").await;
+    env.standin
+        .set_persistent_fault(Some(Fault::html_page(403)));
+    env.start_operator();
+    env.create_connection("c", json!({})).await;
+    let conn = env
+        .wait_reconciling("c", "TokenEndpointError", Duration::from_secs(20))
+        .await;
+    let message = &TestEnv::condition(&conn, "Reconciling").message;
+    let expected = format!(
+        "the token request to auth.pingone.eu was answered with an HTML page (HTTP 403, titled \
+         \"{HTML_PAGE_TITLE}\"), not by PingOne, which answers with JSON: it came from something \
+         between the cluster and PingOne (a proxy, WAF or CDN); check the egress proxy, firewall \
+         or CDN rules for auth.pingone.eu; retrying at "
+    );
+    assert!(message.starts_with(&expected), "{message}");
+    assert!(!message.contains("PingOne rejected"), "{message}");
+    assert!(!message.contains(CLIENT_SECRET), "{message}");
+    assert_eq!(TestEnv::condition(&conn, "Stalled").status, "False");
+    // The Warning Event says the same.
+    let events = eventually(
+        Duration::from_secs(10),
+        "a TokenEndpointError Event",
+        || async {
+            let events = events_for(&env, "c", "TokenEndpointError").await;
+            (!events.is_empty()).then_some(events)
+        },
+    )
+    .await;
+    let note = events[0].note.clone().unwrap_or_default();
+    assert!(
+        note.contains("between the cluster and PingOne (a proxy, WAF or CDN)"),
+        "{note}"
+    );
+    // Retried, as a transient failure.
+    let api = env.connections();
+    eventually(Duration::from_secs(15), "a second attempt", || {
+        let api = api.clone();
+        async move { (api.get("c").await.ok()?.status?.failed_attempts >= 2).then_some(()) }
+    })
+    .await;
+}
+
+/// PingOne's 404 for an environment that is not there: the message names the environment id
+/// and the domain that was tried.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_environment_is_named_with_the_domain_tried() {
+    let mut env = TestEnv::new("noenv").await;
+    env.start_operator();
+    let missing = "0b8d4c1e-6f0a-4e47-9d55-2a7c3e9f1b64";
+    env.create_connection(
+        "c",
+        json!({"authDomain": "auth.pingone.ca", "environmentId": missing}),
+    )
+    .await;
+    let conn = env
+        .wait_stalled("c", "EnvironmentNotFound", Duration::from_secs(20))
+        .await;
+    let message = &TestEnv::condition(&conn, "Stalled").message;
+    assert!(
+        message.starts_with(&format!(
+            "PingOne found no environment {missing} at auth.pingone.ca (HTTP 404, NOT_FOUND: "
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains("check environmentId, and that authDomain is the environment's region"),
+        "{message}"
     );
 }
 

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use pingone_testbed::standin::{
-    AuthMethod, ClientRegistration, Fault, JWT_BEARER_ASSERTION_TYPE, RecordedAuthMethod,
-    STANDIN_ORG_ID, StandIn, StandInConfig,
+    AuthMethod, ClientRegistration, Fault, HTML_PAGE_TITLE, JWT_BEARER_ASSERTION_TYPE,
+    RecordedAuthMethod, STANDIN_ORG_ID, StandIn, StandInConfig,
 };
 use reqwest::StatusCode;
 use rsa::pkcs1v15::{Signature, VerifyingKey};
@@ -770,6 +770,42 @@ async fn status_faults_with_retry_after_are_consumed_in_order() {
             Some("status 500".to_string()),
             None
         ]
+    );
+}
+
+/// What a WAF in front of the token endpoint sends: an HTML page as `text/html`, with the
+/// status asked for and nothing PingOne writes.
+#[tokio::test]
+async fn html_page_fault_serves_a_blocking_page() {
+    let standin = start(config()).await;
+    let http = http(&standin);
+    standin.push_fault(Fault::html_page(403), 1);
+    let resp = token_post(&http, POST_ID, POST_SECRET).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        header(&resp, "content-type").as_deref(),
+        Some("text/html; charset=utf-8")
+    );
+    let page = resp.text().await.unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+    assert!(
+        page.contains(&format!("<title>{HTML_PAGE_TITLE}</title>")),
+        "{page}"
+    );
+    assert!(serde_json::from_str::<Value>(&page).is_err());
+    // A JSON body of its own is still served as JSON.
+    standin.push_fault(
+        Fault::Status {
+            status: 400,
+            retry_after: None,
+            body: Some("{\"error\":\"invalid_request\"}".into()),
+        },
+        1,
+    );
+    let resp = token_post(&http, POST_ID, POST_SECRET).await;
+    assert_eq!(
+        header(&resp, "content-type").as_deref(),
+        Some("application/json;charset=UTF-8")
     );
 }
 

@@ -1,8 +1,9 @@
 //! `kubectl pingone`: the day-to-day questions about PingOneConnections in one command each.
 //!
-//! - `status`: every connection with readiness, reason, expiry, next renewal and last failure;
+//! - `status`: every connection with readiness, reason, expiry, next renewal, last failure and
+//!   the next attempt when a retry is scheduled;
 //! - `renew NAME`: asks the operator for a new token now (an annotation);
-//! - `why NAME`: conditions, recent Events and the README's hint for the reason;
+//! - `why NAME`: conditions, recent Events and the README's hint for each reason they show;
 //! - `token NAME`: the token's decoded claims and times, never the token unless asked.
 //!
 //! Installed as `kubectl-pingone` on the PATH, kubectl runs it for `kubectl pingone`. kubectl
@@ -59,7 +60,7 @@ struct KubeArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Every connection: ready, reason, token expiry, next renewal, last failure.
+    /// Every connection: ready, reason, token expiry, next renewal, last failure, next attempt.
     Status {
         /// Connections of all namespaces.
         #[arg(short = 'A', long)]
@@ -133,6 +134,24 @@ async fn connect(args: &KubeArgs) -> Result<(Client, String), Error> {
     Ok((Client::try_from(config)?, namespace))
 }
 
+/// Reads connection `name`; a connection that does not exist is a one-line message naming it
+/// and the namespace, not the API server's error structure.
+async fn get_connection(
+    api: &Api<DynamicObject>,
+    namespace: &str,
+    name: &str,
+) -> Result<DynamicObject, Error> {
+    match api.get_opt(name).await? {
+        Some(obj) => Ok(obj),
+        None => Err(not_found(namespace, name).into()),
+    }
+}
+
+/// What the plugin says of a connection that does not exist.
+fn not_found(namespace: &str, name: &str) -> String {
+    format!("pingoneconnection {name} not found in namespace {namespace}")
+}
+
 fn connections_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("pingone.tokenops.dev", "v1alpha1", "PingOneConnection"),
@@ -158,7 +177,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             name,
             wait,
             timeout,
-        } => renew(&connections, &name, wait, timeout).await,
+        } => renew(&connections, &namespace, &name, wait, timeout).await,
         Command::Why { name } => why(&client, &connections, &namespace, &name).await,
         Command::Token { name, show_token } => {
             token(&client, &connections, &namespace, &name, show_token).await
@@ -235,6 +254,19 @@ fn problem(obj: &DynamicObject) -> Option<&Value> {
         })
 }
 
+/// When the operator tries again after a failure (`status.nextAttemptTime`), relative to
+/// `now`: "in 40s", "due" once the time has come, "-" when no retry is scheduled.
+fn next_attempt(obj: &DynamicObject, now: Timestamp) -> String {
+    match status_of(obj)["nextAttemptTime"]
+        .as_str()
+        .and_then(|s| s.parse::<Timestamp>().ok())
+    {
+        Some(t) if t.as_second() > now.as_second() => relative(t, now),
+        Some(_) => "due".into(),
+        None => "-".into(),
+    }
+}
+
 /// A status time field, shown absolute and relative to `now`.
 fn time_field(obj: &DynamicObject, field: &str, now: Timestamp) -> String {
     status_of(obj)[field]
@@ -287,6 +319,7 @@ async fn status(
         "EXPIRES",
         "NEXT RENEWAL",
         "LAST FAILURE",
+        "NEXT ATTEMPT",
     ];
     if all_namespaces {
         header.insert(0, "NAMESPACE");
@@ -308,6 +341,7 @@ async fn status(
             time_field(obj, "expiresAt", now),
             time_field(obj, "renewalTime", now),
             time_field(obj, "lastFailureTime", now),
+            next_attempt(obj, now),
         ];
         if all_namespaces {
             row.insert(0, obj.namespace().unwrap_or_default());
@@ -320,12 +354,13 @@ async fn status(
 
 async fn renew(
     api: &Api<DynamicObject>,
+    namespace: &str,
     name: &str,
     wait: bool,
     timeout: Duration,
 ) -> Result<ExitCode, Error> {
-    // Fails with NotFound before anything is written.
-    api.get(name).await?;
+    // Fails with "not found" before anything is written.
+    get_connection(api, namespace, name).await?;
     let value = rfc3339(Timestamp::now());
     let patch = serde_json::json!({"metadata": {"annotations": {RENEW_ANNOTATION: value}}});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -376,7 +411,7 @@ async fn why(
     namespace: &str,
     name: &str,
 ) -> Result<ExitCode, Error> {
-    let obj = api.get(name).await?;
+    let obj = get_connection(api, namespace, name).await?;
     let now = Timestamp::now();
     println!("PingOneConnection {namespace}/{name}");
     println!();
@@ -451,30 +486,85 @@ async fn why(
         print_table(&rows);
     }
 
-    println!();
-    match problem(&obj) {
-        None => println!("Ready: nothing to do."),
-        Some(c) => {
-            let reason = str_of(&c["reason"]);
-            println!(
-                "Problem: {}={}: {reason}",
-                str_of(&c["type"]),
-                str_of(&c["status"])
-            );
-            match readme::hint(reason) {
-                Some(h) => {
-                    if !h.meaning.is_empty() {
-                        println!("Meaning: {}", h.meaning);
-                    }
-                    println!("What to do: {}", h.what_to_do);
-                }
-                None => println!(
-                    "What to do: the README has no entry for {reason}; read the condition's message above"
-                ),
-            }
-        }
+    let warnings: Vec<String> = list
+        .iter()
+        .skip(skip)
+        .rev()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    for line in advice(&obj, &warnings) {
+        println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The conditions that say what is wrong, most telling first: Stalled=True, Ready not True,
+/// Reconciling=True, then any other condition that is False.
+fn problems(obj: &DynamicObject) -> Vec<&Value> {
+    let conds = conditions(obj);
+    let of = |pick: &dyn Fn(&Value) -> bool| -> Vec<&Value> {
+        conds.iter().copied().filter(|c| pick(c)).collect()
+    };
+    [
+        of(&|c| c["type"] == "Stalled" && c["status"] == "True"),
+        of(&|c| c["type"] == "Ready" && c["status"] != "True"),
+        of(&|c| c["type"] == "Reconciling" && c["status"] == "True"),
+        of(&|c| {
+            c["status"] == "False"
+                && !["Ready", "Stalled", "Reconciling"].contains(&str_of(&c["type"]))
+        }),
+    ]
+    .concat()
+}
+
+/// The end of `why`: for each reason the conditions show as a problem, and each reason of the
+/// Warning Events shown (`warnings`, newest first), what it means and what to do, from the
+/// README; each reason once. "Ready: nothing to do." when no condition shows a problem.
+fn advice(obj: &DynamicObject, warnings: &[String]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    let explain = |lines: &mut Vec<String>, heading: String, reason: &str| {
+        lines.push(String::new());
+        lines.push(heading);
+        match readme::hint(reason) {
+            Some(h) => {
+                if !h.meaning.is_empty() {
+                    lines.push(format!("Meaning: {}", h.meaning));
+                }
+                lines.push(format!("What to do: {}", h.what_to_do));
+            }
+            None => lines.push(format!(
+                "What to do: the README has no entry for {reason}; read the message above"
+            )),
+        }
+    };
+    let problems = problems(obj);
+    if problems.is_empty() {
+        lines.push(String::new());
+        lines.push("Ready: nothing to do.".into());
+    }
+    for c in problems {
+        let reason = str_of(&c["reason"]);
+        if seen.contains(&reason) {
+            continue;
+        }
+        seen.push(reason);
+        let heading = format!(
+            "Problem: {}={}: {reason}",
+            str_of(&c["type"]),
+            str_of(&c["status"])
+        );
+        explain(&mut lines, heading, reason);
+    }
+    for reason in warnings {
+        if reason.is_empty() || seen.contains(&reason.as_str()) {
+            continue;
+        }
+        seen.push(reason.as_str());
+        explain(&mut lines, format!("Warning Event: {reason}"), reason);
+    }
+    lines
 }
 
 async fn token(
@@ -484,7 +574,7 @@ async fn token(
     name: &str,
     show_token: bool,
 ) -> Result<ExitCode, Error> {
-    let obj = api.get(name).await?;
+    let obj = get_connection(api, namespace, name).await?;
     // The Secret the spec names (the operator's rule: target.secretName, else NAME-token),
     // else the one status says was written last.
     let desired = obj.data["spec"]["target"]["secretName"]
@@ -595,6 +685,96 @@ mod tests {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("soon").is_err());
+    }
+
+    fn connection(status: Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "pingone.tokenops.dev/v1alpha1",
+            "kind": "PingOneConnection",
+            "metadata": {"name": "c", "namespace": "ns"},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn cond(type_: &str, status: &str, reason: &str) -> Value {
+        serde_json::json!({"type": type_, "status": status, "reason": reason, "message": "m"})
+    }
+
+    #[test]
+    fn the_next_attempt_is_shown_when_a_retry_is_scheduled() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let retrying = connection(serde_json::json!({"nextAttemptTime": "2026-01-01T00:00:40Z"}));
+        assert_eq!(next_attempt(&retrying, now), "in 40s");
+        let due = connection(serde_json::json!({"nextAttemptTime": "2026-01-01T00:00:00Z"}));
+        assert_eq!(next_attempt(&due, now), "due");
+        let passed = connection(serde_json::json!({"nextAttemptTime": "2025-12-31T23:59:00Z"}));
+        assert_eq!(next_attempt(&passed, now), "due");
+        assert_eq!(next_attempt(&connection(serde_json::json!({})), now), "-");
+    }
+
+    /// An expired connection shows two reasons (TokenExpired, and the cause): `why` explains
+    /// both, and a Warning Event's reason too, each once.
+    #[test]
+    fn why_explains_every_reason_it_shows() {
+        let expired = connection(serde_json::json!({"conditions": [
+            cond("Ready", "False", "TokenExpired"),
+            cond("Reconciling", "False", "Reconciled"),
+            cond("Stalled", "True", "InvalidClient"),
+        ]}));
+        let warnings = [
+            "InvalidClient".to_string(),
+            "TokenEndpointUnavailable".to_string(),
+        ];
+        let text = advice(&expired, &warnings).join("\n");
+        let what =
+            |reason: &str| format!("What to do: {}", readme::hint(reason).unwrap().what_to_do);
+        for reason in ["InvalidClient", "TokenExpired", "TokenEndpointUnavailable"] {
+            assert_eq!(text.matches(&what(reason)).count(), 1, "{reason}: {text}");
+        }
+        assert!(
+            text.contains("Problem: Stalled=True: InvalidClient"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Problem: Ready=False: TokenExpired"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Warning Event: TokenEndpointUnavailable"),
+            "{text}"
+        );
+        // The cause first: Stalled before Ready.
+        assert!(
+            text.find("InvalidClient") < text.find("TokenExpired"),
+            "{text}"
+        );
+        assert!(!text.contains("Ready: nothing to do."), "{text}");
+
+        // A reason the README does not know says so.
+        let odd = connection(serde_json::json!({"conditions": [
+            cond("Ready", "False", "SomethingNew"),
+        ]}));
+        let text = advice(&odd, &[]).join("\n");
+        assert!(
+            text.contains("the README has no entry for SomethingNew"),
+            "{text}"
+        );
+
+        let ready = connection(serde_json::json!({"conditions": [
+            cond("Ready", "True", "TokenIssued"),
+            cond("Reconciling", "False", "Reconciled"),
+            cond("Stalled", "False", "Reconciled"),
+        ]}));
+        assert_eq!(advice(&ready, &[]), ["", "Ready: nothing to do."]);
+    }
+
+    #[test]
+    fn a_missing_connection_is_one_line() {
+        assert_eq!(
+            not_found("payments", "billing"),
+            "pingoneconnection billing not found in namespace payments"
+        );
     }
 
     #[test]

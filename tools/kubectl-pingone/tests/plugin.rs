@@ -35,7 +35,7 @@ struct Env {
     cp: &'static ControlPlane,
     client: Client,
     ns: String,
-    _standin: StandIn,
+    standin: StandIn,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -95,9 +95,22 @@ impl Env {
             cp,
             client,
             ns,
-            _standin: standin,
+            standin,
             stop: Some(stop),
         }
+    }
+
+    /// A credentials Secret `name` holding `client_id` and `secret`.
+    async fn credentials(&self, name: &str, client_id: &str, secret: &str) {
+        let creds: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "stringData": {"clientId": client_id, "clientSecret": secret},
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(self.client.clone(), &self.ns)
+            .create(&PostParams::default(), &creds)
+            .await
+            .unwrap();
     }
 
     async fn connection(&self, name: &str, credentials: &str) {
@@ -209,6 +222,7 @@ async fn status_why_token_and_renew_against_a_running_operator() {
         "EXPIRES",
         "NEXT RENEWAL",
         "LAST FAILURE",
+        "NEXT ATTEMPT",
     ] {
         assert!(header.contains(column), "{header}");
     }
@@ -216,6 +230,7 @@ async fn status_why_token_and_renew_against_a_running_operator() {
     let good = row(&out, "good");
     assert_eq!(good[1..3], ["True", "TokenIssued"], "{out}");
     assert_eq!(good[3], "in", "expiry is relative: {out}");
+    assert_eq!(good.last().unwrap(), "-", "no retry scheduled: {out}");
     let broken = row(&out, "broken");
     assert_eq!(broken[1..3], ["False", "CredentialsNotFound"], "{out}");
     assert_eq!(out.lines().count(), 3, "{out}");
@@ -339,6 +354,72 @@ async fn status_why_token_and_renew_against_a_running_operator() {
         "{:?}",
         texts(&missing)
     );
+}
+
+/// `status` shows when a failed connection is tried next; `why` of a connection whose token
+/// expired gives what to do for each reason it shows (the expiry and its cause); a connection
+/// that does not exist is one line saying so.
+#[tokio::test(flavor = "multi_thread")]
+async fn next_attempts_expired_tokens_and_missing_connections() {
+    let env = Env::new("plugin-retry").await;
+    // Rejected from the start: retried at the hourly recheck.
+    env.credentials("wrong", CLIENT_ID, "not-the-secret").await;
+    env.connection("rejected", "wrong").await;
+    // Tokens of 6 s, then the application is gone: the token expires, renewals are rejected.
+    env.standin.add_client(
+        ClientRegistration::new(ENV_ID, "short-lived", "short-secret")
+            .with_token_lifetime(Duration::from_secs(6)),
+    );
+    env.credentials("short", "short-lived", "short-secret")
+        .await;
+    env.connection("expiring", "short").await;
+    env.wait_reason("rejected", "Stalled", "InvalidClient")
+        .await;
+    env.wait_reason("expiring", "Ready", "TokenIssued").await;
+    assert!(env.standin.remove_client(ENV_ID, "short-lived"));
+    env.wait_reason("expiring", "Ready", "TokenExpired").await;
+    env.wait_reason("expiring", "Stalled", "InvalidClient")
+        .await;
+
+    let (out, _) = env.plugin(&["status", "-n", &env.ns]).await;
+    let header = out.lines().next().unwrap();
+    assert!(header.trim_end().ends_with("NEXT ATTEMPT"), "{header}");
+    let rejected = row(&out, "rejected");
+    assert_eq!(rejected[1..3], ["False", "InvalidClient"], "{out}");
+    // The hourly recheck: 3600 s (or a second less) ahead.
+    let next = rejected[rejected.len() - 2..].join(" ");
+    assert!(
+        next == "in 1h" || next == "in 59m",
+        "next attempt {next:?}: {out}"
+    );
+
+    let (out, _) = env.plugin(&["why", "expiring", "-n", &env.ns]).await;
+    for (heading, reason) in [
+        ("Problem: Stalled=True: InvalidClient", "InvalidClient"),
+        ("Problem: Ready=False: TokenExpired", "TokenExpired"),
+    ] {
+        assert!(out.contains(heading), "{heading}: {out}");
+        let what = format!("What to do: {}", readme::hint(reason).unwrap().what_to_do);
+        assert_eq!(out.matches(&what).count(), 1, "{reason}: {out}");
+    }
+
+    // Not there: one line naming it, no API error structure, for every command that reads it.
+    for command in ["why", "token", "renew"] {
+        let missing = env
+            .plugin_output(&[command, "nonexistent", "-n", &env.ns], true)
+            .await;
+        let (out, err) = texts(&missing);
+        assert!(!missing.status.success(), "{command}: {out}");
+        assert_eq!(
+            err,
+            format!(
+                "error: pingoneconnection nonexistent not found in namespace {}\n",
+                env.ns
+            ),
+            "{command}"
+        );
+        assert!(out.is_empty(), "{command}: {out}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -284,6 +284,9 @@ impl ClientRegistration {
     }
 }
 
+/// The `<title>` of [`Fault::html_page`].
+pub const HTML_PAGE_TITLE: &str = "Attention Required! | Example Edge";
+
 /// A fault injected into token requests ([`StandIn::push_fault`]) or Management API requests
 /// ([`StandIn::push_management_fault`]); each queue serves only its own endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -355,6 +358,22 @@ impl Fault {
             status,
             retry_after: Some(retry_after),
             body: None,
+        }
+    }
+
+    /// [`Fault::Status`] with the HTML page a WAF in front of the token endpoint sends when it
+    /// blocks a request (titled [`HTML_PAGE_TITLE`], served as `text/html`): no JSON, nothing
+    /// PingOne wrote.
+    pub fn html_page(status: u16) -> Self {
+        Fault::Status {
+            status,
+            retry_after: None,
+            body: Some(format!(
+                "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">\
+                 <title>{HTML_PAGE_TITLE}</title></head>\n<body><h1>Sorry, you have been \
+                 blocked</h1><p>This request was blocked by the security service.</p>\
+                 <p>Ray ID: 8f2c4e1a9b7d3c21</p></body>\n</html>\n"
+            )),
         }
     }
 

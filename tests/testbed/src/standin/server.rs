@@ -370,13 +370,18 @@ fn rate_limited(secs: u64) -> Resp {
     )
 }
 
-/// The body a [`Fault::Status`] without its own body gets.
+/// The answer to a [`Fault::Status`]: its own body (served as HTML when it is a page, as a
+/// proxy or a WAF serves it, else as JSON), or the error body PingOne writes for the status.
 fn status_fault(status: u16, retry: Option<u64>, body: Option<&str>) -> Resp {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let resp = match body {
         Some(body) => no_store(raw_response(
             code,
-            "application/json;charset=UTF-8",
+            if body.trim_start().starts_with('<') {
+                "text/html; charset=utf-8"
+            } else {
+                "application/json;charset=UTF-8"
+            },
             Bytes::from(body.to_owned()),
         )),
         None => match code.as_u16() {
