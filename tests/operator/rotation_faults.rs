@@ -324,3 +324,39 @@ async fn the_new_secret_put_in_by_a_person_meanwhile_is_a_success() {
     let annotations = creds.metadata.annotations.unwrap_or_default();
     assert!(!annotations.contains_key(INTENT), "{annotations:?}");
 }
+
+/// The leader dies while PingOne's answer to its rotation is on the way, and the standby takes
+/// over: the new leader finds the record on the Secret, reports the unknown outcome and does
+/// not rotate again; the Secret keeps a secret PingOne accepts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_handover_during_the_call_is_an_unknown_outcome() {
+    let env = TestEnv::new("rotate-handover").await;
+    register(&env, true);
+    let args = ["--lease-duration=6s"];
+    let leader = OperatorProcess::start(&env, &args);
+    leader
+        .wait_log("leading; starting the controller", Duration::from_secs(20))
+        .await;
+    let standby = OperatorProcess::start(&env, &args);
+    standby
+        .wait_log("waiting for leadership", Duration::from_secs(20))
+        .await;
+    env.create_connection("rot", rotation_spec()).await;
+    env.wait_ready("rot").await;
+    env.standin.push_management_fault(Fault::HoldAfterCommit, 1);
+    let sent_at = Timestamp::now();
+    mark_due(&env).await;
+    eventually(Duration::from_secs(20), "the answer held", || async {
+        (env.standin.held_requests() == 1).then_some(())
+    })
+    .await;
+    leader.kill();
+    env.standin.release_held();
+    standby
+        .wait_log("leading; starting the controller", Duration::from_secs(15))
+        .await;
+    wait_unknown(&env, "rot", sent_at).await;
+    reconcile_with_a_new_token(&env, "after-handover").await;
+    assert_eq!(rotations(&env), 1, "{}", standby.output());
+    assert!(accepted(&env, &secret_in_creds(&env).await).await);
+}

@@ -138,8 +138,6 @@ pub enum Proof {
 pub enum Step {
     /// No rotation is under way: the schedule decides.
     Schedule,
-    /// A call to PingOne is running in this process: nothing to do now.
-    InFlight,
     /// Write the pending secret over the replaced (or a refused) one.
     WritePending,
     /// The Secret holds the pending secret already (a lost answer to the operator's own
@@ -177,13 +175,12 @@ pub struct Facts<'a> {
     pub proof: Proof,
 }
 
-/// What this process knows of a rotation of one credentials Secret.
+/// What this process knows of a rotation of one credentials Secret (a reconcile calling
+/// PingOne holds the Secret: no other decides meanwhile).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Memory {
     /// Nothing.
     None,
-    /// A call to PingOne or a write of its answer is running.
-    Calling,
     /// PingOne returned a new secret that is not known to be in the Secret.
     Pending,
     /// The intent on the Secret is known void: PingOne said no, nothing was rotated, and the
@@ -195,7 +192,6 @@ pub enum Memory {
 /// intent, and never a step that drops a pending secret before another one is proven.
 pub fn decide(f: Facts<'_>) -> Step {
     match f.memory {
-        Memory::Calling => return Step::InFlight,
         Memory::Pending => {
             return match (f.holds, f.proof) {
                 (Holds::New, _) => Step::Landed,
@@ -299,8 +295,14 @@ mod tests {
         };
         let before = proven("2026-12-01T00:30:00Z");
         let after = proven("2026-12-01T01:00:01Z");
-        #[rustfmt::skip]
-        type Row<'a> = (Option<Option<&'a Intent>>, Option<&'a str>, Memory, Holds, Proof, Step);
+        type Row<'a> = (
+            Option<Option<&'a Intent>>,
+            Option<&'a str>,
+            Memory,
+            Holds,
+            Proof,
+            Step,
+        );
         let table: Vec<Row<'_>> = vec![
             // Nothing under way.
             (
@@ -310,15 +312,6 @@ mod tests {
                 Holds::Other,
                 before,
                 Step::Schedule,
-            ),
-            // A call in this process.
-            (
-                Some(Some(&i)),
-                Some("v1:old"),
-                Memory::Calling,
-                Holds::Other,
-                Proof::Unknown,
-                Step::InFlight,
             ),
             // A returned secret: written over the replaced one, whatever the token says.
             (

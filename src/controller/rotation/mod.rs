@@ -502,8 +502,8 @@ impl Rotation<'_> {
             return self.report(&input, None, false, input.failure.clone());
         };
         let memory = match &claim.restore {
-            None => Memory::None,
-            Some(InFlight::Calling) => Memory::Calling,
+            // A claim hands over what was known before it; `Calling` is never handed over.
+            None | Some(InFlight::Calling) => Memory::None,
             Some(InFlight::Pending(_)) => Memory::Pending,
             // Only the record PingOne said no to, not a newer one.
             Some(InFlight::Void(value)) => {
@@ -585,7 +585,7 @@ impl Rotation<'_> {
                             .as_ref()
                             .is_some_and(|f| f.reason == REASON_OUTCOME_UNKNOWN);
                         if unknown {
-                            let deadline = self.secret_intent_deadline(schedule, input.now);
+                            let deadline = schedule::add(input.now, schedule.keep_previous_for);
                             return self.report(
                                 &input,
                                 Some(self.unknown(Some(deadline), false)),
@@ -597,13 +597,11 @@ impl Rotation<'_> {
                     }
                 }
             }
-            // Claimed above: another reconcile cannot be calling.
-            Step::InFlight => self.report(&input, None, false, failure),
             Step::WritePending | Step::Landed => {
-                let Some(InFlight::Pending(pending)) = claim.restore.take() else {
+                let Some(InFlight::Pending(pending)) = &claim.restore else {
                     unreachable!("a pending secret is remembered");
                 };
-                claim.restore = Some(InFlight::Pending(pending.clone()));
+                let pending = pending.clone();
                 let over_refused = holds == Holds::Other && input.proof == Proof::Refused;
                 match self
                     .write(&pending, self.secret.clone(), over_refused)
@@ -666,12 +664,6 @@ impl Rotation<'_> {
                 )
             }
         }
-    }
-
-    /// The deadline of the record this reconcile just wrote (for the report in the same
-    /// reconcile; the next one reads it from the Secret).
-    fn secret_intent_deadline(&self, schedule: Schedule, now: Timestamp) -> Timestamp {
-        schedule::add(now, schedule.keep_previous_for)
     }
 
     /// Counts a failure and says so.
