@@ -225,6 +225,50 @@ pub struct ClientSecretRotation {
     /// (auth.pingone.eu gives api.pingone.eu); required with a custom domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_domain: Option<ApiDomain>,
+
+    /// A second worker application's credentials, for recovery: a Secret in the connection's
+    /// namespace with its client id and client secret (client_secret_post), whose roles allow
+    /// reading this application's secret (applications:read:secret). A worker cannot read its
+    /// own secret; with this, a rotation whose answer was lost is resolved by reading the
+    /// application's current secret from PingOne. Without it, a person must (the
+    /// ClientSecretRotation condition says what to do and by when).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_credentials_ref: Option<RecoveryCredentialsRef>,
+}
+
+/// Where the recovery application's credentials are.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryCredentialsRef {
+    /// Name of the Secret in the connection's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(regex(
+        pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+    ))]
+    pub name: String,
+
+    /// Key of the Secret that holds the recovery application's client ID.
+    #[serde(default = "default_client_id_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub client_id_key: String,
+
+    /// Key of the Secret that holds the recovery application's client secret.
+    #[serde(default = "default_client_secret_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub client_secret_key: String,
+}
+
+impl RecoveryCredentialsRef {
+    /// As a credentials reference, for reading the Secret the same way.
+    pub fn as_credentials_ref(&self) -> CredentialsSecretRef {
+        CredentialsSecretRef {
+            name: self.name.clone(),
+            client_id_key: self.client_id_key.clone(),
+            client_secret_key: self.client_secret_key.clone(),
+            private_key_key: default_private_key_key(),
+            key_id_key: default_key_id_key(),
+        }
+    }
 }
 
 fn default_rotate_every() -> String {

@@ -265,7 +265,89 @@ fn classify(
     }
 }
 
+/// An application's secret as PingOne holds it, read with another application's token.
+#[derive(Debug)]
+pub struct ApplicationSecret {
+    /// The current secret.
+    pub secret: SecretString,
+    /// Until when PingOne accepts the previous secret, if it still does.
+    pub previous_expires_at: Option<Timestamp>,
+}
+
 impl TokenClient {
+    /// Reads the current client secret of application `application_id` in `environment_id`
+    /// (`GET …/applications/{id}/secret`), authenticating with another application's
+    /// `access_token`: a worker cannot read its own secret. The same host, body and message
+    /// rules as [`TokenClient::rotate_client_secret`].
+    pub async fn read_client_secret(
+        &self,
+        api_domain: &str,
+        environment_id: &str,
+        application_id: &str,
+        access_token: &SecretString,
+    ) -> Result<ApplicationSecret, ManagementError> {
+        let domain = api_domain.trim_end_matches('.').to_ascii_lowercase();
+        if !API_DOMAINS.contains(&domain.as_str()) {
+            return Err(ManagementError::DomainNotAllowed {
+                domain: sanitize_text(api_domain, &[]),
+            });
+        }
+        if !is_environment_id(environment_id) || !is_environment_id(application_id) {
+            return Err(ManagementError::InvalidApplicationId);
+        }
+        let url = format!(
+            "https://{domain}/v1/environments/{}/applications/{}/secret",
+            environment_id.to_ascii_lowercase(),
+            application_id.to_ascii_lowercase()
+        );
+        let mut bearer = reqwest::header::HeaderValue::try_from(format!(
+            "Bearer {}",
+            access_token.expose_secret()
+        ))
+        .map_err(|_| ManagementError::Unavailable {
+            detail: "the access token is not a valid header value".into(),
+            retry_after: None,
+        })?;
+        bearer.set_sensitive(true);
+        let response = self
+            .http()
+            .get(url)
+            .header(AUTHORIZATION, bearer)
+            .header(ACCEPT, "application/json")
+            .send()
+            .await;
+        let mut response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(ManagementError::Unavailable {
+                    detail: self.describe_transport(&domain, &e),
+                    retry_after: None,
+                });
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, Timestamp::now()));
+        let body = self.read_capped(&mut response).await.map_err(|detail| {
+            ManagementError::Unavailable {
+                detail,
+                retry_after: None,
+            }
+        })?;
+        if !response.status().is_success() {
+            return Err(classify(status, retry_after, &body, environment_id));
+        }
+        // The body has the shape of a rotation's answer.
+        let read = parse_rotated(&body)?;
+        Ok(ApplicationSecret {
+            secret: read.secret,
+            previous_expires_at: read.previous_expires_at,
+        })
+    }
+
     /// Rotates the client secret of application `application_id` in `environment_id` at
     /// `api_domain` (one of [`API_DOMAINS`]), authenticating with `access_token`; PingOne keeps
     /// accepting the previous secret until `keep_previous_until`.

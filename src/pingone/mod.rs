@@ -32,7 +32,9 @@ pub use jwks::{
     Claims, JWKS_MIN_REFETCH, REASON_JWKS_UNAVAILABLE, REASON_KEY_UNKNOWN,
     REASON_SIGNATURE_INVALID, Verification, expected_issuer, jwks_url,
 };
-pub use management::{API_DOMAINS, ManagementError, RotatedSecret, api_domain_of};
+pub use management::{
+    API_DOMAINS, ApplicationSecret, ManagementError, RotatedSecret, api_domain_of,
+};
 pub use private_key::{KeyError, KeyKind, PrivateKey, algorithm_name};
 pub use ratelimit::{Admission, RateLimiter};
 pub use response::{

@@ -360,3 +360,94 @@ async fn a_leader_handover_during_the_call_is_an_unknown_outcome() {
     assert_eq!(rotations(&env), 1, "{}", standby.output());
     assert!(accepted(&env, &secret_in_creds(&env).await).await);
 }
+
+/// The recovery application: a second worker allowed to read this application's secret.
+const RECOVERY_ID: &str = "2c1d0e9f-8a7b-4c6d-9e5f-4a3b2c1d0e9f";
+const RECOVERY_SECRET: &str = "recovery worker secret";
+
+/// A connection that rotates, with recovery credentials whose application may (or may not)
+/// read this application's secret.
+async fn with_recovery(prefix: &str, may_read: bool) -> TestEnv {
+    let mut env = TestEnv::new(prefix).await;
+    register(&env, true);
+    env.standin.add_client(
+        pingone_testbed::standin::ClientRegistration::new(ENV_ID, RECOVERY_ID, RECOVERY_SECRET)
+            .with_secret_read(may_read),
+    );
+    env.put_credentials("recovery", RECOVERY_ID, RECOVERY_SECRET)
+        .await;
+    env.start_operator();
+    let mut spec = rotation_spec();
+    spec["clientSecretRotation"]["recoveryCredentialsRef"] = json!({"name": "recovery"});
+    env.create_connection("rot", spec).await;
+    env.wait_ready("rot").await;
+    env
+}
+
+/// A lost answer with recovery credentials: the operator reads the application's current
+/// secret from PingOne with them and writes it, so the outcome is known again without a
+/// person; one rotation, the new secret proven, the record gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_answer_is_recovered_with_the_recovery_credentials() {
+    let env = with_recovery("rotate-recover", true).await;
+    env.standin.push_management_fault(Fault::DropAfterCommit, 1);
+    mark_due(&env).await;
+    let current = eventually(
+        Duration::from_secs(30),
+        "PingOne's new secret in the Secret",
+        || async {
+            let current = env.standin.current_secret(ENV_ID, CLIENT_ID)?;
+            (current != CLIENT_SECRET && secret_in_creds(&env).await == current).then_some(current)
+        },
+    )
+    .await;
+    env.wait_condition(
+        "rot",
+        ROTATION,
+        "True",
+        Some("SecretRotated"),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(rotations(&env), 1);
+    assert!(accepted(&env, &current).await);
+    let creds = env.secrets().get("creds").await.unwrap();
+    assert!(
+        !creds
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(INTENT),
+        "the record is removed"
+    );
+    let read = env
+        .standin
+        .management_requests()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .collect::<Vec<_>>();
+    assert_eq!(read.len(), 1, "{read:#?}");
+    assert_eq!(read[0].caller_client_id.as_deref(), Some(RECOVERY_ID));
+    assert_eq!(
+        events_for(&env, "rot", "RotationRecovered").await.len(),
+        1,
+        "the recovery is an Event"
+    );
+    // Later reconciles neither rotate nor read again.
+    reconcile_with_a_new_token(&env, "later").await;
+    assert_eq!(rotations(&env), 1);
+}
+
+/// Recovery credentials whose application may not read the secret: the outcome stays unknown,
+/// and the condition says why the recovery did not resolve it.
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_credentials_without_the_permission_leave_it_unknown() {
+    let env = with_recovery("rotate-norecover", false).await;
+    env.standin.push_management_fault(Fault::DropAfterCommit, 1);
+    let sent_at = Timestamp::now();
+    mark_due(&env).await;
+    let message = wait_unknown(&env, "rot", sent_at).await;
+    assert!(message.contains("applications:read:secret"), "{message}");
+    assert_eq!(rotations(&env), 1);
+    assert!(accepted(&env, &secret_in_creds(&env).await).await);
+}

@@ -70,6 +70,8 @@ pub const REASON_AWAITING_PROOF: &str = "RotationAwaitingProof";
 pub const REASON_SUPERSEDED: &str = "RotationSuperseded";
 /// The rotation could not be recorded on the credentials Secret; nothing was rotated.
 pub const REASON_NOT_STARTED: &str = "RotationNotStarted";
+/// Event: an unknown outcome was resolved with the recovery credentials.
+pub const REASON_RECOVERED: &str = "RotationRecovered";
 /// The token for the Management API could not be had.
 pub const REASON_NO_TOKEN: &str = "ManagementTokenFailed";
 /// Reason: the API server would deny the write of the rotated secret (the guard rails'
@@ -586,12 +588,15 @@ impl Rotation<'_> {
                             .is_some_and(|f| f.reason == REASON_OUTCOME_UNKNOWN);
                         if unknown {
                             let deadline = schedule::add(input.now, schedule.keep_previous_for);
-                            return self.report(
-                                &input,
-                                Some(self.unknown(Some(deadline), false)),
-                                false,
-                                None,
-                            );
+                            return self
+                                .resolve_unknown(
+                                    &mut claim,
+                                    &input,
+                                    Some(input.now),
+                                    Some(deadline),
+                                    false,
+                                )
+                                .await;
                         }
                         self.report(&input, None, false, failure)
                     }
@@ -656,14 +661,191 @@ impl Rotation<'_> {
                 other_secret,
             } => {
                 claim.restore = None;
-                self.report(
-                    &input,
-                    Some(self.unknown(deadline, other_secret)),
-                    false,
-                    None,
-                )
+                let started_at = on_secret.flatten().map(|i| i.started_at);
+                self.resolve_unknown(&mut claim, &input, started_at, deadline, other_secret)
+                    .await
             }
         }
+    }
+
+    /// An unknown outcome: resolved with the recovery credentials when the spec has them,
+    /// else (or when that fails) reported with its deadline.
+    async fn resolve_unknown(
+        &self,
+        claim: &mut Claim<'_>,
+        input: &AdvanceInput<'_>,
+        started_at: Option<Timestamp>,
+        deadline: Option<Timestamp>,
+        other_secret: bool,
+    ) -> Advanced {
+        let recovery = self
+            .conn
+            .spec
+            .client_secret_rotation
+            .as_ref()
+            .and_then(|r| r.recovery_credentials_ref.as_ref());
+        let mut unknown = self.unknown(deadline, other_secret);
+        if let Some(recovery) = recovery {
+            match self
+                .recover(claim, recovery, started_at.unwrap_or(input.now))
+                .await
+            {
+                Ok(Some(done)) => return self.rotated(input, done),
+                Ok(None) => return self.report(input, None, false, None),
+                Err(problem) => {
+                    warn!(detail = %problem, "recovery of an unknown rotation outcome failed");
+                    unknown.message = format!(
+                        "{} The recovery credentials did not resolve it: {problem}",
+                        unknown.message
+                    );
+                }
+            }
+        }
+        self.report(input, Some(unknown), false, None)
+    }
+
+    /// Reads the application's current secret with the recovery application's credentials
+    /// and sets the credentials Secret right: `Ok(Some)` when PingOne's current secret was
+    /// written (it is proven next), `Ok(None)` when the Secret holds it already (the record is
+    /// removed). `Err` says why not, without any secret.
+    async fn recover(
+        &self,
+        claim: &mut Claim<'_>,
+        recovery: &crate::api::RecoveryCredentialsRef,
+        rotated_at: Timestamp,
+    ) -> Result<Option<Rotated>, String> {
+        let spec = &self.conn.spec;
+        let namespace = self.secret.metadata.namespace.clone().unwrap_or_default();
+        let secret = self.secrets.get_opt(&recovery.name).await.map_err(|e| {
+            format!(
+                "Secret {} could not be read ({})",
+                recovery.name,
+                kube_detail(&e)
+            )
+        })?;
+        let creds = super::credentials::read(
+            secret.as_ref(),
+            &recovery.as_credentials_ref(),
+            &namespace,
+            crate::api::TokenEndpointAuthMethod::ClientSecretPost,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let api_domain = self.api_domain().map_err(|e| e.message)?;
+        if let Err(slot) = self
+            .ctx
+            .tokens
+            .admit_within(
+                &spec.auth_domain,
+                &spec.environment_id,
+                None,
+                Duration::from_millis(2),
+                Duration::from_secs(1),
+                None,
+            )
+            .await
+        {
+            let wait = slot.saturating_duration_since(tokio::time::Instant::now());
+            return Err(format!(
+                "the environment's token request budget is paused for {} s more",
+                wait.as_secs()
+            ));
+        }
+        let request = TokenRequest {
+            auth_domain: &spec.auth_domain,
+            environment_id: &spec.environment_id,
+            client_id: &creds.client_id,
+            auth: creds.auth(),
+            scopes: &[],
+        };
+        let token = self
+            .ctx
+            .tokens
+            .request_admitted_timed(&request)
+            .await
+            .0
+            .map_err(|e| format!("no token for the recovery application: {e}"))?;
+        let read = self
+            .ctx
+            .tokens
+            .read_client_secret(
+                api_domain,
+                &spec.environment_id,
+                &self.creds.client_id,
+                &token.access_token,
+            )
+            .await
+            .map_err(|e| match e {
+                ManagementError::Forbidden { .. } | ManagementError::Unauthorized { .. } => format!(
+                    "PingOne refused the recovery application ({}): it needs a role that allows applications:read:secret on this application",
+                    e.reason()
+                ),
+                e => e.to_string(),
+            })?;
+        let Some(stored) = self.stored(self.secret) else {
+            return Err(format!("Secret {} has no client secret", self.name()));
+        };
+        if intent::same(stored, &read.secret) {
+            // The Secret holds PingOne's current secret: nothing to write.
+            self.clear_intent(claim, self.secret).await;
+            return Ok(None);
+        }
+        let replaces =
+            std::str::from_utf8(super::credentials::normalised(stored)).map_err(|_| {
+                format!(
+                    "Secret {} holds a client secret that is not UTF-8",
+                    self.name()
+                )
+            })?;
+        let pending = Pending {
+            secret: read.secret,
+            replaces: replaces.to_owned().into(),
+            rotated_at,
+            previous_expires_at: read.previous_expires_at,
+        };
+        claim.restore = Some(InFlight::Pending(Box::new(pending.clone())));
+        match self.write(&pending, self.secret.clone(), false).await {
+            Ok(done) => {
+                claim.restore = None;
+                let note = format!(
+                    "Read the application's current client secret with the recovery credentials (Secret {}) and wrote it into Secret {}",
+                    recovery.name,
+                    self.name()
+                );
+                info!("{note}");
+                events::publish(
+                    self.ctx,
+                    self.conn,
+                    EventType::Normal,
+                    REASON_RECOVERED,
+                    &note,
+                )
+                .await;
+                Ok(Some(done))
+            }
+            Err(WriteError::AwaitProof) => Err(format!(
+                "Secret {} got another client secret meanwhile",
+                self.name()
+            )),
+            Err(WriteError::Failed(e)) => Err(e.message),
+        }
+    }
+
+    /// The Management API host: the spec's, or the one of a regional auth domain.
+    fn api_domain(&self) -> Result<&'static str, AttemptError> {
+        let spec = &self.conn.spec;
+        spec.client_secret_rotation
+            .as_ref()
+            .and_then(|r| r.api_domain)
+            .map(|d| d.as_str())
+            .or_else(|| api_domain_of(&spec.auth_domain))
+            .ok_or_else(|| {
+                AttemptError::new(
+                    "RotationNotPossible",
+                    "spec.clientSecretRotation.apiDomain is needed with a custom auth domain"
+                        .into(),
+                )
+            })
     }
 
     /// Counts a failure and says so.
@@ -801,18 +983,7 @@ impl Rotation<'_> {
                 "a private_key_jwt application has no client secret to rotate".into(),
             ));
         };
-        let Some(api_domain) = spec
-            .client_secret_rotation
-            .as_ref()
-            .and_then(|r| r.api_domain)
-            .map(|d| d.as_str())
-            .or_else(|| api_domain_of(&spec.auth_domain))
-        else {
-            return Err(AttemptError::new(
-                "RotationNotPossible",
-                "spec.clientSecretRotation.apiDomain is needed with a custom auth domain".into(),
-            ));
-        };
+        let api_domain = self.api_domain()?;
         if !has_rotation_label(self.secret) {
             self.warn_unlabelled().await;
         }

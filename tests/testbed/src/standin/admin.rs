@@ -197,6 +197,9 @@ pub struct ClientSpec {
     /// Whether the client's tokens may rotate secrets through the Management API.
     #[serde(default)]
     pub can_rotate_secret: bool,
+    /// Whether the client's tokens may read other applications' secrets.
+    #[serde(default)]
+    pub can_read_secrets: bool,
 }
 
 impl std::fmt::Debug for ClientSpec {
@@ -216,6 +219,7 @@ impl From<ClientSpec> for ClientRegistration {
             token_lifetime: spec.token_lifetime_secs.map(Duration::from_secs),
             jwks: spec.jwks,
             can_rotate_secret: spec.can_rotate_secret,
+            can_read_secrets: spec.can_read_secrets,
         }
     }
 }

@@ -1,8 +1,9 @@
-//! The Management API's application secret rotation:
-//! `POST /v1/environments/{envId}/applications/{appId}/secret` (on any host; PingOne's are
-//! `api.pingone.{region}`).
+//! The Management API's application secret: rotation,
+//! `POST /v1/environments/{envId}/applications/{appId}/secret`, and reading it, `GET` on the
+//! same path (on any host; PingOne's are `api.pingone.{region}`).
 //!
-//! A request is evaluated in this order: method (`POST`, else 405), the next Management API
+//! `GET` needs a caller allowed to read application secrets, never the application itself
+//! ([`read_secret`]). A `POST` is evaluated in this order: method (`POST` or `GET`, else 405), the next Management API
 //! fault, the bearer token (401 `ACCESS_FAILED` unless it is an unexpired access token of this
 //! stand-in for the path's environment, requested without a scope), the caller's permission
 //! (403 unless its client may rotate secrets), the application (404), the body (400
@@ -65,7 +66,11 @@ pub(crate) async fn secret_endpoint(
         Err(BodyError::Io) => return Err(Dropped),
     };
     let (resp, after) = match (&parts.method, body) {
-        (method, _) if method != Method::POST => (method_not_allowed("POST"), After::Answer),
+        (&Method::GET, _) => (
+            read_secret(shared, env, app, &parts.headers, &mut record),
+            After::Answer,
+        ),
+        (method, _) if method != Method::POST => (method_not_allowed("GET, POST"), After::Answer),
         (_, None) => (too_large(), After::Answer),
         (_, Some(body)) => {
             let fault = shared.state().take_management_fault();
@@ -163,6 +168,63 @@ pub(crate) async fn secret_endpoint(
         After::Drop => return Err(Dropped),
     }
     Ok(resp)
+}
+
+/// `GET …/applications/{app}/secret`: the application's current secret and the previous one
+/// while it is accepted, for a caller whose token may read application secrets
+/// (`applications:read:secret`, [`super::ClientRegistration::with_secret_read`]). A worker
+/// cannot read its own secret: PingOne's roles never grant an application access to itself.
+fn read_secret(
+    shared: &Shared,
+    env: &str,
+    app: &str,
+    headers: &HeaderMap,
+    record: &mut RecordedManagementRequest,
+) -> Resp {
+    let now = SystemTime::now();
+    let Some(claims) = bearer_token(headers).and_then(|token| shared.verify(token).ok()) else {
+        return *access_failed();
+    };
+    let text = |name: &str| claims.get(name).and_then(Value::as_str);
+    record.caller_client_id = text("client_id").map(str::to_owned);
+    let unexpired = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .is_some_and(|exp| exp > super::server::epoch_secs(now) as u64);
+    let Some(caller) = record.caller_client_id.as_deref() else {
+        return *access_failed();
+    };
+    if !(unexpired && text("env") == Some(env)) {
+        return *access_failed();
+    }
+    let state = shared.state();
+    let allowed = caller != app
+        && state
+            .client(env, caller)
+            .is_some_and(|c| c.can_read_secrets);
+    if !allowed {
+        return forbidden();
+    }
+    let Some(client) = state.client(env, app) else {
+        return platform_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource was not found.",
+        );
+    };
+    let mut body = Map::new();
+    body.insert("environment".into(), json!({ "id": env }));
+    body.insert(
+        "secret".into(),
+        Value::from(client.current_secret().unwrap_or_default()),
+    );
+    if let Some((previous, until)) = client.previous_secret(now) {
+        body.insert(
+            "previous".into(),
+            json!({ "secret": previous, "expiresAt": format!("{:.3}", jiff::Timestamp::try_from(until).unwrap_or_default()) }),
+        );
+    }
+    no_store(json_response(StatusCode::OK, &Value::Object(body)))
 }
 
 /// What the endpoint does between committing a rotation and answering.

@@ -207,6 +207,10 @@ pub struct ClientRegistration {
     /// Whether the client's tokens may rotate application secrets through the Management API
     /// (a role covering the application's roles, in PingOne's terms).
     pub can_rotate_secret: bool,
+    /// Whether the client's tokens may read other applications' secrets
+    /// (`applications:read:secret`): `GET …/applications/{id}/secret`. A worker cannot read
+    /// its own secret.
+    pub can_read_secrets: bool,
 }
 
 impl std::fmt::Debug for ClientRegistration {
@@ -219,6 +223,7 @@ impl std::fmt::Debug for ClientRegistration {
             .field("token_lifetime", &self.token_lifetime)
             .field("jwks", &self.jwks)
             .field("can_rotate_secret", &self.can_rotate_secret)
+            .field("can_read_secrets", &self.can_read_secrets)
             .finish_non_exhaustive()
     }
 }
@@ -239,6 +244,7 @@ impl ClientRegistration {
             token_lifetime: None,
             jwks: None,
             can_rotate_secret: false,
+            can_read_secrets: false,
         }
     }
 
@@ -280,6 +286,12 @@ impl ClientRegistration {
     /// Lets the client's tokens rotate application secrets through the Management API.
     pub fn with_secret_rotation(mut self, allowed: bool) -> Self {
         self.can_rotate_secret = allowed;
+        self
+    }
+
+    /// Lets the client's tokens read other applications' secrets through the Management API.
+    pub fn with_secret_read(mut self, allowed: bool) -> Self {
+        self.can_read_secrets = allowed;
         self
     }
 }

@@ -121,6 +121,7 @@ pub(crate) struct Client {
     pub(crate) token_lifetime: Option<Duration>,
     pub(crate) jwks: Option<serde_json::Value>,
     pub(crate) can_rotate_secret: bool,
+    pub(crate) can_read_secrets: bool,
     /// `jti` of accepted assertions and until when each could be replayed (its `exp` plus
     /// the leeway), pruned after that.
     seen_jtis: HashMap<String, f64>,
@@ -253,6 +254,7 @@ impl State {
                 token_lifetime: c.token_lifetime,
                 jwks: c.jwks,
                 can_rotate_secret: c.can_rotate_secret,
+                can_read_secrets: c.can_read_secrets,
                 seen_jtis: HashMap::new(),
             },
         );
