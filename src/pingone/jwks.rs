@@ -114,7 +114,7 @@ impl From<RawClaims> for Claims {
 
 struct Entry {
     keys: Arc<JwkSet>,
-    /// When the keys were fetched, or when the last failed attempt was (no keys yet).
+    /// When the keys were fetched, or when the last attempt was, failed or not.
     fetched: Instant,
     /// Why the last attempt failed, while no keys were ever had.
     failed: Option<String>,
@@ -137,12 +137,16 @@ impl JwksCache {
     }
 }
 
-/// Whether to fetch the JWKS: never fetched, or it lacks the token's key and was fetched at
-/// least `min_refetch` ago.
+/// Keys fetched this long ago are fetched again even when they verify the token: a key
+/// PingOne withdrew stops verifying within a day.
+pub const JWKS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Whether to fetch the JWKS: never fetched; or it lacks the token's key and was fetched (or
+/// tried) at least `min_refetch` ago; or its keys are older than [`JWKS_MAX_AGE`].
 fn should_fetch(cached: Option<(bool, Duration)>, min_refetch: Duration) -> bool {
     match cached {
         None => true,
-        Some((has_key, age)) => !has_key && age >= min_refetch,
+        Some((has_key, age)) => (!has_key && age >= min_refetch) || age >= JWKS_MAX_AGE,
     }
 }
 
@@ -260,9 +264,12 @@ impl TokenClient {
                     });
                 }
                 Err(message) => match entry.as_mut() {
-                    // Keep the keys we had; the token may still be signed by one of them.
+                    // Keep the keys we had (the token may still be signed by one of them), and
+                    // count the attempt: no other verification tries again before the
+                    // interval is over.
                     Some(e) if e.failed.is_none() => {
                         tracing::debug!(%message, "refetching the JWKS failed");
+                        e.fetched = Instant::now();
                     }
                     // Never had keys: remember the failure, so that the connections of the
                     // environment do not each try again before the interval is over.
@@ -383,8 +390,12 @@ mod tests {
         let min = JWKS_MIN_REFETCH;
         assert!(should_fetch(None, min), "first use");
         assert!(
-            !should_fetch(Some((true, Duration::from_secs(86_400))), min),
+            !should_fetch(Some((true, Duration::from_secs(86_399))), min),
             "key known"
+        );
+        assert!(
+            should_fetch(Some((true, Duration::from_secs(86_400))), min),
+            "keys a day old are fetched again"
         );
         assert!(
             !should_fetch(Some((false, Duration::from_secs(59))), min),
