@@ -713,6 +713,7 @@ pub struct PingOneConnectionStatus {
     /// The last value of the pingone.tokenops.dev/renew-requested-at annotation that a new
     /// token was issued for. A value equal to it asks for nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub renew_request_served: Option<String>,
 }
 
@@ -786,6 +787,10 @@ impl PingOneConnection {
 /// cap and the failure policy, and records the value it served in `status.renewRequestServed`.
 pub const RENEW_REQUESTED_AT: &str = "pingone.tokenops.dev/renew-requested-at";
 
+/// Longest renew-requested-at value honoured (a timestamp, as `kubectl pingone renew` writes,
+/// is about 30): a longer one asks for nothing, and is never copied into status.
+pub const MAX_RENEW_REQUEST_CHARS: usize = 64;
+
 impl PingOneConnection {
     /// The renew-on-demand request not yet served, if any.
     pub fn pending_renew_request(&self) -> Option<&str> {
@@ -795,7 +800,7 @@ impl PingOneConnection {
             .as_ref()?
             .get(RENEW_REQUESTED_AT)
             .map(String::as_str)
-            .filter(|v| !v.is_empty())?;
+            .filter(|v| !v.is_empty() && v.len() <= MAX_RENEW_REQUEST_CHARS)?;
         let served = self
             .status
             .as_ref()
@@ -870,6 +875,34 @@ mod tests {
         for bad in ["", "10", "m", "10d", "-1m", "1m ", "1..5m", "99999999999h"] {
             assert_eq!(parse_go_duration(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_renew_request_is_pending_until_served_and_never_over_64_characters() {
+        let spec: PingOneConnectionSpec = serde_json::from_value(serde_json::json!({
+            "authDomain": "auth.pingone.eu",
+            "environmentId": "cd91070f-c371-480e-80b2-753c735f8aa1",
+            "credentialsSecretRef": {"name": "creds"},
+        }))
+        .unwrap();
+        let mut conn = PingOneConnection::new("c", spec);
+        let ask = |conn: &mut PingOneConnection, value: &str| {
+            conn.metadata.annotations =
+                Some([(RENEW_REQUESTED_AT.to_string(), value.to_string())].into());
+        };
+        ask(&mut conn, "2026-12-01T10:00:00Z");
+        assert_eq!(conn.pending_renew_request(), Some("2026-12-01T10:00:00Z"));
+        conn.status = Some(PingOneConnectionStatus {
+            renew_request_served: Some("2026-12-01T10:00:00Z".into()),
+            ..Default::default()
+        });
+        assert_eq!(conn.pending_renew_request(), None, "served");
+        ask(&mut conn, &"x".repeat(64));
+        assert!(conn.pending_renew_request().is_some());
+        ask(&mut conn, &"x".repeat(65));
+        assert_eq!(conn.pending_renew_request(), None, "too long");
+        ask(&mut conn, "");
+        assert_eq!(conn.pending_renew_request(), None, "empty");
     }
 
     #[test]
