@@ -602,7 +602,10 @@ async fn token(
         );
         return Ok(ExitCode::FAILURE);
     };
-    let data = |key: &str| {
+    // The data keys the spec names (spec.target.keys), else the defaults.
+    let keys = &obj.data["spec"]["target"]["keys"];
+    let data = |field: &str, default: &str| {
+        let key = keys[field].as_str().unwrap_or(default);
         secret
             .data
             .as_ref()
@@ -612,16 +615,16 @@ async fn token(
     let now = Timestamp::now();
     let at = |t: Timestamp| format!("{} ({})", rfc3339(t), relative(t, now));
     println!("Secret:      {namespace}/{secret_name}");
-    if let Some(t) = data("token_type") {
+    if let Some(t) = data("tokenType", "token_type") {
         println!("token type:  {t}");
     }
-    if let Some(e) = data("expires_at") {
+    if let Some(e) = data("expiresAt", "expires_at") {
         match e.parse::<Timestamp>() {
             Ok(t) => println!("expires_at:  {}", at(t)),
             Err(_) => println!("expires_at:  {e}"),
         }
     }
-    let Some(access_token) = data("access_token").filter(|t| !t.is_empty()) else {
+    let Some(access_token) = data("accessToken", "access_token").filter(|t| !t.is_empty()) else {
         println!("The Secret holds no access token.");
         return Ok(ExitCode::FAILURE);
     };

@@ -426,14 +426,15 @@ async fn next_attempts_expired_tokens_and_missing_connections() {
 async fn an_opaque_token_is_reported_as_opaque() {
     let env = Env::new("plugin-opaque").await;
     // A connection whose Secret holds an opaque token (the operator is not involved: the
-    // Secret is written here, named in status as the operator would).
+    // Secret is written here, named in status as the operator would), under the data keys
+    // its spec.target.keys names.
     env.connection("opaque", "missing").await;
     env.wait_reason("opaque", "Stalled", "CredentialsNotFound")
         .await;
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "elsewhere"},
-        "stringData": {"access_token": "opaque-token-value", "token_type": "Bearer",
-                       "expires_at": "2099-01-01T00:00:00Z"},
+        "stringData": {"token": "opaque-token-value", "type": "Bearer",
+                       "expiry": "2099-01-01T00:00:00Z"},
     }))
     .unwrap();
     Api::<Secret>::namespaced(env.client.clone(), &env.ns)
@@ -448,7 +449,10 @@ async fn an_opaque_token_is_reported_as_opaque() {
     api.patch(
         "opaque",
         &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"target": {"secretName": "elsewhere"}}})),
+        &Patch::Merge(&json!({"spec": {"target": {
+            "secretName": "elsewhere",
+            "keys": {"accessToken": "token", "tokenType": "type", "expiresAt": "expiry"},
+        }}})),
     )
     .await
     .unwrap();
