@@ -277,8 +277,7 @@ pub struct ApplicationSecret {
 impl TokenClient {
     /// Reads the current client secret of application `application_id` in `environment_id`
     /// (`GET …/applications/{id}/secret`), authenticating with another application's
-    /// `access_token`: a worker cannot read its own secret. The same host, body and message
-    /// rules as [`TokenClient::rotate_client_secret`].
+    /// `access_token`: a worker cannot read its own secret.
     pub async fn read_client_secret(
         &self,
         api_domain: &str,
@@ -286,60 +285,13 @@ impl TokenClient {
         application_id: &str,
         access_token: &SecretString,
     ) -> Result<ApplicationSecret, ManagementError> {
-        let domain = api_domain.trim_end_matches('.').to_ascii_lowercase();
-        if !API_DOMAINS.contains(&domain.as_str()) {
-            return Err(ManagementError::DomainNotAllowed {
-                domain: sanitize_text(api_domain, &[]),
-            });
-        }
-        if !is_environment_id(environment_id) || !is_environment_id(application_id) {
-            return Err(ManagementError::InvalidApplicationId);
-        }
-        let url = format!(
-            "https://{domain}/v1/environments/{}/applications/{}/secret",
-            environment_id.to_ascii_lowercase(),
-            application_id.to_ascii_lowercase()
-        );
-        let mut bearer = reqwest::header::HeaderValue::try_from(format!(
-            "Bearer {}",
-            access_token.expose_secret()
-        ))
-        .map_err(|_| ManagementError::Unavailable {
-            detail: "the access token is not a valid header value".into(),
-            retry_after: None,
-        })?;
-        bearer.set_sensitive(true);
-        let response = self
+        let (domain, url) = secret_url(api_domain, environment_id, application_id)?;
+        let request = self
             .http()
             .get(url)
-            .header(AUTHORIZATION, bearer)
-            .header(ACCEPT, "application/json")
-            .send()
-            .await;
-        let mut response = match response {
-            Ok(r) => r,
-            Err(e) => {
-                return Err(ManagementError::Unavailable {
-                    detail: self.describe_transport(&domain, &e),
-                    retry_after: None,
-                });
-            }
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, Timestamp::now()));
-        let body = self.read_capped(&mut response).await.map_err(|detail| {
-            ManagementError::Unavailable {
-                detail,
-                retry_after: None,
-            }
-        })?;
-        if !response.status().is_success() {
-            return Err(classify(status, retry_after, &body, environment_id));
-        }
+            .header(AUTHORIZATION, bearer(access_token)?)
+            .header(ACCEPT, "application/json");
+        let body = self.call(&domain, request, environment_id, false).await?;
         // The body has the shape of a rotation's answer.
         let read = parse_rotated(&body)?;
         Ok(ApplicationSecret {
@@ -359,20 +311,7 @@ impl TokenClient {
         access_token: &SecretString,
         keep_previous_until: Timestamp,
     ) -> Result<RotatedSecret, ManagementError> {
-        let domain = api_domain.trim_end_matches('.').to_ascii_lowercase();
-        if !API_DOMAINS.contains(&domain.as_str()) {
-            return Err(ManagementError::DomainNotAllowed {
-                domain: sanitize_text(api_domain, &[]),
-            });
-        }
-        if !is_environment_id(environment_id) || !is_environment_id(application_id) {
-            return Err(ManagementError::InvalidApplicationId);
-        }
-        let url = format!(
-            "https://{domain}/v1/environments/{}/applications/{}/secret",
-            environment_id.to_ascii_lowercase(),
-            application_id.to_ascii_lowercase()
-        );
+        let (domain, url) = secret_url(api_domain, environment_id, application_id)?;
         let body = serde_json::json!({
             "previous": {
                 "expiresAt": keep_previous_until
@@ -382,38 +321,47 @@ impl TokenClient {
                     .to_string()
             }
         });
-        let mut bearer = reqwest::header::HeaderValue::try_from(format!(
-            "Bearer {}",
-            access_token.expose_secret()
-        ))
-        .map_err(|_| ManagementError::Unavailable {
-            detail: "the access token is not a valid header value".into(),
-            retry_after: None,
-        })?;
-        bearer.set_sensitive(true);
-        let response = self
+        let request = self
             .http()
             .post(url)
-            .header(AUTHORIZATION, bearer)
+            .header(AUTHORIZATION, bearer(access_token)?)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json")
-            .body(body.to_string())
-            .send()
-            .await;
-        let mut response = match response {
+            .body(body.to_string());
+        let body = self.call(&domain, request, environment_id, true).await?;
+        parse_rotated(&body)
+    }
+
+    /// Sends a Management API request and returns the body of a 2xx answer. With
+    /// `changes_state`, a failure after the request was sent (a timeout or reset, an unreadable
+    /// body, a 5xx) is [`ManagementError::OutcomeUnknown`]: the change may have been made.
+    async fn call(
+        &self,
+        domain: &str,
+        request: reqwest::RequestBuilder,
+        environment_id: &str,
+        changes_state: bool,
+    ) -> Result<Vec<u8>, ManagementError> {
+        let after_sending = |detail: String| {
+            if changes_state {
+                ManagementError::OutcomeUnknown { detail }
+            } else {
+                ManagementError::Unavailable {
+                    detail,
+                    retry_after: None,
+                }
+            }
+        };
+        let mut response = match request.send().await {
             Ok(r) => r,
             // No connection (TLS included): nothing was sent.
             Err(e) if e.is_connect() => {
                 return Err(ManagementError::Unavailable {
-                    detail: self.describe_transport(&domain, &e),
+                    detail: self.describe_transport(domain, &e),
                     retry_after: None,
                 });
             }
-            Err(e) => {
-                return Err(ManagementError::OutcomeUnknown {
-                    detail: self.describe_transport(&domain, &e),
-                });
-            }
+            Err(e) => return Err(after_sending(self.describe_transport(domain, &e))),
         };
         let status = response.status().as_u16();
         let retry_after = response
@@ -421,16 +369,59 @@ impl TokenClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, Timestamp::now()));
-        let body = match self.read_capped(&mut response).await {
-            Ok(body) => body,
-            Err(detail) => return Err(ManagementError::OutcomeUnknown { detail }),
-        };
+        let body = self
+            .read_capped(&mut response)
+            .await
+            .map_err(after_sending)?;
         if response.status().is_success() {
-            parse_rotated(&body)
-        } else {
-            Err(classify(status, retry_after, &body, environment_id))
+            return Ok(body);
+        }
+        match classify(status, retry_after, &body, environment_id) {
+            ManagementError::OutcomeUnknown { detail } if !changes_state => {
+                Err(ManagementError::Unavailable {
+                    detail,
+                    retry_after,
+                })
+            }
+            e => Err(e),
         }
     }
+}
+
+/// The host and URL of an application's secret resource; nothing is sent to a host that is
+/// not one of [`API_DOMAINS`], or for ids that are not UUIDs.
+fn secret_url(
+    api_domain: &str,
+    environment_id: &str,
+    application_id: &str,
+) -> Result<(String, String), ManagementError> {
+    let domain = api_domain.trim_end_matches('.').to_ascii_lowercase();
+    if !API_DOMAINS.contains(&domain.as_str()) {
+        return Err(ManagementError::DomainNotAllowed {
+            domain: sanitize_text(api_domain, &[]),
+        });
+    }
+    if !is_environment_id(environment_id) || !is_environment_id(application_id) {
+        return Err(ManagementError::InvalidApplicationId);
+    }
+    let url = format!(
+        "https://{domain}/v1/environments/{}/applications/{}/secret",
+        environment_id.to_ascii_lowercase(),
+        application_id.to_ascii_lowercase()
+    );
+    Ok((domain, url))
+}
+
+/// The `Authorization` header for `access_token`, marked sensitive (never logged).
+fn bearer(access_token: &SecretString) -> Result<reqwest::header::HeaderValue, ManagementError> {
+    let mut value =
+        reqwest::header::HeaderValue::try_from(format!("Bearer {}", access_token.expose_secret()))
+            .map_err(|_| ManagementError::Unavailable {
+                detail: "the access token is not a valid header value".into(),
+                retry_after: None,
+            })?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 #[cfg(test)]

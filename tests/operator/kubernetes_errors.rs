@@ -338,22 +338,13 @@ async fn a_kubernetes_failure_keeps_the_token_failure_across_a_restart() {
     operator.wait_serving(Duration::from_secs(20)).await;
     // It has reconciled `c` once it set the connection's readiness gauge, which comes after
     // any token request a reconcile makes.
-    let ns = env.ns.clone();
     eventually(
         Duration::from_secs(30),
         "the restarted operator reconciled the connection",
-        || {
-            let url = operator.url("/metrics");
-            let ns = ns.clone();
-            async move {
-                let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-                metric_value(
-                    &text,
-                    "pingone_operator_ready_status",
-                    &[("namespace", ns.as_str()), ("name", "c")],
-                )
-                .map(|_| ())
-            }
+        || async {
+            let text = operator.metrics().await;
+            let labels = [("namespace", env.ns.as_str()), ("name", "c")];
+            metric_value(&text, "pingone_operator_ready_status", &labels).map(|_| ())
         },
     )
     .await;

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::process::OperatorProcess;
 use crate::secret_rotation::{
-    ROTATION, accepted, mark_due, register, rotation_spec, secret_in_creds,
+    ROTATION, accepted, hold_the_next_answer, mark_due, register, rotation_spec, secret_in_creds,
 };
 use crate::support::*;
 
@@ -254,12 +254,7 @@ async fn a_wrong_secret_put_in_during_a_rotation_does_not_lose_the_new_one() {
     env.start_operator();
     env.create_connection("rot", rotation_spec()).await;
     env.wait_ready("rot").await;
-    env.standin.push_management_fault(Fault::HoldAfterCommit, 1);
-    mark_due(&env).await;
-    eventually(Duration::from_secs(20), "the answer held", || async {
-        (env.standin.held_requests() == 1).then_some(())
-    })
-    .await;
+    hold_the_next_answer(&env).await;
     put_secret(&env, "set-by-a-person").await;
     let patch = json!({"spec": {"clientSecretRotation": null}});
     env.connections()
@@ -299,12 +294,7 @@ async fn the_new_secret_put_in_by_a_person_meanwhile_is_a_success() {
     env.start_operator();
     env.create_connection("rot", rotation_spec()).await;
     env.wait_ready("rot").await;
-    env.standin.push_management_fault(Fault::HoldAfterCommit, 1);
-    mark_due(&env).await;
-    eventually(Duration::from_secs(20), "the answer held", || async {
-        (env.standin.held_requests() == 1).then_some(())
-    })
-    .await;
+    hold_the_next_answer(&env).await;
     let current = env.standin.current_secret(ENV_ID, CLIENT_ID).unwrap();
     put_secret(&env, &current).await;
     env.standin.release_held();
@@ -343,13 +333,8 @@ async fn a_leader_handover_during_the_call_is_an_unknown_outcome() {
         .await;
     env.create_connection("rot", rotation_spec()).await;
     env.wait_ready("rot").await;
-    env.standin.push_management_fault(Fault::HoldAfterCommit, 1);
     let sent_at = Timestamp::now();
-    mark_due(&env).await;
-    eventually(Duration::from_secs(20), "the answer held", || async {
-        (env.standin.held_requests() == 1).then_some(())
-    })
-    .await;
+    hold_the_next_answer(&env).await;
     leader.kill();
     env.standin.release_held();
     standby

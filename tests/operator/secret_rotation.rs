@@ -37,6 +37,17 @@ pub(crate) async fn mark_due(env: &TestEnv) {
         .expect("annotation set");
 }
 
+/// Makes a rotation due with PingOne's answer held after the rotation was committed; returns
+/// once the answer is held (`env.standin.release_held()` lets it go).
+pub(crate) async fn hold_the_next_answer(env: &TestEnv) {
+    env.standin.push_management_fault(Fault::HoldAfterCommit, 1);
+    mark_due(env).await;
+    eventually(Duration::from_secs(20), "the answer held", || async {
+        (env.standin.held_requests() == 1).then_some(())
+    })
+    .await;
+}
+
 pub(crate) async fn secret_in_creds(env: &TestEnv) -> String {
     let s = env.secrets().get("creds").await.unwrap();
     data(&s, "clientSecret").unwrap()
@@ -450,12 +461,7 @@ async fn an_unrelated_change_during_a_rotation_is_kept() {
 
     // An unrelated change while PingOne's answer is held: the write retries on the new
     // version and keeps that change.
-    env.standin.push_management_fault(Fault::HoldAfterCommit, 1);
-    mark_due(&env).await;
-    eventually(Duration::from_secs(20), "the answer held", || async {
-        (env.standin.held_requests() == 1).then_some(())
-    })
-    .await;
+    hold_the_next_answer(&env).await;
     let patch = json!({"metadata": {"labels": {"team": "billing"}}});
     env.secrets()
         .patch("creds", &PatchParams::default(), &Patch::Merge(&patch))

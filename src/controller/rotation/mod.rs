@@ -34,7 +34,7 @@ use super::events::{self, EventType};
 use super::schedule;
 use super::status::RotationFacts;
 use crate::api::{PingOneConnection, PingOneConnectionStatus};
-use crate::pingone::{ExposeSecret, ManagementError, TokenRequest, api_domain_of};
+use crate::pingone::{ExposeSecret, ManagementError, TokenRequest, TokenResponse, api_domain_of};
 use intent::{Facts, Holds, INTENT, Intent, Memory, Pending, Proof, Step};
 
 /// Annotation on the credentials Secret: when its secret was last rotated by the operator.
@@ -462,6 +462,14 @@ pub struct Advanced {
     pub failure: Option<RotationFailure>,
 }
 
+/// Why no Management API token was had.
+enum PlatformToken {
+    /// The environment's request budget has no slot for this long.
+    Throttled(Duration),
+    /// The token request failed.
+    Failed(crate::pingone::TokenError),
+}
+
 /// How a write of a returned secret ended.
 enum WriteError {
     /// The Secret holds another secret than the replaced one: kept until a token decides.
@@ -732,39 +740,13 @@ impl Rotation<'_> {
         )
         .map_err(|e| e.to_string())?;
         let api_domain = self.api_domain().map_err(|e| e.message)?;
-        if let Err(slot) = self
-            .ctx
-            .tokens
-            .admit_within(
-                &spec.auth_domain,
-                &spec.environment_id,
-                None,
-                Duration::from_millis(2),
-                Duration::from_secs(1),
-                None,
-            )
-            .await
-        {
-            let wait = slot.saturating_duration_since(tokio::time::Instant::now());
-            return Err(format!(
+        let token = self.platform_token(&creds).await.map_err(|e| match e {
+            PlatformToken::Throttled(wait) => format!(
                 "the environment's token request budget is paused for {} s more",
                 wait.as_secs()
-            ));
-        }
-        let request = TokenRequest {
-            auth_domain: &spec.auth_domain,
-            environment_id: &spec.environment_id,
-            client_id: &creds.client_id,
-            auth: creds.auth(),
-            scopes: &[],
-        };
-        let token = self
-            .ctx
-            .tokens
-            .request_admitted_timed(&request)
-            .await
-            .0
-            .map_err(|e| format!("no token for the recovery application: {e}"))?;
+            ),
+            PlatformToken::Failed(e) => format!("no token for the recovery application: {e}"),
+        })?;
         let read = self
             .ctx
             .tokens
@@ -829,6 +811,42 @@ impl Rotation<'_> {
             )),
             Err(WriteError::Failed(e)) => Err(e.message),
         }
+    }
+
+    /// A token without scopes (the Management API's audience) for `creds` in the connection's
+    /// environment. It takes a slot of the environment's request budget like any token
+    /// request, waiting for one in this worker only when it is within a second.
+    async fn platform_token(&self, creds: &Credentials) -> Result<TokenResponse, PlatformToken> {
+        let spec = &self.conn.spec;
+        self.ctx
+            .tokens
+            .admit_within(
+                &spec.auth_domain,
+                &spec.environment_id,
+                None,
+                Duration::from_millis(2),
+                Duration::from_secs(1),
+                None,
+            )
+            .await
+            .map_err(|slot| {
+                PlatformToken::Throttled(
+                    slot.saturating_duration_since(tokio::time::Instant::now()),
+                )
+            })?;
+        let request = TokenRequest {
+            auth_domain: &spec.auth_domain,
+            environment_id: &spec.environment_id,
+            client_id: &creds.client_id,
+            auth: creds.auth(),
+            scopes: &[],
+        };
+        self.ctx
+            .tokens
+            .request_admitted_timed(&request)
+            .await
+            .0
+            .map_err(PlatformToken::Failed)
     }
 
     /// The Management API host: the spec's, or the one of a regional auth domain.
@@ -988,39 +1006,18 @@ impl Rotation<'_> {
             self.warn_unlabelled().await;
         }
         // A token without scopes (the Management API's audience), which also proves the
-        // current secret. It takes a slot of the environment's request budget like any token
-        // request, without waiting for one in this worker: a paused environment (a 429) makes
-        // the rotation come back later.
-        let admitted = self
-            .ctx
-            .tokens
-            .admit_within(
-                &spec.auth_domain,
-                &spec.environment_id,
-                None,
-                Duration::from_millis(2),
-                Duration::from_secs(1),
-                None,
-            )
-            .await;
-        if let Err(slot) = admitted {
-            return Err(AttemptError {
-                reason: REASON_NO_TOKEN,
-                message: "the environment's token request budget is paused (PingOne answered 429); the Management API token is asked for when it has a slot".into(),
-                retry_after: Some(slot.saturating_duration_since(tokio::time::Instant::now())),
-                retry: Retry::Throttled,
-            });
-        }
-        let request = TokenRequest {
-            auth_domain: &spec.auth_domain,
-            environment_id: &spec.environment_id,
-            client_id: &self.creds.client_id,
-            auth: self.creds.auth(),
-            scopes: &[],
-        };
-        let token = match self.ctx.tokens.request_admitted_timed(&request).await.0 {
+        // current secret; a paused environment (a 429) makes the rotation come back later.
+        let token = match self.platform_token(self.creds).await {
             Ok(token) => token,
-            Err(e) => {
+            Err(PlatformToken::Throttled(wait)) => {
+                return Err(AttemptError {
+                    reason: REASON_NO_TOKEN,
+                    message: "the environment's token request budget is paused (PingOne answered 429); the Management API token is asked for when it has a slot".into(),
+                    retry_after: Some(wait),
+                    retry: Retry::Throttled,
+                });
+            }
+            Err(PlatformToken::Failed(e)) => {
                 return Err(AttemptError {
                     reason: REASON_NO_TOKEN,
                     message: format!("could not get a token for the Management API: {e}"),
