@@ -2,6 +2,7 @@
 //! is sent, and shown to people only as its public JWK.
 
 use std::fmt;
+use zeroize::Zeroizing;
 
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey};
@@ -123,8 +124,10 @@ impl PrivateKey {
                 "it is an encrypted private key; store the key unencrypted (the Secret is the protection)",
             ));
         }
+        // Every copy of the key's bytes made here is wiped when it goes (the loaded
+        // EncodingKey wipes its own).
         let der = match PrivateKeyDer::from_pem_slice(pem) {
-            Ok(der) => der,
+            Ok(der) => Zeroizing::new(der),
             Err(_) if text.contains("-----BEGIN PUBLIC KEY") || text.contains("CERTIFICATE") => {
                 return Err(KeyError::NotAKey(
                     "it holds a public key or certificate, not the private key",
@@ -136,20 +139,20 @@ impl PrivateKey {
                 ));
             }
         };
-        let (kind, der) = match der {
+        let (kind, der): (KeyKind, Zeroizing<Vec<u8>>) = match &*der {
             PrivateKeyDer::Pkcs1(der) => (
                 rsa_kind(der.secret_pkcs1_der())?,
-                der.secret_pkcs1_der().to_vec(),
+                Zeroizing::new(der.secret_pkcs1_der().to_vec()),
             ),
             PrivateKeyDer::Pkcs8(der) => {
                 let bytes = der.secret_pkcs8_der();
                 if contains(bytes, EC_PUBLIC_KEY) {
                     (
                         ec_kind(bytes).ok_or(KeyError::EcUnsupported)?,
-                        bytes.to_vec(),
+                        Zeroizing::new(bytes.to_vec()),
                     )
                 } else if contains(bytes, RSA_ENCRYPTION) {
-                    (rsa_kind(bytes)?, bytes.to_vec())
+                    (rsa_kind(bytes)?, Zeroizing::new(bytes.to_vec()))
                 } else {
                     return Err(KeyError::NotAKey(
                         "it is neither an RSA nor an EC key (Ed25519 and others are not supported by PingOne for private_key_jwt)",
@@ -161,7 +164,7 @@ impl PrivateKey {
                 [KeyKind::EcP256, KeyKind::EcP384]
                     .into_iter()
                     .find_map(|kind| {
-                        let pkcs8 = sec1_to_pkcs8(sec1, kind);
+                        let pkcs8 = Zeroizing::new(sec1_to_pkcs8(sec1, kind));
                         (ec_kind(&pkcs8) == Some(kind)).then_some((kind, pkcs8))
                     })
                     .ok_or(KeyError::EcUnsupported)?
