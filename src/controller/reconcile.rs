@@ -226,6 +226,7 @@ impl Reconcile<'_> {
             target_secret.as_ref(),
             &self.uid,
             layout.as_ref().unwrap_or(&Layout::default()),
+            &self.ctx.digest_key,
         );
         if let Err(message) = layout {
             return Ok(self.blocked(&target, REASON_TARGET_TEMPLATE_INVALID, message));
@@ -781,6 +782,7 @@ impl Reconcile<'_> {
                 } => resource_version.clone(),
                 _ => None,
             },
+            &ctx.digest_key,
         );
         let written = if matches!(target, TargetState::Absent) {
             match self.create_secret(&secret).await {
@@ -1044,8 +1046,13 @@ impl Reconcile<'_> {
             return Ok(false);
         };
         let want_labels = token_secret::desired_labels(self.conn);
-        let want_annotations =
-            token_secret::desired_annotations(self.conn, token, access_token, renew_at);
+        let want_annotations = token_secret::desired_annotations(
+            self.conn,
+            token,
+            access_token,
+            renew_at,
+            &self.ctx.digest_key,
+        );
         if *shape_ok
             && !token_secret::metadata_drifted(labels, annotations, &want_labels, &want_annotations)
         {
@@ -1058,6 +1065,7 @@ impl Reconcile<'_> {
             access_token,
             renew_at,
             resource_version.clone(),
+            &self.ctx.digest_key,
         );
         self.apply_secret(&secret).await
     }

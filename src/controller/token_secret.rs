@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
-use sha2::{Digest, Sha256};
 
 use super::digest_key::DigestKey;
 use super::layout::{Layout, Values};
@@ -135,9 +134,24 @@ pub fn inputs_digest(
     format!("v2:{}", hex(&mac.finalize().into_bytes()))
 }
 
-fn token_digest(access_token: &str) -> String {
-    let digest = Sha256::digest(access_token.as_bytes());
-    format!("sha256:{}", hex(&digest[..16]))
+/// A keyed digest of the access token and the times the operator schedules by (issue, expiry,
+/// renewal jitter, as stored): a token, or its `expires-at`, edited in place no longer matches,
+/// and without the key a matching one cannot be made (an edited expiry would otherwise stop
+/// renewals).
+fn token_digest(
+    key: &DigestKey,
+    access_token: &str,
+    issued_at: &str,
+    expires_at: &str,
+    renewal_jitter: &str,
+) -> String {
+    let mut mac = key.mac();
+    mac.update(b"pingone-operator/token/v2");
+    for field in [access_token, issued_at, expires_at, renewal_jitter] {
+        mac.update(&(field.len() as u64).to_be_bytes());
+        mac.update(field.as_bytes());
+    }
+    format!("v2:{}", hex(&mac.finalize().into_bytes()[..16]))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -203,13 +217,18 @@ pub fn owner_of(secret: &Secret) -> String {
 }
 
 /// Reads what an existing Secret of the default layout holds for the connection with UID `uid`.
-pub fn inspect(secret: Option<&Secret>, uid: &str) -> TargetState {
-    inspect_with(secret, uid, &Layout::default())
+pub fn inspect(secret: Option<&Secret>, uid: &str, key: &DigestKey) -> TargetState {
+    inspect_with(secret, uid, &Layout::default(), key)
 }
 
 /// Reads what an existing Secret holds for the connection with UID `uid`: the token from the
 /// keys the Secret was written with, and whether its data is laid out as `layout` says.
-pub fn inspect_with(secret: Option<&Secret>, uid: &str, layout: &Layout) -> TargetState {
+pub fn inspect_with(
+    secret: Option<&Secret>,
+    uid: &str,
+    layout: &Layout,
+    key: &DigestKey,
+) -> TargetState {
     let desired = layout;
     let written = secret
         .and_then(|s| s.annotations().get(DATA_KEYS))
@@ -235,7 +254,14 @@ pub fn inspect_with(secret: Option<&Secret>, uid: &str, layout: &Layout) -> Targ
         .map(SecretString::from);
     let token = (|| {
         let access = access_token.as_ref()?.expose_secret();
-        if annotations.get(TOKEN_DIGEST)? != &token_digest(access) {
+        let digest = token_digest(
+            key,
+            access,
+            annotations.get(ISSUED_AT)?,
+            annotations.get(EXPIRES_AT)?,
+            annotations.get(RENEWAL_JITTER)?,
+        );
+        if annotations.get(TOKEN_DIGEST)? != &digest {
             return None;
         }
         let expires_at: Timestamp = annotations.get(EXPIRES_AT)?.parse().ok()?;
@@ -305,6 +331,7 @@ pub fn desired_annotations(
     token: &IssuedToken,
     access_token: &SecretString,
     renew_at: Timestamp,
+    key: &DigestKey,
 ) -> BTreeMap<String, String> {
     let mut annotations = conn
         .spec
@@ -313,23 +340,28 @@ pub fn desired_annotations(
         .as_ref()
         .map(|t| t.annotations.clone())
         .unwrap_or_default();
-    annotations.insert(ISSUED_AT.into(), rfc3339(token.issued_at));
-    annotations.insert(EXPIRES_AT.into(), rfc3339(token.expires_at));
-    annotations.insert(RENEW_AT.into(), rfc3339(renew_at));
+    let (issued_at, expires_at) = (rfc3339(token.issued_at), rfc3339(token.expires_at));
+    let jitter = format!("{:.4}", token.renewal_jitter);
     annotations.insert(
-        RENEWAL_JITTER.into(),
-        format!("{:.4}", token.renewal_jitter),
+        TOKEN_DIGEST.into(),
+        token_digest(
+            key,
+            access_token.expose_secret(),
+            &issued_at,
+            &expires_at,
+            &jitter,
+        ),
     );
+    annotations.insert(ISSUED_AT.into(), issued_at);
+    annotations.insert(EXPIRES_AT.into(), expires_at);
+    annotations.insert(RENEW_AT.into(), rfc3339(renew_at));
+    annotations.insert(RENEWAL_JITTER.into(), jitter);
     annotations.insert(INPUTS_DIGEST.into(), token.inputs_digest.clone());
     annotations.insert(
         DATA_KEYS.into(),
         Layout::of(&conn.spec.target)
             .unwrap_or_default()
             .annotation(),
-    );
-    annotations.insert(
-        TOKEN_DIGEST.into(),
-        token_digest(access_token.expose_secret()),
     );
     annotations
 }
@@ -362,6 +394,7 @@ pub fn build(
     access_token: &SecretString,
     renew_at: Timestamp,
     resource_version: Option<String>,
+    key: &DigestKey,
 ) -> Secret {
     // An invalid layout stops the reconcile before a token is written; the default here only
     // keeps this function total.
@@ -375,7 +408,13 @@ pub fn build(
             name: Some(conn.target_secret_name()),
             namespace: conn.namespace(),
             labels: Some(desired_labels(conn)),
-            annotations: Some(desired_annotations(conn, token, access_token, renew_at)),
+            annotations: Some(desired_annotations(
+                conn,
+                token,
+                access_token,
+                renew_at,
+                key,
+            )),
             owner_references: Some(vec![owner_reference(conn)]),
             resource_version,
             ..Default::default()
@@ -416,6 +455,7 @@ impl IssuedToken {
 mod tests {
     use super::*;
     use crate::api::{CredentialsSecretRef, PingOneConnectionSpec, SecretTemplate};
+    use sha2::{Digest, Sha256};
 
     fn secret(value: &str) -> SecretString {
         SecretString::from(value)
@@ -448,6 +488,10 @@ mod tests {
         c
     }
 
+    fn key() -> DigestKey {
+        DigestKey::from_bytes(&[7; super::super::digest_key::KEY_LEN]).unwrap()
+    }
+
     fn token() -> IssuedToken {
         IssuedToken {
             issued_at: "2026-11-27T08:00:00Z".parse().unwrap(),
@@ -463,7 +507,7 @@ mod tests {
     fn built_secret_round_trips_through_inspect() {
         let c = conn();
         let renew: Timestamp = "2026-11-27T08:37:00Z".parse().unwrap();
-        let s = build(&c, &token(), &secret("eyJ.token"), renew, None);
+        let s = build(&c, &token(), &secret("eyJ.token"), renew, None, &key());
         assert_eq!(s.type_.as_deref(), Some("Opaque"));
         let data = s.data.as_ref().unwrap();
         assert_eq!(data["access_token"].0, b"eyJ.token");
@@ -476,7 +520,7 @@ mod tests {
         let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(owner.uid, "uid-1");
         assert_eq!(owner.controller, Some(true));
-        match inspect(Some(&s), "uid-1") {
+        match inspect(Some(&s), "uid-1", &key()) {
             TargetState::Owned {
                 token: Some(t),
                 access_token: Some(a),
@@ -493,24 +537,34 @@ mod tests {
     fn no_scope_key_without_granted_scopes() {
         let mut t = token();
         t.scopes.clear();
-        let s = build(&conn(), &t, &secret("x"), t.expires_at, None);
+        let s = build(&conn(), &t, &secret("x"), t.expires_at, None, &key());
         assert!(!s.data.unwrap().contains_key("scope"));
     }
 
     #[test]
     fn secrets_of_others_are_foreign() {
-        let s = build(&conn(), &token(), &secret("x"), token().expires_at, None);
+        let s = build(
+            &conn(),
+            &token(),
+            &secret("x"),
+            token().expires_at,
+            None,
+            &key(),
+        );
         assert!(matches!(
-            inspect(Some(&s), "another-uid"),
+            inspect(Some(&s), "another-uid", &key()),
             TargetState::Foreign { owner } if owner == "PingOneConnection/billing"
         ));
         let mut unowned = s.clone();
         unowned.metadata.owner_references = None;
         assert!(matches!(
-            inspect(Some(&unowned), "uid-1"),
+            inspect(Some(&unowned), "uid-1", &key()),
             TargetState::Foreign { owner } if owner == "no owner"
         ));
-        assert!(matches!(inspect(None, "uid-1"), TargetState::Absent));
+        assert!(matches!(
+            inspect(None, "uid-1", &key()),
+            TargetState::Absent
+        ));
     }
 
     #[test]
@@ -521,7 +575,32 @@ mod tests {
             &secret("eyJ.token"),
             token().expires_at,
             None,
+            &key(),
         );
+        // The expiry moved a year on, in the annotation and in the data alike (both agree,
+        // so only the keyed digest can tell): renewals would stop.
+        let mut edited = s.clone();
+        let later = "2027-11-27T09:00:00Z";
+        edited
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(EXPIRES_AT.into(), later.into());
+        edited
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("expires_at".into(), ByteString(later.as_bytes().to_vec()));
+        assert!(matches!(
+            inspect(Some(&edited), "uid-1", &key()),
+            TargetState::Owned { token: None, .. }
+        ));
+        // Written under another key (another install, a lost digest key): not trusted either.
+        assert!(matches!(
+            inspect(Some(&s), "uid-1", &DigestKey::random()),
+            TargetState::Owned { token: None, .. }
+        ));
         let mut edited = s.clone();
         edited
             .data
@@ -529,7 +608,7 @@ mod tests {
             .unwrap()
             .insert("access_token".into(), ByteString(b"forged".to_vec()));
         assert!(matches!(
-            inspect(Some(&edited), "uid-1"),
+            inspect(Some(&edited), "uid-1", &key()),
             TargetState::Owned {
                 token: None,
                 access_token: None,
@@ -542,13 +621,13 @@ mod tests {
             ByteString(b"2030-01-01T00:00:00Z".to_vec()),
         );
         assert!(matches!(
-            inspect(Some(&edited), "uid-1"),
+            inspect(Some(&edited), "uid-1", &key()),
             TargetState::Owned { token: None, .. }
         ));
         let mut edited = s;
         edited.data.as_mut().unwrap().remove("token_type");
         assert!(matches!(
-            inspect(Some(&edited), "uid-1"),
+            inspect(Some(&edited), "uid-1", &key()),
             TargetState::Owned { token: None, .. }
         ));
     }
@@ -564,11 +643,12 @@ mod tests {
             )]
             .into(),
         }));
-        let s = build(&c, &token(), &secret("x"), token().expires_at, None);
+        let s = build(&c, &token(), &secret("x"), token().expires_at, None, &key());
         assert_eq!(s.labels()["team"], "payments");
         assert_eq!(s.annotations()["reloader.stakater.com/match"], "true");
         let labels = desired_labels(&c);
-        let annotations = desired_annotations(&c, &token(), &secret("x"), token().expires_at);
+        let annotations =
+            desired_annotations(&c, &token(), &secret("x"), token().expires_at, &key());
         assert!(!metadata_drifted(
             s.labels(),
             s.annotations(),
@@ -577,7 +657,14 @@ mod tests {
         ));
         let mut other = c.clone();
         other.spec.target.secret_template = None;
-        let s2 = build(&other, &token(), &secret("x"), token().expires_at, None);
+        let s2 = build(
+            &other,
+            &token(),
+            &secret("x"),
+            token().expires_at,
+            None,
+            &key(),
+        );
         assert!(metadata_drifted(
             s2.labels(),
             s2.annotations(),
@@ -722,8 +809,8 @@ mod tests {
             ..token()
         }
         .normalised();
-        let s = build(&conn(), &t, &secret("x"), t.expires_at, None);
-        match inspect(Some(&s), "uid-1") {
+        let s = build(&conn(), &t, &secret("x"), t.expires_at, None, &key());
+        match inspect(Some(&s), "uid-1", &key()) {
             TargetState::Owned {
                 token: Some(back), ..
             } => assert_eq!(back, t),

@@ -311,6 +311,30 @@ async fn a_deleted_or_edited_token_secret_is_restored() {
         .verify_token(&data(&repaired, "access_token").unwrap())
         .expect("replacement token is valid");
 
+    // The expiry moved a year on, in the annotation and in the data alike: a token whose
+    // times no longer match their keyed digest is replaced, not trusted until next year.
+    let later = "2027-12-01T00:00:00Z";
+    let patch = json!({
+        "metadata": {"annotations": {"pingone.tokenops.dev/expires-at": later}},
+        "stringData": {"expires_at": later},
+    });
+    secrets
+        .patch("svc-token", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let repaired: Secret = eventually(Duration::from_secs(10), "edited expiry replaced", || {
+        let secrets = secrets.clone();
+        let before = data(&repaired, "access_token");
+        async move {
+            let s = secrets.get("svc-token").await.ok()?;
+            (data(&s, "access_token") != before && data(&s, "expires_at")? != later).then_some(s)
+        }
+    })
+    .await;
+    env.standin
+        .verify_token(&data(&repaired, "access_token").unwrap())
+        .expect("replacement token is valid");
+
     // Labels removed: put back without a new token.
     let requests = env.standin.token_request_count();
     let patch = json!({"metadata": {"labels": {"pingone.tokenops.dev/connection": null, "app.kubernetes.io/managed-by": null}}});
