@@ -53,6 +53,19 @@ impl DigestKey {
         HmacSha256::new_from_slice(self.0.expose_secret()).expect("HMAC takes any key length")
     }
 
+    /// The name of the installation this key belongs to: every replica of one install shares
+    /// the key, another install (say a Helm release beside a kustomize one) has its own. A
+    /// keyed digest, so it tells nothing of the key.
+    pub fn installation(&self) -> String {
+        use hmac::Mac;
+        let mut mac = self.mac();
+        mac.update(b"pingone-operator/installation/v1");
+        mac.finalize().into_bytes()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// The Secret `namespace/name` that stores this key.
     pub fn to_secret(&self, namespace: &str, name: &str) -> Secret {
         Secret {

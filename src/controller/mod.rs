@@ -36,6 +36,9 @@ use state::States;
 /// Field manager of every write, so server-side apply knows which fields are the operator's.
 pub const FIELD_MANAGER: &str = "pingone-operator";
 
+/// Reason when the token Secret was written by another installation of the operator that
+/// keeps it fresh.
+pub const REASON_INSTALLATION_CONFLICT: &str = "InstallationConflict";
 /// Reason when the target Secret exists and is not owned by the connection.
 pub const REASON_TARGET_CONFLICT: &str = "TargetSecretConflict";
 /// Reason when spec.target's keys or extra entries are wrong (a template the schema could not

@@ -1,10 +1,12 @@
 //! What a reconcile should do, decided from the facts it gathered. Pure.
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 
 use super::policy::Failure;
 use super::schedule::{self, Timing};
-use super::token_secret::{IssuedToken, TargetState};
+use super::token_secret::{IssuedToken, OtherInstallation, TargetState};
 use crate::api::RenewBefore;
 
 /// Why a new token is needed.
@@ -57,6 +59,14 @@ pub enum Plan {
     },
     /// Ask PingOne for a token now.
     Request(Need),
+    /// The token Secret is another installation's, which keeps it fresh: nothing to do before
+    /// `until` (when that installation's renewal is overdue, this one takes over).
+    OtherInstallation {
+        /// The other installation's name.
+        id: String,
+        /// When to look again.
+        until: Timestamp,
+    },
     /// A token is needed, but not before `until` (backoff, Retry-After, stalled, or the floor).
     Wait {
         /// Why a token is needed.
@@ -101,6 +111,18 @@ pub fn decide(now: Timestamp, inputs: Inputs<'_>, timing: &Timing) -> Plan {
         retry_now,
     } = inputs;
     let had_token = last_issued.is_some();
+    if let TargetState::Owned {
+        other_installation: Some(other),
+        ..
+    } = target
+        && let Some(until) = takeover_time(other)
+        && now < until
+    {
+        return Plan::OtherInstallation {
+            id: other.id.clone(),
+            until,
+        };
+    }
     let need = match target {
         TargetState::Foreign { .. } => return Plan::Conflict,
         TargetState::Absent if !had_token => Need::First,
@@ -152,6 +174,16 @@ pub fn decide(now: Timestamp, inputs: Inputs<'_>, timing: &Timing) -> Plan {
         Some(until) if now < until => Plan::Wait { need, until },
         _ => Plan::Request(need),
     }
+}
+
+/// When this installation takes over a token Secret another installation wrote: once that
+/// one's renewal is overdue by a third of what was left at it (at most five minutes), so that a
+/// removed installation's tokens are renewed well before they expire. `None` (take over now)
+/// when its times cannot be read.
+pub fn takeover_time(other: &OtherInstallation) -> Option<Timestamp> {
+    let (renew_at, expires_at) = (other.renew_at?, other.expires_at?);
+    let grace = (schedule::until(renew_at, expires_at) / 3).min(Duration::from_secs(300));
+    Some(schedule::add(renew_at, grace))
 }
 
 /// When to renew `token` under `rule`.
@@ -219,10 +251,60 @@ mod tests {
             annotations: BTreeMap::new(),
             resource_version: None,
             shape_ok: true,
+            other_installation: None,
         }
     }
 
     const RULE: RenewBefore = RenewBefore::Percentage(33);
+
+    /// Another installation's token Secret (its renewal at 08:40, expiry at 09:00): left alone
+    /// until its renewal is overdue by a third of the 20 min left then, capped at 5 min
+    /// (08:45), then taken over; with unreadable times, at once.
+    #[test]
+    fn another_installations_token_is_left_alone_until_its_renewal_is_overdue() {
+        let t = Timing::default();
+        let other = |renew_at: Option<&str>| {
+            let mut target = owned(None);
+            if let TargetState::Owned {
+                other_installation, ..
+            } = &mut target
+            {
+                *other_installation = Some(OtherInstallation {
+                    id: "a1b2c3".into(),
+                    renew_at: renew_at.map(ts),
+                    expires_at: Some(ts("2026-11-27T09:00:00Z")),
+                });
+            }
+            target
+        };
+        let at =
+            |now: &str, target: &TargetState| decide(ts(now), target, "d", Some(1), RULE, None, &t);
+        let keeping = other(Some("2026-11-27T08:40:00Z"));
+        assert_eq!(
+            at("2026-11-27T08:10:00Z", &keeping),
+            Plan::OtherInstallation {
+                id: "a1b2c3".into(),
+                until: ts("2026-11-27T08:45:00Z")
+            }
+        );
+        assert_eq!(
+            at("2026-11-27T08:45:00Z", &keeping),
+            Plan::Request(Need::Damaged)
+        );
+        // A short token: renewal at 08:58, 2 min left: a third of it, 40 s.
+        let short = other(Some("2026-11-27T08:58:00Z"));
+        assert_eq!(
+            at("2026-11-27T08:58:30Z", &short),
+            Plan::OtherInstallation {
+                id: "a1b2c3".into(),
+                until: ts("2026-11-27T08:58:40Z")
+            }
+        );
+        assert_eq!(
+            at("2026-11-27T08:10:00Z", &other(None)),
+            Plan::Request(Need::Damaged)
+        );
+    }
 
     fn failure(digest: &str, stalled: bool, retry_at: &str) -> Failure {
         Failure {

@@ -25,9 +25,10 @@ use super::state::{KubeFailure, UnwrittenToken};
 use super::status::{self, Facts, Problem};
 use super::token_secret::{self, IssuedToken, TargetState};
 use super::{
-    Context, Error, FIELD_MANAGER, REASON_CREDENTIALS_FORBIDDEN, REASON_INVALID_SPEC,
-    REASON_KUBERNETES_CONFLICT, REASON_KUBERNETES_ERROR, REASON_TARGET_CONFLICT,
-    REASON_TARGET_FORBIDDEN, REASON_TARGET_REJECTED, REASON_TARGET_TEMPLATE_INVALID,
+    Context, Error, FIELD_MANAGER, REASON_CREDENTIALS_FORBIDDEN, REASON_INSTALLATION_CONFLICT,
+    REASON_INVALID_SPEC, REASON_KUBERNETES_CONFLICT, REASON_KUBERNETES_ERROR,
+    REASON_TARGET_CONFLICT, REASON_TARGET_FORBIDDEN, REASON_TARGET_REJECTED,
+    REASON_TARGET_TEMPLATE_INVALID,
 };
 use super::{rollout, rotation, schedule, token_check};
 use crate::api::{
@@ -290,6 +291,20 @@ impl Reconcile<'_> {
                 };
                 self.conflict(owner)
             }
+            Plan::OtherInstallation { id, until } => Outcome::Blocked {
+                current: None,
+                problem: Problem {
+                    reason: REASON_INSTALLATION_CONFLICT,
+                    message: format!(
+                        "Secret {} was written by another installation of the operator ({id}; this one is {}), which keeps its token fresh: this installation sends no request for it. Run one installation per cluster; if the other was removed, this one takes the token over once its renewal is overdue ({})",
+                        self.target_name,
+                        self.ctx.digest_key.installation(),
+                        until.strftime("%Y-%m-%dT%H:%M:%SZ")
+                    ),
+                    stalled: true,
+                    retry_at: Some(until),
+                },
+            },
             Plan::Keep { token, renew_at } => {
                 let changed_meanwhile = self.repair_metadata(&target, &token, renew_at).await?;
                 // A token whose check could not be made (JWKS unreachable) is checked again.
@@ -442,9 +457,13 @@ impl Reconcile<'_> {
                 Some(problem_of(failure)),
                 Some(failure.retry_at),
             ),
-            Outcome::Blocked { problem, current } => {
-                (current.clone(), false, None, Some(problem.clone()), None)
-            }
+            Outcome::Blocked { problem, current } => (
+                current.clone(),
+                false,
+                None,
+                Some(problem.clone()),
+                problem.retry_at,
+            ),
             Outcome::Waiting {
                 need,
                 until,

@@ -39,6 +39,9 @@ pub const RENEWAL_JITTER: &str = "pingone.tokenops.dev/renewal-jitter";
 pub const INPUTS_DIGEST: &str = "pingone.tokenops.dev/inputs-digest";
 /// Digest of the access token, to notice a token edited in place.
 pub const TOKEN_DIGEST: &str = "pingone.tokenops.dev/token-digest";
+/// The installation that wrote the token (see [`DigestKey::installation`]): another install of
+/// the operator that finds it does not take the token over while the writer keeps it fresh.
+pub const INSTALLATION: &str = "pingone.tokenops.dev/installation";
 
 /// The data keys of the token's fields, as the Secret was written (see [`Layout::annotation`]);
 /// absent on Secrets of the default layout written before layouts existed.
@@ -96,7 +99,21 @@ pub enum TargetState {
         resource_version: Option<String>,
         /// The data has exactly the layout's keys and its extra entries render as they should.
         shape_ok: bool,
+        /// Written by another installation of the operator, not this one.
+        other_installation: Option<OtherInstallation>,
     },
+}
+
+/// A token Secret another installation of the operator wrote, as its annotations say
+/// (unverified: this installation does not have that one's key).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OtherInstallation {
+    /// Its name.
+    pub id: String,
+    /// When it renews the token.
+    pub renew_at: Option<Timestamp>,
+    /// When the token expires.
+    pub expires_at: Option<Timestamp>,
 }
 
 /// A stable digest of every input that determines the token. It lets a restarted operator tell
@@ -301,8 +318,17 @@ pub fn inspect_with(
         }
         _ => true,
     };
+    let other_installation = annotations
+        .get(INSTALLATION)
+        .filter(|id| **id != key.installation())
+        .map(|id| OtherInstallation {
+            id: id.clone(),
+            renew_at: annotations.get(RENEW_AT).and_then(|t| t.parse().ok()),
+            expires_at: annotations.get(EXPIRES_AT).and_then(|t| t.parse().ok()),
+        });
     TargetState::Owned {
         shape_ok,
+        other_installation,
         access_token: token.as_ref().and(access_token),
         token,
         labels: secret.labels().clone(),
@@ -352,6 +378,7 @@ pub fn desired_annotations(
             &jitter,
         ),
     );
+    annotations.insert(INSTALLATION.into(), key.installation());
     annotations.insert(ISSUED_AT.into(), issued_at);
     annotations.insert(EXPIRES_AT.into(), expires_at);
     annotations.insert(RENEW_AT.into(), rfc3339(renew_at));

@@ -450,3 +450,78 @@ async fn a_write_conflict_is_retried_without_a_second_token_request() {
         Some("was-here")
     );
 }
+
+/// Two installations of the operator (two digest keys: say a Helm release beside a kustomize
+/// install) reconcile one connection. The second leaves the first's token alone and reports
+/// the conflict instead of re-issuing in turn with it; once the first is gone, the second
+/// takes the token over before it expires.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_installation_reports_a_conflict_instead_of_reissuing() {
+    let mut env = TestEnv::new("two-installs").await;
+    env.standin.add_client(
+        ClientRegistration::new(ENV_ID, CLIENT_ID, CLIENT_SECRET)
+            .with_token_lifetime(Duration::from_secs(30)),
+    );
+    // The first installation: in-process, with the test's own digest key.
+    env.start_operator();
+    env.create_connection("c", json!({})).await;
+    env.wait_ready("c").await;
+    let first_writer = |s: &Secret| {
+        s.annotations()
+            .get("pingone.tokenops.dev/installation")
+            .cloned()
+    };
+    let secrets = env.secrets();
+    let first = first_writer(&secrets.get("c-token").await.unwrap());
+    assert!(first.is_some(), "the token Secret names its installation");
+
+    // The second: the binary, with a digest key of its own.
+    let second = OperatorProcess::start(&env, &["--leader-election=false"]);
+    eventually(
+        Duration::from_secs(30),
+        "the second installation reports the conflict",
+        || async {
+            (!events_for(&env, "c", "InstallationConflict")
+                .await
+                .is_empty())
+            .then_some(())
+        },
+    )
+    .await;
+    // Over a renewal of the first (30 s tokens renew about 20 s after issue): the first's
+    // renewals only, no ping-pong (each installation re-issuing the other's token after its
+    // floor, 2 s and 10 s here).
+    let before = env.standin.token_request_count();
+    let window = Duration::from_secs(25);
+    tokio::time::sleep(window).await;
+    let sent = env.standin.token_request_count() - before;
+    println!("{sent} token requests in {window:?} with two installations");
+    // 30 s tokens renew 17-20 s apart: at most 2 in the window.
+    assert!(
+        sent <= 2,
+        "{sent} requests in {window:?}\n{}",
+        second.output()
+    );
+    let token = secrets.get("c-token").await.unwrap();
+    assert_eq!(
+        first_writer(&token),
+        first,
+        "the first installation keeps it"
+    );
+
+    // The first installation goes: the second takes over before the token expires.
+    env.stop_operator().await;
+    let expires: jiff::Timestamp = data(&token, "expires_at").unwrap().parse().unwrap();
+    let left =
+        Duration::try_from(expires.duration_since(jiff::Timestamp::now())).unwrap_or_default();
+    eventually(left, "the second installation took over", || async {
+        let s = secrets.get("c-token").await.ok()?;
+        (first_writer(&s) != first).then_some(())
+    })
+    .await;
+    assert!(
+        jiff::Timestamp::now() < expires,
+        "taken over after the expiry"
+    );
+    drop(second);
+}
