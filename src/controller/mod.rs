@@ -39,6 +39,8 @@ pub const FIELD_MANAGER: &str = "pingone-operator";
 /// Reason when the token Secret was written by another installation of the operator that
 /// keeps it fresh.
 pub const REASON_INSTALLATION_CONFLICT: &str = "InstallationConflict";
+/// Reason (Reconciling) while a renew request waits for the floor.
+pub const REASON_RENEW_REQUEST_WAITING: &str = "RenewRequestWaiting";
 /// Reason when the target Secret exists and is not owned by the connection.
 pub const REASON_TARGET_CONFLICT: &str = "TargetSecretConflict";
 /// Reason when spec.target's keys or extra entries are wrong (a template the schema could not

@@ -27,8 +27,8 @@ use super::token_secret::{self, IssuedToken, TargetState};
 use super::{
     Context, Error, FIELD_MANAGER, REASON_CREDENTIALS_FORBIDDEN, REASON_INSTALLATION_CONFLICT,
     REASON_INVALID_SPEC, REASON_KUBERNETES_CONFLICT, REASON_KUBERNETES_ERROR,
-    REASON_TARGET_CONFLICT, REASON_TARGET_FORBIDDEN, REASON_TARGET_REJECTED,
-    REASON_TARGET_TEMPLATE_INVALID,
+    REASON_RENEW_REQUEST_WAITING, REASON_TARGET_CONFLICT, REASON_TARGET_FORBIDDEN,
+    REASON_TARGET_REJECTED, REASON_TARGET_TEMPLATE_INVALID,
 };
 use super::{rollout, rotation, schedule, token_check};
 use crate::api::{
@@ -472,7 +472,20 @@ impl Reconcile<'_> {
                 current.clone(),
                 need.is_renewal(),
                 None,
-                self.failure.as_ref().map(problem_of),
+                // A renew request held back by the floor says so (what `kubectl pingone renew
+                // --wait` shows); a failure says why otherwise.
+                self.failure.as_ref().map(problem_of).or_else(|| {
+                    let value = self.pending_renew_request()?;
+                    Some(Problem {
+                        reason: REASON_RENEW_REQUEST_WAITING,
+                        message: format!(
+                            "The renew request {value:?} waits for the floor: no token request within {} s of the connection's last one",
+                            ctx.timing.min_interval.as_secs()
+                        ),
+                        stalled: false,
+                        retry_at: Some(*until),
+                    })
+                }),
                 Some(*until),
             ),
             Outcome::Throttled { need, current, .. } => (

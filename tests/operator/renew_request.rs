@@ -139,3 +139,32 @@ async fn a_renew_request_retries_a_stalled_connection_now() {
     assert_eq!(status["conditions"][0]["status"], "True");
     assert_eq!(env.standin.token_request_count(), 3);
 }
+
+/// A renew request right after a token was issued waits for the floor, and says so in
+/// Reconciling (what `kubectl pingone renew --wait` prints), then is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renew_request_held_by_the_floor_says_so() {
+    let mut env = TestEnv::new("renew-floor").await;
+    // The production floor (10 s), so that the request surely comes within it.
+    let timing = pingone_operator::controller::schedule::Timing {
+        min_interval: Duration::from_secs(10),
+        ..test_timing()
+    };
+    env.start_operator_with(timing, &[]);
+    env.create_connection("c", json!({})).await;
+    env.wait_ready("c").await;
+    env.request_renewal("c", "right-away").await;
+    let conn = env
+        .wait_reconciling("c", "RenewRequestWaiting", Duration::from_secs(5))
+        .await;
+    let message = &TestEnv::condition(&conn, "Reconciling").message;
+    assert!(
+        message.contains("\"right-away\"")
+            && message.contains("waits for the floor")
+            && message.contains("within 10 s"),
+        "{message}"
+    );
+    assert_eq!(TestEnv::condition(&conn, "Ready").status, "True");
+    env.wait_served("c", "right-away").await;
+    assert_eq!(env.standin.token_request_count(), 2);
+}

@@ -370,8 +370,18 @@ async fn renew(
         return Ok(ExitCode::SUCCESS);
     }
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut said = false;
     loop {
         let obj = api.get(name).await?;
+        // Held back by the floor: say why, once.
+        if !said
+            && let Some(waiting) = conditions(&obj)
+                .into_iter()
+                .find(|c| c["reason"] == "RenewRequestWaiting" && c["status"] == "True")
+        {
+            println!("pingoneconnection/{name}: {}", str_of(&waiting["message"]));
+            said = true;
+        }
         if status_of(&obj)["renewRequestServed"] == value.as_str() {
             let now = Timestamp::now();
             println!(
