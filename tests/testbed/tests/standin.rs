@@ -2392,8 +2392,17 @@ async fn management_api_refuses_bad_tokens_missing_roles_unknown_apps_and_bad_bo
             .is_some_and(|m| m.contains("1 minute and 30 days")),
         "{err}"
     );
+    // A worker may not read its own secret (GET is for another application allowed
+    // applications:read:secret); other methods are not served.
     let resp = http
         .get(StandIn::management_secret_url(API_EU, ENV, ROTATOR_ID))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = http
+        .put(StandIn::management_secret_url(API_EU, ENV, ROTATOR_ID))
         .bearer_auth(&token)
         .send()
         .await
@@ -2429,7 +2438,7 @@ async fn management_api_refuses_bad_tokens_missing_roles_unknown_apps_and_bad_bo
     assert_eq!(
         statuses,
         [
-            401, 401, 401, 401, 401, 401, 403, 403, 404, 400, 400, 400, 400, 400, 400, 405
+            401, 401, 401, 401, 401, 401, 403, 403, 404, 400, 400, 400, 400, 400, 400, 403, 405
         ]
     );
     // The same caller with an unscoped token and a good body succeeds.
@@ -2748,4 +2757,64 @@ async fn admin_api_registers_jwt_clients_and_drives_the_management_api() {
         .await
         .expect("admin");
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+}
+
+/// `GET …/applications/{id}/secret`: another application allowed to read secrets gets the
+/// current secret and the previous one while it is accepted; one without the permission gets
+/// 403, as does an application asking for its own.
+#[tokio::test]
+async fn the_management_api_serves_an_application_secret_to_an_allowed_reader() {
+    const READER_ID: &str = "e5f6a7b8-c9d0-4e1f-8a2b-3c4d5e6f7081";
+    let standin = start_management().await;
+    let http = http(&standin);
+    standin.add_client(
+        ClientRegistration::new(ENV, READER_ID, "reader-secret").with_secret_read(true),
+    );
+    let rotator = access_token(&http, ROTATOR_ID, ROTATOR_SECRET).await;
+    let resp = rotate(
+        &http,
+        Some(&rotator),
+        ROTATOR_ID,
+        Some(&retain(Duration::from_secs(3600))),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let new = standin.current_secret(ENV, ROTATOR_ID).unwrap();
+
+    let read = |token: String| {
+        let http = http.clone();
+        async move {
+            http.get(StandIn::management_secret_url(API_EU, ENV, ROTATOR_ID))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("request")
+        }
+    };
+    let reader = access_token(&http, READER_ID, "reader-secret").await;
+    let resp = read(reader).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = json(resp).await;
+    assert_eq!(body["secret"], new.as_str());
+    assert_eq!(body["previous"]["secret"], ROTATOR_SECRET);
+    assert!(body["previous"]["expiresAt"].as_str().is_some(), "{body}");
+
+    let no_role = access_token(&http, NO_ROLE_ID, NO_ROLE_SECRET).await;
+    assert_eq!(read(no_role).await.status(), StatusCode::FORBIDDEN);
+    let own = access_token(&http, ROTATOR_ID, &new).await;
+    assert_eq!(read(own).await.status(), StatusCode::FORBIDDEN);
+    let reads: Vec<(String, u16)> = standin
+        .management_requests()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| (r.caller_client_id.unwrap_or_default(), r.status))
+        .collect();
+    assert_eq!(
+        reads,
+        [
+            (READER_ID.to_string(), 200),
+            (NO_ROLE_ID.to_string(), 403),
+            (ROTATOR_ID.to_string(), 403)
+        ]
+    );
 }
