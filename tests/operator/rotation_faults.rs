@@ -432,7 +432,24 @@ async fn recovery_credentials_without_the_permission_leave_it_unknown() {
     let sent_at = Timestamp::now();
     mark_due(&env).await;
     let message = wait_unknown(&env, "rot", sent_at).await;
-    assert!(message.contains("applications:read:secret"), "{message}");
+    assert!(
+        message.contains("applications:read:secret") && message.contains("next try at"),
+        "{message}"
+    );
     assert_eq!(rotations(&env), 1);
     assert!(accepted(&env, &secret_in_creds(&env).await).await);
+    // A failed recovery backs off (a minute, doubling): more reconciles read nothing again.
+    let reads = || {
+        env.standin
+            .management_requests()
+            .into_iter()
+            .filter(|r| r.method == "GET")
+            .count()
+    };
+    assert_eq!(reads(), 1);
+    for n in 0..2 {
+        reconcile_with_a_new_token(&env, &format!("again-{n}")).await;
+    }
+    assert_eq!(reads(), 1, "the recovery was retried at once");
+    wait_unknown(&env, "rot", sent_at).await;
 }

@@ -361,7 +361,24 @@ enum InFlight {
     /// PingOne said no to the rotation recorded by this intent annotation (its value), and the
     /// patch that removes the record failed.
     Void(String),
+    /// Recovering an unknown outcome with the recovery credentials failed; not tried again
+    /// before `retry_at`.
+    RecoveryFailed(Box<RecoveryFailure>),
 }
+
+/// The last failed recovery of an unknown outcome.
+#[derive(Clone)]
+struct RecoveryFailure {
+    attempts: u32,
+    retry_at: Timestamp,
+    /// Why, for the condition's message (never a secret).
+    problem: String,
+}
+
+/// First wait after a failed recovery; doubles per failure up to [`RECOVERY_RETRY_CAP`].
+const RECOVERY_RETRY_BASE: Duration = Duration::from_secs(60);
+/// Longest wait between recovery attempts: well inside the shortest useful deadline.
+const RECOVERY_RETRY_CAP: Duration = Duration::from_secs(15 * 60);
 
 /// What this process knows of the rotations of credentials Secrets, keyed by (namespace,
 /// name): a rotation belongs to the Secret, whichever connection started it, so that every
@@ -512,8 +529,9 @@ impl Rotation<'_> {
             return self.report(&input, None, false, input.failure.clone());
         };
         let memory = match &claim.restore {
-            // A claim hands over what was known before it; `Calling` is never handed over.
-            None | Some(InFlight::Calling) => Memory::None,
+            // A claim hands over what was known before it; `Calling` is never handed over. A
+            // failed recovery is about the record on the Secret, which decides.
+            None | Some(InFlight::Calling) | Some(InFlight::RecoveryFailed(_)) => Memory::None,
             Some(InFlight::Pending(_)) => Memory::Pending,
             // Only the record PingOne said no to, not a newer one.
             Some(InFlight::Void(value)) => {
@@ -668,7 +686,6 @@ impl Rotation<'_> {
                 deadline,
                 other_secret,
             } => {
-                claim.restore = None;
                 let started_at = on_secret.flatten().map(|i| i.started_at);
                 self.resolve_unknown(&mut claim, &input, started_at, deadline, other_secret)
                     .await
@@ -693,8 +710,17 @@ impl Rotation<'_> {
             .as_ref()
             .and_then(|r| r.recovery_credentials_ref.as_ref());
         let mut unknown = self.unknown(deadline, other_secret);
-        if let Some(recovery) = recovery {
-            match self
+        let failed = match claim.restore.take() {
+            Some(InFlight::RecoveryFailed(f)) => Some(*f),
+            _ => None,
+        };
+        let Some(recovery) = recovery else {
+            return self.report(input, Some(unknown), false, None);
+        };
+        let failed = match failed {
+            // Not yet: the last failure stands.
+            Some(f) if f.retry_at > input.now => f,
+            previous => match self
                 .recover(claim, recovery, started_at.unwrap_or(input.now))
                 .await
             {
@@ -702,13 +728,27 @@ impl Rotation<'_> {
                 Ok(None) => return self.report(input, None, false, None),
                 Err(problem) => {
                     warn!(detail = %problem, "recovery of an unknown rotation outcome failed");
-                    unknown.message = format!(
-                        "{} The recovery credentials did not resolve it: {problem}",
-                        unknown.message
-                    );
+                    let attempts = previous.map_or(0, |f| f.attempts).saturating_add(1);
+                    let wait = RECOVERY_RETRY_BASE
+                        .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+                        .min(RECOVERY_RETRY_CAP);
+                    RecoveryFailure {
+                        attempts,
+                        retry_at: schedule::add(Timestamp::now(), wait),
+                        problem,
+                    }
                 }
-            }
-        }
+            },
+        };
+        unknown.message = format!(
+            "{} The recovery credentials did not resolve it: {}; next try at {}",
+            unknown.message,
+            failed.problem,
+            fmt_time(failed.retry_at)
+        );
+        // Wake for the next try.
+        unknown.next = Some(failed.retry_at);
+        claim.restore = Some(InFlight::RecoveryFailed(Box::new(failed)));
         self.report(input, Some(unknown), false, None)
     }
 
