@@ -122,9 +122,38 @@ struct Entry {
 
 /// The JWKS of each environment, shared by every connection.
 pub struct JwksCache {
-    /// Per JWKS URL; the async lock makes concurrent verifications share one fetch.
-    entries: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Entry>>>>>,
+    /// Per JWKS URL.
+    entries: Mutex<HashMap<String, Arc<Slot>>>,
     min_refetch: Duration,
+}
+
+/// One JWKS: the keys, read under a short lock, and the one fetch in flight.
+#[derive(Default)]
+struct Slot {
+    entry: Mutex<Option<Entry>>,
+    /// Held for the length of a fetch: a verification that needs a fetch while another runs
+    /// uses the cached keys when they have the token's key, and waits for that fetch only when
+    /// it has nothing to verify with.
+    fetch: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    /// The cached keys, whether they have the token's key, their age, and the failure of a
+    /// JWKS never had.
+    fn cached(
+        &self,
+        has_kid: impl Fn(&JwkSet) -> bool,
+    ) -> Option<(Arc<JwkSet>, bool, Duration, Option<String>)> {
+        let entry = self.entry.lock().unwrap_or_else(|e| e.into_inner());
+        entry.as_ref().map(|e| {
+            (
+                e.keys.clone(),
+                has_kid(&e.keys),
+                e.fetched.elapsed(),
+                e.failed.clone(),
+            )
+        })
+    }
 }
 
 impl JwksCache {
@@ -186,7 +215,7 @@ fn jwt_header(token: &str) -> Option<jsonwebtoken::Header> {
 }
 
 impl JwksCache {
-    fn slot(&self, url: &str) -> Arc<tokio::sync::Mutex<Option<Entry>>> {
+    fn slot(&self, url: &str) -> Arc<Slot> {
         self.entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -245,50 +274,76 @@ impl TokenClient {
             };
         };
         let slot = self.jwks_cache().slot(&url);
-        let mut entry = slot.lock().await;
         let kid = header.kid.clone();
         let has_kid = |keys: &JwkSet| match &kid {
             Some(k) => keys.find(k).is_some(),
             None => !keys.keys.is_empty(),
         };
-        let cached = entry
-            .as_ref()
-            .map(|e| (has_kid(&e.keys), e.fetched.elapsed()));
-        if should_fetch(cached, self.jwks_cache().min_refetch) {
-            match self.fetch_jwks(&url).await {
-                Ok(keys) => {
-                    *entry = Some(Entry {
-                        keys: Arc::new(keys),
-                        fetched: Instant::now(),
-                        failed: None,
-                    });
+        let min_refetch = self.jwks_cache().min_refetch;
+        let mut cached = slot.cached(has_kid);
+        let due = |c: &Option<(Arc<JwkSet>, bool, Duration, Option<String>)>| {
+            should_fetch(c.as_ref().map(|c| (c.1, c.2)), min_refetch)
+        };
+        if due(&cached) {
+            let fetching = match slot.fetch.try_lock() {
+                Ok(guard) => Some(guard),
+                // Another verification is fetching: use the cached keys if they will do,
+                // else wait for that fetch and take what it brought.
+                Err(_) if cached.as_ref().is_some_and(|c| c.1) => None,
+                Err(_) => {
+                    drop(slot.fetch.lock().await);
+                    cached = slot.cached(has_kid);
+                    None
                 }
-                Err(message) => match entry.as_mut() {
-                    // Keep the keys we had (the token may still be signed by one of them), and
-                    // count the attempt: no other verification tries again before the
-                    // interval is over.
-                    Some(e) if e.failed.is_none() => {
-                        tracing::debug!(%message, "refetching the JWKS failed");
-                        e.fetched = Instant::now();
+            };
+            // Holding the fetch: unless one just finished meanwhile, fetch (with no lock on
+            // the keys, which other verifications go on reading).
+            if let Some(_guard) = fetching {
+                cached = slot.cached(has_kid);
+                if due(&cached) {
+                    let fetched = self.fetch_jwks(&url).await;
+                    let mut entry = slot.entry.lock().unwrap_or_else(|e| e.into_inner());
+                    match fetched {
+                        Ok(keys) => {
+                            *entry = Some(Entry {
+                                keys: Arc::new(keys),
+                                fetched: Instant::now(),
+                                failed: None,
+                            });
+                        }
+                        Err(message) => match entry.as_mut() {
+                            // Keep the keys we had (the token may still be signed by one of
+                            // them), and count the attempt: no other verification tries again
+                            // before the interval is over.
+                            Some(e) if e.failed.is_none() => {
+                                tracing::debug!(%message, "refetching the JWKS failed");
+                                e.fetched = Instant::now();
+                            }
+                            // Never had keys: remember the failure, so that the connections of
+                            // the environment do not each try again before the interval is
+                            // over.
+                            _ => {
+                                *entry = Some(Entry {
+                                    keys: Arc::default(),
+                                    fetched: Instant::now(),
+                                    failed: Some(message),
+                                });
+                            }
+                        },
                     }
-                    // Never had keys: remember the failure, so that the connections of the
-                    // environment do not each try again before the interval is over.
-                    _ => {
-                        *entry = Some(Entry {
-                            keys: Arc::default(),
-                            fetched: Instant::now(),
-                            failed: Some(message.clone()),
-                        });
-                        return Verification::Unavailable { message };
-                    }
-                },
+                    drop(entry);
+                    cached = slot.cached(has_kid);
+                }
             }
         }
-        if let Some(message) = entry.as_ref().and_then(|e| e.failed.clone()) {
+        let Some((keys, _, _, failed)) = cached else {
+            return Verification::Unavailable {
+                message: "the JWKS could not be fetched".into(),
+            };
+        };
+        if let Some(message) = failed {
             return Verification::Unavailable { message };
         }
-        let keys = entry.as_ref().map(|e| e.keys.clone()).unwrap_or_default();
-        drop(entry);
         let jwk = match &kid {
             Some(k) => keys.find(k),
             None if keys.keys.len() == 1 => keys.keys.first(),

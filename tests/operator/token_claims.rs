@@ -238,3 +238,40 @@ async fn an_unreachable_jwks_is_rechecked_with_backoff_and_warned_once() {
     env.standin.set_jwks_unavailable(false);
     wait_verified(&env, "c", "TokenVerified").await;
 }
+
+/// A slow JWKS fetch for one token (an unknown `kid`) does not hold up the verification of
+/// another token of the environment whose key is cached: it is verified while that fetch is
+/// still running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_jwks_fetch_does_not_hold_up_tokens_whose_key_is_cached() {
+    let env = setup("jwks-slow", Duration::from_secs(1)).await;
+    env.create_connection("a", json!({})).await;
+    wait_verified(&env, "a", "TokenVerified").await;
+    let fetched = env.standin.jwks_requests();
+    // The cached keys must be older than the 1 s minimum refetch interval for an unknown kid
+    // to fetch them again: that is a time, not an event to wait for.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // The next token names a key the JWKS lacks: verifying it fetches the JWKS, slowly.
+    env.standin.set_jwks_delay(Duration::from_secs(8));
+    env.standin.push_fault(Fault::UnknownKid, 1);
+    env.create_connection("b", json!({})).await;
+    eventually(
+        Duration::from_secs(10),
+        "the slow fetch started",
+        || async { (env.standin.jwks_requests() > fetched).then_some(()) },
+    )
+    .await;
+    let started = Instant::now();
+    env.create_connection("c", json!({})).await;
+    wait_verified(&env, "c", "TokenVerified").await;
+    // The slow fetch has not answered yet: b's check is still waiting for it.
+    let b = env.status_json("b").await;
+    assert!(
+        verified(&b).is_none(),
+        "c was verified only after b's fetch ({:?}): {b}",
+        started.elapsed()
+    );
+    wait_verified(&env, "b", "TokenKeyUnknown").await;
+    env.standin.set_jwks_delay(Duration::ZERO);
+}

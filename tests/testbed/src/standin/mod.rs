@@ -803,6 +803,11 @@ impl StandIn {
         self.state().jwks_down = down;
     }
 
+    /// Makes the JWKS answer `delay` late (zero: at once).
+    pub fn set_jwks_delay(&self, delay: Duration) {
+        self.state().jwks_delay = delay;
+    }
+
     /// How many times the JWKS was requested.
     pub fn jwks_requests(&self) -> usize {
         self.state().jwks_requests

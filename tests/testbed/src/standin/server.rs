@@ -235,11 +235,12 @@ async fn handle(
     match rest {
         ["token"] => token_endpoint(shared, &ctx, &prefix, &path, req).await,
         ["jwks"] => Ok({
-            let down = {
+            let (down, delay) = {
                 let mut state = shared.state();
                 state.jwks_requests += 1;
-                state.jwks_down
+                (state.jwks_down, state.jwks_delay)
             };
+            tokio::time::sleep(delay).await;
             if down {
                 status_fault(503, None, None)
             } else {

@@ -211,6 +211,8 @@ pub(crate) struct State {
     pub(crate) jwks_requests: usize,
     /// The JWKS answers 503 (an unreachable JWKS).
     pub(crate) jwks_down: bool,
+    /// The JWKS answers this late (a slow JWKS).
+    pub(crate) jwks_delay: std::time::Duration,
     pub(crate) management_faults: VecDeque<(Fault, usize)>,
     pub(crate) management_requests: Vec<RecordedManagementRequest>,
     /// Added to the real clock to judge previous-secret expiry (`StandIn::advance_clock`).
@@ -231,6 +233,7 @@ impl State {
             issued_tokens: Vec::new(),
             jwks_requests: 0,
             jwks_down: false,
+            jwks_delay: std::time::Duration::ZERO,
             management_faults: VecDeque::new(),
             management_requests: Vec::new(),
             clock_offset: Duration::ZERO,
