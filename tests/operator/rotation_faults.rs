@@ -18,6 +18,7 @@ use serde_json::json;
 use crate::process::OperatorProcess;
 use crate::secret_rotation::{
     ROTATION, accepted, hold_the_next_answer, mark_due, register, rotation_spec, secret_in_creds,
+    wait_rotated,
 };
 use crate::support::*;
 
@@ -154,15 +155,7 @@ async fn lost_answers_twice(prefix: &str, fault: Fault) {
         },
     )
     .await;
-    let conn = env
-        .wait_condition(
-            "rot",
-            ROTATION,
-            "True",
-            Some("SecretRotated"),
-            Duration::from_secs(30),
-        )
-        .await;
+    let conn = wait_rotated(&env, "rot", Duration::from_secs(30)).await;
     assert_eq!(TestEnv::condition(&conn, "Ready").status, "True");
     assert_eq!(rotations(&env), 3);
 }
@@ -224,14 +217,7 @@ async fn a_crlf_client_secret_is_rotated_once() {
     mark_due(&env).await;
     env.start_operator();
     env.create_connection("rot", rotation_spec()).await;
-    env.wait_condition(
-        "rot",
-        ROTATION,
-        "True",
-        Some("SecretRotated"),
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_rotated(&env, "rot", Duration::from_secs(30)).await;
     env.wait_ready("rot").await;
     let held = secret_in_creds(&env).await;
     assert_eq!(env.standin.current_secret(ENV_ID, CLIENT_ID), Some(held));
@@ -298,14 +284,7 @@ async fn the_new_secret_put_in_by_a_person_meanwhile_is_a_success() {
     let current = env.standin.current_secret(ENV_ID, CLIENT_ID).unwrap();
     put_secret(&env, &current).await;
     env.standin.release_held();
-    env.wait_condition(
-        "rot",
-        ROTATION,
-        "True",
-        Some("SecretRotated"),
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_rotated(&env, "rot", Duration::from_secs(30)).await;
     assert_eq!(secret_in_creds(&env).await, current);
     // The rotation time is recorded: a full reconcile later nothing is due.
     reconcile_with_a_new_token(&env, "later").await;
@@ -386,14 +365,7 @@ async fn a_lost_answer_is_recovered_with_the_recovery_credentials() {
         },
     )
     .await;
-    env.wait_condition(
-        "rot",
-        ROTATION,
-        "True",
-        Some("SecretRotated"),
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_rotated(&env, "rot", Duration::from_secs(30)).await;
     assert_eq!(rotations(&env), 1);
     assert!(accepted(&env, &current).await);
     let creds = env.secrets().get("creds").await.unwrap();

@@ -48,6 +48,16 @@ pub(crate) async fn hold_the_next_answer(env: &TestEnv) {
     .await;
 }
 
+/// Waits until `name`'s ClientSecretRotation is True with SecretRotated: rotated and proven.
+pub(crate) async fn wait_rotated(
+    env: &TestEnv,
+    name: &str,
+    timeout: Duration,
+) -> pingone_operator::api::PingOneConnection {
+    env.wait_condition(name, ROTATION, "True", Some("SecretRotated"), timeout)
+        .await
+}
+
 pub(crate) async fn secret_in_creds(env: &TestEnv) -> String {
     let s = env.secrets().get("creds").await.unwrap();
     data(&s, "clientSecret").unwrap()
@@ -106,15 +116,7 @@ async fn a_rotation_writes_the_new_secret_in_one_change_and_proves_it() {
     let started = Timestamp::now();
     env.start_operator();
     env.create_connection("rot", rotation_spec()).await;
-    let conn = env
-        .wait_condition(
-            "rot",
-            ROTATION,
-            "True",
-            Some("SecretRotated"),
-            Duration::from_secs(30),
-        )
-        .await;
+    let conn = wait_rotated(&env, "rot", Duration::from_secs(30)).await;
     let finished = Timestamp::now();
     let status = conn.status.clone().unwrap();
 
@@ -343,15 +345,7 @@ async fn kill_during_rotation(point: KillPoint, prefix: &str) {
         assert_eq!(secret_in_creds(&env).await, held);
         return;
     }
-    let conn = env
-        .wait_condition(
-            "kp",
-            ROTATION,
-            "True",
-            Some("SecretRotated"),
-            Duration::from_secs(60),
-        )
-        .await;
+    let conn = wait_rotated(&env, "kp", Duration::from_secs(60)).await;
     assert_eq!(
         TestEnv::condition(&conn, "Ready").status,
         "True",
@@ -398,14 +392,7 @@ async fn a_rotation_leaks_neither_secret_nor_token() {
         &["--leader-election=false"],
     );
     env.create_connection("rot", rotation_spec()).await;
-    env.wait_condition(
-        "rot",
-        ROTATION,
-        "True",
-        Some("SecretRotated"),
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_rotated(&env, "rot", Duration::from_secs(30)).await;
     let new_secret = secret_in_creds(&env).await;
     assert_ne!(new_secret, CLIENT_SECRET);
     let tokens = env.standin.issued_tokens();
@@ -468,14 +455,7 @@ async fn an_unrelated_change_during_a_rotation_is_kept() {
         .await
         .unwrap();
     env.standin.release_held();
-    env.wait_condition(
-        "rot",
-        ROTATION,
-        "True",
-        Some("SecretRotated"),
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_rotated(&env, "rot", Duration::from_secs(30)).await;
     let creds = env.secrets().get("creds").await.unwrap();
     assert_eq!(
         data(&creds, "clientSecret"),

@@ -182,21 +182,11 @@ fn read_secret(
     record: &mut RecordedManagementRequest,
 ) -> Resp {
     let now = SystemTime::now();
-    let Some(claims) = bearer_token(headers).and_then(|token| shared.verify(token).ok()) else {
-        return *access_failed();
+    let caller = match platform_caller(shared, headers, env, record) {
+        Ok(caller) => caller,
+        Err(resp) => return *resp,
     };
-    let text = |name: &str| claims.get(name).and_then(Value::as_str);
-    record.caller_client_id = text("client_id").map(str::to_owned);
-    let unexpired = claims
-        .get("exp")
-        .and_then(Value::as_u64)
-        .is_some_and(|exp| exp > super::server::epoch_secs(now) as u64);
-    let Some(caller) = record.caller_client_id.as_deref() else {
-        return *access_failed();
-    };
-    if !(unexpired && text("env") == Some(env)) {
-        return *access_failed();
-    }
+    let caller = caller.as_str();
     let state = shared.state();
     let allowed = caller != app
         && state
@@ -255,25 +245,8 @@ impl Rotation<'_> {
 
     fn commit(&self, record: &mut RecordedManagementRequest) -> Result<Value, Box<Resp>> {
         let now = SystemTime::now();
-        let claims = bearer_token(self.headers)
-            .and_then(|token| self.shared.verify(token).ok())
-            .ok_or_else(access_failed)?;
-        let text = |name: &str| claims.get(name).and_then(Value::as_str);
-        record.caller_client_id = text("client_id").map(str::to_owned);
-        let unexpired = claims
-            .get("exp")
-            .and_then(Value::as_u64)
-            .is_some_and(|exp| exp > super::server::epoch_secs(now) as u64);
-        // A token for a custom resource's scopes has that resource as its audience.
-        let for_platform = claims
-            .get("scope")
-            .is_none_or(|scope| scope.as_str() == Some(""));
-        let Some(caller) = record.caller_client_id.as_deref() else {
-            return Err(access_failed());
-        };
-        if !(unexpired && for_platform && text("env") == Some(self.env)) {
-            return Err(access_failed());
-        }
+        let caller = platform_caller(self.shared, self.headers, self.env, record)?;
+        let caller = caller.as_str();
 
         let mut state = self.shared.state();
         if !state
@@ -309,6 +282,33 @@ impl Rotation<'_> {
             );
         }
         Ok(Value::Object(body))
+    }
+}
+
+/// The client id of the caller of a Management API request (recorded), when its bearer token
+/// is an unexpired access token of this stand-in for `env`, requested without a scope (a token
+/// for a custom resource's scopes has that resource as its audience); else 401 `ACCESS_FAILED`.
+fn platform_caller(
+    shared: &Shared,
+    headers: &HeaderMap,
+    env: &str,
+    record: &mut RecordedManagementRequest,
+) -> Result<String, Box<Resp>> {
+    let claims = bearer_token(headers)
+        .and_then(|token| shared.verify(token).ok())
+        .ok_or_else(access_failed)?;
+    let text = |name: &str| claims.get(name).and_then(Value::as_str);
+    record.caller_client_id = text("client_id").map(str::to_owned);
+    let unexpired = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .is_some_and(|exp| exp > super::server::epoch_secs(SystemTime::now()) as u64);
+    let for_platform = claims
+        .get("scope")
+        .is_none_or(|scope| scope.as_str() == Some(""));
+    match record.caller_client_id.clone() {
+        Some(caller) if unexpired && for_platform && text("env") == Some(env) => Ok(caller),
+        _ => Err(access_failed()),
     }
 }
 
