@@ -86,6 +86,9 @@ enum Outcome {
         need: Need,
         until: Timestamp,
         current: Option<IssuedToken>,
+        /// The failure it waits out is PingOne refusing these very credentials (found in
+        /// status by a restarted process): what the last request showed of the secret.
+        refused: bool,
     },
     /// A token is needed, and the environment's request budget has a slot for it in `wait`.
     Throttled {
@@ -337,6 +340,10 @@ impl Reconcile<'_> {
                 need,
                 until,
                 current: current_token(&target),
+                refused: self.failure.as_ref().is_some_and(|f| {
+                    f.inputs_digest == digest
+                        && matches!(f.reason, "InvalidClient" | "UnauthorizedClient")
+                }),
             },
             Plan::Request(need) => self.request(&target, &creds, &digest, need, rule).await?,
         })
@@ -468,6 +475,7 @@ impl Reconcile<'_> {
                 need,
                 until,
                 current,
+                ..
             } => (
                 current.clone(),
                 need.is_renewal(),
@@ -1403,6 +1411,7 @@ fn proof_of(outcome: &Outcome) -> rotation::intent::Proof {
         {
             Proof::Refused
         }
+        Outcome::Waiting { refused: true, .. } => Proof::Refused,
         _ => Proof::Unknown,
     }
 }

@@ -12,7 +12,7 @@ use crate::process::OperatorProcess;
 use crate::support::*;
 
 /// Applies `yaml` with `kubectl apply --server-side`.
-async fn kubectl_apply(env: &TestEnv, file: &str, yaml: &str) {
+pub(crate) async fn kubectl_apply(env: &TestEnv, file: &str, yaml: &str) {
     let path: PathBuf = env.cp.dir().join(format!("{file}-{}.yaml", env.ns));
     std::fs::write(&path, yaml).unwrap();
     kubectl(
@@ -28,7 +28,7 @@ async fn kubectl_apply(env: &TestEnv, file: &str, yaml: &str) {
     .await;
 }
 
-async fn kubectl(env: &TestEnv, args: &[&str]) -> String {
+pub(crate) async fn kubectl(env: &TestEnv, args: &[&str]) -> String {
     let mut cmd = env.cp.kubectl();
     cmd.args(args);
     run_ok(cmd, &format!("kubectl {args:?}")).await

@@ -425,3 +425,221 @@ async fn recovery_credentials_without_the_permission_leave_it_unknown() {
     assert_eq!(reads(), 1, "the recovery was retried at once");
     wait_unknown(&env, "rot", sent_at).await;
 }
+
+/// The hold of a rotated client secret for Secret `creds` (see `rotation::hold`).
+const HOLD: &str = "pingone-rotation-creds";
+
+/// The secret the hold keeps, if any.
+async fn held_secret(env: &TestEnv) -> Option<String> {
+    let hold = env.secrets().get_opt(HOLD).await.unwrap()?;
+    data(&hold, "clientSecret")
+}
+
+/// Makes the API server deny every change of the credentials Secret's data (as an admission
+/// policy or a webhook of the cluster might), for the operator and everyone else; returns once
+/// it is enforced. The annotations stay writable: the rotation's record gets through.
+async fn deny_credential_changes(env: &TestEnv) -> String {
+    let name = format!("freeze-creds-{}", env.ns);
+    let denial = format!("the data of Secret creds in {} is frozen", env.ns);
+    crate::kubernetes_errors::kubectl_apply(
+        env,
+        "freeze-creds",
+        &format!(
+            r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: {name}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - apiGroups: [""]
+        apiVersions: ["v1"]
+        operations: ["UPDATE"]
+        resources: ["secrets"]
+  validations:
+    - expression: >-
+        request.name != 'creds' ||
+        (has(object.data) && has(oldObject.data) && object.data == oldObject.data)
+      message: "{denial}"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {name}}}
+spec:
+  policyName: {name}
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector:
+      matchLabels: {{kubernetes.io/metadata.name: {ns}}}
+"#,
+            ns = env.ns
+        ),
+    )
+    .await;
+    // Policies load asynchronously: wait until a dry run of a change is denied.
+    let patch = json!({"data": {"clientSecret": base64::engine::general_purpose::STANDARD.encode("probe")}});
+    eventually(Duration::from_secs(20), "the policy is enforced", || {
+        let patch = patch.clone();
+        let denial = denial.clone();
+        async move {
+            let params = PatchParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            match env
+                .secrets()
+                .patch("creds", &params, &Patch::Merge(&patch))
+                .await
+            {
+                Err(e) if e.to_string().contains(&denial) => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    name
+}
+
+/// Lifts [`deny_credential_changes`].
+async fn allow_credential_changes(env: &TestEnv, name: &str) {
+    for kind in [
+        "validatingadmissionpolicybinding",
+        "validatingadmissionpolicy",
+    ] {
+        crate::kubernetes_errors::kubectl(env, &["delete", kind, name]).await;
+    }
+}
+
+/// After the write: PingOne's current secret in the credentials Secret, proven, one rotation,
+/// the hold emptied.
+async fn lands_from_the_hold(env: &TestEnv, current: &str) {
+    eventually(
+        Duration::from_secs(60),
+        "PingOne's current secret in the Secret",
+        || async { (secret_in_creds(env).await == current).then_some(()) },
+    )
+    .await;
+    let conn = wait_rotated(env, "rot", Duration::from_secs(60)).await;
+    assert_eq!(TestEnv::condition(&conn, "Ready").status, "True");
+    assert!(accepted(env, current).await);
+    assert_eq!(rotations(env), 1);
+    eventually(Duration::from_secs(10), "the hold emptied", || async {
+        held_secret(env).await.is_none().then_some(())
+    })
+    .await;
+    let creds = env.secrets().get("creds").await.unwrap();
+    let annotations = creds.metadata.annotations.unwrap_or_default();
+    assert!(!annotations.contains_key(INTENT), "{annotations:?}");
+}
+
+/// PingOne answers, and the API server denies the write of the new secret into the credentials
+/// Secret for longer than `keepPreviousFor`, across a restart of the operator: the returned
+/// secret is kept in the hold (the condition says where), the restarted operator finds it
+/// there, and writes it once the write is allowed, though the Secret's own secret no longer
+/// works by then. One rotation.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_returned_secret_outlives_a_denied_write_a_restart_and_the_grace_end() {
+    let env = TestEnv::new("rotate-denied").await;
+    register(&env, true);
+    let args = ["--leader-election=false"];
+    let mut first = OperatorProcess::start(&env, &args);
+    first.wait_serving(Duration::from_secs(30)).await;
+    env.create_connection("rot", rotation_spec()).await;
+    env.wait_ready("rot").await;
+    let policy = deny_credential_changes(&env).await;
+    mark_due(&env).await;
+    let conn = env
+        .wait_condition(
+            "rot",
+            ROTATION,
+            "False",
+            Some("RotatedSecretNotWritten"),
+            Duration::from_secs(30),
+        )
+        .await;
+    let message = &TestEnv::condition(&conn, ROTATION).message;
+    assert!(
+        message.contains(&format!("a copy is in Secret {HOLD}, key clientSecret")),
+        "{message}"
+    );
+    let current = env.standin.current_secret(ENV_ID, CLIENT_ID).unwrap();
+    assert_eq!(held_secret(&env).await.as_deref(), Some(current.as_str()));
+    assert_eq!(secret_in_creds(&env).await, CLIENT_SECRET);
+    assert_eq!(rotations(&env), 1);
+    first.kill();
+
+    // PingOne's grace for the replaced secret ends while the write is still denied.
+    env.standin.advance_clock(Duration::from_secs(2 * 3600));
+    assert!(!accepted(&env, CLIENT_SECRET).await, "the grace has ended");
+    let mut second = OperatorProcess::start(&env, &args);
+    second.wait_serving(Duration::from_secs(30)).await;
+    second
+        .wait_log(
+            "found a rotated client secret in the hold",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(rotations(&env), 1, "no second rotation");
+    allow_credential_changes(&env, &policy).await;
+    lands_from_the_hold(&env, &current).await;
+}
+
+/// While PingOne's answer is on its way, a person replaces the credentials Secret with a
+/// secret PingOne refuses (dropping the rotation's record with the annotations), and the write
+/// is denied; then the operator restarts. The restarted operator knows nothing of the rotation
+/// but the hold: once the person's secret is refused, it writes the returned one from there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_replacing_the_secret_during_a_rotation_then_a_restart_loses_nothing() {
+    let env = TestEnv::new("rotate-replace").await;
+    register(&env, true);
+    let args = ["--leader-election=false"];
+    let mut first = OperatorProcess::start(&env, &args);
+    first.wait_serving(Duration::from_secs(30)).await;
+    env.create_connection("rot", rotation_spec()).await;
+    env.wait_ready("rot").await;
+    hold_the_next_answer(&env).await;
+    let mut creds = env.secrets().get("creds").await.unwrap();
+    creds.metadata.annotations = None;
+    creds.metadata.managed_fields = None;
+    creds.data = Some(
+        [
+            (
+                "clientId".to_string(),
+                k8s_openapi::ByteString(CLIENT_ID.as_bytes().to_vec()),
+            ),
+            (
+                "clientSecret".to_string(),
+                k8s_openapi::ByteString(b"set-by-a-person".to_vec()),
+            ),
+        ]
+        .into(),
+    );
+    env.secrets()
+        .replace("creds", &Default::default(), &creds)
+        .await
+        .unwrap();
+    let policy = deny_credential_changes(&env).await;
+    env.standin.release_held();
+    let current = env.standin.current_secret(ENV_ID, CLIENT_ID).unwrap();
+    env.wait_condition(
+        "rot",
+        ROTATION,
+        "False",
+        Some("RotatedSecretNotWritten"),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(held_secret(&env).await.as_deref(), Some(current.as_str()));
+    first.kill();
+
+    let mut second = OperatorProcess::start(&env, &args);
+    second.wait_serving(Duration::from_secs(30)).await;
+    second
+        .wait_log(
+            "found a rotated client secret in the hold",
+            Duration::from_secs(30),
+        )
+        .await;
+    allow_credential_changes(&env, &policy).await;
+    lands_from_the_hold(&env, &current).await;
+}

@@ -11,12 +11,14 @@
 //! 4. proves it: the changed credentials make the next reconcile get a token with the new
 //!    secret, and only then does status report the rotation.
 //!
-//! No step loses access. Killed before step 2: nothing changed. Killed after PingOne answered
-//! but before step 3: the Secret still holds the old secret, which PingOne accepts as the
-//! previous one until `keepPreviousFor` runs out, and the rotation is still due, so the
-//! restarted operator rotates at once (making the lost secret the previous one). Killed after
-//! step 3: the Secret holds the new secret and the restarted operator proves it. A failed write
-//! keeps the new secret in memory and writes it on the next reconcile.
+//! No step loses access (see [`intent`] for the invariant and why it holds). Killed before
+//! step 2: nothing changed. PingOne's answer lost, or the operator killed before it arrived:
+//! the record on the Secret makes the outcome *unknown*, reported with its deadline, and no
+//! other rotation starts. Once the answer is in, the returned secret goes into a hold (see
+//! [`hold`]) before anything else: killed before step 3, or with the write refused (a
+//! person's edit, an admission policy), the operator (this one, a restarted one, a new leader)
+//! writes it from there. Killed after step 3: the Secret holds the new secret and the
+//! restarted operator proves it.
 
 use std::time::Duration;
 
@@ -26,6 +28,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use tracing::{info, warn};
 
+pub mod hold;
 pub mod intent;
 
 use super::Context;
@@ -356,8 +359,9 @@ impl From<ManagementError> for AttemptError {
 enum InFlight {
     /// A reconcile is calling PingOne or writing its answer.
     Calling,
-    /// PingOne returned this secret; it is not known to be in the Secret yet.
-    Pending(Box<Pending>),
+    /// PingOne returned this secret; it is not known to be in the Secret yet. `true`: a copy
+    /// is in the hold (see [`hold`]).
+    Pending(Box<Pending>, bool),
     /// PingOne said no to the rotation recorded by this intent annotation (its value), and the
     /// patch that removes the record failed.
     Void(String),
@@ -516,8 +520,12 @@ impl Rotation<'_> {
         let key = (namespace, self.name().to_owned());
         let on_secret = Intent::on(self.secret);
         // The common case, on every reconcile of a connection that does not rotate: nothing
-        // under way, nothing to do.
-        if input.schedule.is_none() && on_secret.is_none() && !self.ctx.rotations.knows(&key) {
+        // under way, nothing to do. A refused secret looks for a held one first.
+        if input.schedule.is_none()
+            && on_secret.is_none()
+            && input.proof != Proof::Refused
+            && !self.ctx.rotations.knows(&key)
+        {
             return Advanced {
                 facts: None,
                 rotated: false,
@@ -528,11 +536,21 @@ impl Rotation<'_> {
             // Another reconcile of a connection sharing the Secret is at it.
             return self.report(&input, None, false, input.failure.clone());
         };
+        // A restarted process, or a new leader, knows nothing: a rotation under way (the
+        // record), or a refused secret, may have left a returned secret in the hold.
+        if matches!(claim.restore, None | Some(InFlight::RecoveryFailed(_)))
+            && (on_secret.is_some() || input.proof == Proof::Refused)
+        {
+            let started_at = on_secret.as_ref().map(|i| i.as_ref().map(|i| i.started_at));
+            if let Some(held) = self.load_hold(started_at).await {
+                claim.restore = Some(InFlight::Pending(Box::new(held), true));
+            }
+        }
         let memory = match &claim.restore {
             // A claim hands over what was known before it; `Calling` is never handed over. A
             // failed recovery is about the record on the Secret, which decides.
             None | Some(InFlight::Calling) | Some(InFlight::RecoveryFailed(_)) => Memory::None,
-            Some(InFlight::Pending(_)) => Memory::Pending,
+            Some(InFlight::Pending(..)) => Memory::Pending,
             // Only the record PingOne said no to, not a newer one.
             Some(InFlight::Void(value)) => {
                 let current = self
@@ -550,10 +568,10 @@ impl Rotation<'_> {
             }
         };
         let holds = match (&claim.restore, self.stored(self.secret)) {
-            (Some(InFlight::Pending(p)), Some(stored)) if intent::same(stored, &p.secret) => {
+            (Some(InFlight::Pending(p, _)), Some(stored)) if intent::same(stored, &p.secret) => {
                 Holds::New
             }
-            (Some(InFlight::Pending(p)), Some(stored)) if intent::same(stored, &p.replaces) => {
+            (Some(InFlight::Pending(p, _)), Some(stored)) if intent::same(stored, &p.replaces) => {
                 Holds::Replaced
             }
             _ => Holds::Other,
@@ -601,7 +619,7 @@ impl Rotation<'_> {
                     // Kept until a token shows which secret works: not a failure.
                     Err(e) if e.reason == REASON_AWAITING_PROOF => {
                         let facts = match &claim.restore {
-                            Some(InFlight::Pending(p)) => Some(self.awaiting_proof(p)),
+                            Some(InFlight::Pending(p, held)) => Some(self.awaiting_proof(p, *held)),
                             _ => None,
                         };
                         self.report(&input, facts, false, failure)
@@ -629,22 +647,28 @@ impl Rotation<'_> {
                 }
             }
             Step::WritePending | Step::Landed => {
-                let Some(InFlight::Pending(pending)) = &claim.restore else {
+                let Some(InFlight::Pending(pending, held)) = &claim.restore else {
                     unreachable!("a pending secret is remembered");
                 };
-                let pending = pending.clone();
+                let (pending, held) = (pending.clone(), *held);
                 let over_refused = holds == Holds::Other && input.proof == Proof::Refused;
                 match self
-                    .write(&pending, self.secret.clone(), over_refused)
+                    .write(&pending, self.secret.clone(), over_refused, held)
                     .await
                 {
                     Ok(done) => {
                         claim.restore = None;
+                        if held {
+                            self.empty_hold().await;
+                        }
                         self.rotated(&input, done)
                     }
-                    Err(WriteError::AwaitProof) => {
-                        self.report(&input, Some(self.awaiting_proof(&pending)), false, failure)
-                    }
+                    Err(WriteError::AwaitProof) => self.report(
+                        &input,
+                        Some(self.awaiting_proof(&pending, held)),
+                        false,
+                        failure,
+                    ),
                     Err(WriteError::Failed(e)) => {
                         failure = Some(self.failed(e, failure.as_ref()).await);
                         self.report(&input, None, false, failure)
@@ -653,13 +677,15 @@ impl Rotation<'_> {
             }
             Step::AwaitProof => {
                 let facts = match &claim.restore {
-                    Some(InFlight::Pending(p)) => Some(self.awaiting_proof(p)),
+                    Some(InFlight::Pending(p, held)) => Some(self.awaiting_proof(p, *held)),
                     _ => None,
                 };
                 self.report(&input, facts, false, failure)
             }
             Step::Superseded => {
-                claim.restore = None;
+                if let Some(InFlight::Pending(_, true)) = claim.restore.take() {
+                    self.empty_hold().await;
+                }
                 let note = format!(
                     "Secret {} got another client secret during a rotation, and PingOne accepts it; the secret the rotation returned is no longer needed",
                     self.name()
@@ -825,8 +851,11 @@ impl Rotation<'_> {
             rotated_at,
             previous_expires_at: read.previous_expires_at,
         };
-        claim.restore = Some(InFlight::Pending(Box::new(pending.clone())));
-        match self.write(&pending, self.secret.clone(), false).await {
+        claim.restore = Some(InFlight::Pending(Box::new(pending.clone()), false));
+        match self
+            .write(&pending, self.secret.clone(), false, false)
+            .await
+        {
             Ok(done) => {
                 claim.restore = None;
                 let note = format!(
@@ -983,7 +1012,7 @@ impl Rotation<'_> {
         }
     }
 
-    fn awaiting_proof(&self, pending: &Pending) -> RotationFacts {
+    fn awaiting_proof(&self, pending: &Pending, held: bool) -> RotationFacts {
         RotationFacts {
             last: None,
             next: None,
@@ -991,8 +1020,9 @@ impl Rotation<'_> {
             healthy: false,
             reason: REASON_AWAITING_PROOF,
             message: format!(
-                "Secret {} got another client secret while the operator rotated it. The operator keeps the secret PingOne returned, and writes it if PingOne refuses the other one; it discards it once a token is obtained with the other one",
-                self.name()
+                "Secret {} got another client secret while the operator rotated it. The operator keeps the secret PingOne returned ({}), and writes it if PingOne refuses the other one; it discards it once a token is obtained with the other one",
+                self.name(),
+                self.kept_where(held)
             ),
         }
     }
@@ -1139,11 +1169,17 @@ impl Rotation<'_> {
             previous_expires_at: rotated.previous_expires_at.or(Some(keep_until)),
         };
         info!(previous_expires_at = ?pending.previous_expires_at, "client secret rotated at PingOne");
-        // Kept from this moment on, whatever happens to this reconcile.
-        claim.restore = Some(InFlight::Pending(Box::new(pending.clone())));
-        match self.write(&pending, recorded, false).await {
+        // Kept from this moment on, whatever happens to this reconcile, and kept in the hold
+        // whatever happens to this process.
+        claim.restore = Some(InFlight::Pending(Box::new(pending.clone()), false));
+        let held = self.hold(&pending).await;
+        claim.restore = Some(InFlight::Pending(Box::new(pending.clone()), held));
+        match self.write(&pending, recorded, false, held).await {
             Ok(done) => {
                 claim.restore = None;
+                if held {
+                    self.empty_hold().await;
+                }
                 Ok(Some(done))
             }
             Err(WriteError::AwaitProof) => Err(AttemptError::new(
@@ -1216,8 +1252,10 @@ impl Rotation<'_> {
         pending: &Pending,
         mut current: Secret,
         over_refused: bool,
+        held: bool,
     ) -> Result<Rotated, WriteError> {
         let name = self.name();
+        let kept = self.kept_where(held);
         let key = self.key();
         let done = Rotated {
             at: pending.rotated_at,
@@ -1280,17 +1318,107 @@ impl Rotation<'_> {
             // A conflict, or an answer lost on the way back: look at what the Secret holds.
             match self.secrets.get_opt(name).await {
                 Ok(Some(fresh)) => current = fresh,
-                _ => return Err(not_written(name, &kube_detail(&error))),
+                _ => return Err(not_written(name, &kube_detail(&error), &kept)),
             }
             if !matches!(&error, kube::Error::Api(s) if s.code == 409)
                 && !self
                     .stored(&current)
                     .is_some_and(|s| intent::same(s, &pending.secret))
             {
-                return Err(not_written(name, &kube_detail(&error)));
+                return Err(not_written(name, &kube_detail(&error), &kept));
             }
         }
-        Err(not_written(name, "it kept changing"))
+        Err(not_written(name, "it kept changing", &kept))
+    }
+
+    /// Where a returned secret is kept, for a message.
+    fn kept_where(&self, held: bool) -> String {
+        if held {
+            format!(
+                "a copy is in Secret {}, key {}",
+                hold::name(self.name()),
+                hold::NEW_KEY
+            )
+        } else {
+            "in the operator's memory only: the hold could not be written".into()
+        }
+    }
+
+    /// Puts a returned secret into the hold; `false` (and a warning) when that failed: the
+    /// secret is then kept in memory only.
+    async fn hold(&self, pending: &Pending) -> bool {
+        let namespace = self.secret.metadata.namespace.clone().unwrap_or_default();
+        let name = hold::name(self.name());
+        let Some(owner) = kube::Resource::controller_owner_ref(self.conn, &()) else {
+            return false;
+        };
+        let problem = match self.secrets.get_opt(&name).await {
+            Ok(Some(s)) if !hold::is_hold(&s) => {
+                format!("Secret {name} exists and is not the operator's")
+            }
+            Ok(_) => {
+                let desired = hold::build(&namespace, self.name(), owner, pending);
+                let params = PatchParams::apply(super::FIELD_MANAGER).force();
+                match self
+                    .secrets
+                    .patch(&name, &params, &Patch::Apply(&desired))
+                    .await
+                {
+                    Ok(_) => {
+                        self.ctx.metrics.write("rotation-hold");
+                        return true;
+                    }
+                    Err(e) => format!("Secret {name} could not be written ({})", kube_detail(&e)),
+                }
+            }
+            Err(e) => format!("Secret {name} could not be read ({})", kube_detail(&e)),
+        };
+        warn!(detail = %problem, "the returned client secret could not be put into the hold; it is kept in memory");
+        false
+    }
+
+    /// Empties the hold: the secret it keeps is in the credentials Secret, or another secret
+    /// there is proven. A failure leaves it behind, recognised as old by its rotation time.
+    async fn empty_hold(&self) {
+        let name = hold::name(self.name());
+        match self
+            .secrets
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&hold::empty_patch()),
+            )
+            .await
+        {
+            Ok(_) => self.ctx.metrics.write("rotation-hold"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                warn!(secret = %name, detail = %kube_detail(&e), "the hold of a rotated client secret could not be emptied");
+            }
+        }
+    }
+
+    /// The secret the hold keeps for a rotation that started at `started_at` (`Some(None)`:
+    /// an unreadable record), or, without a record, one rotated after the last rotation
+    /// recorded on the Secret. `None` when there is none, or it cannot be read now.
+    async fn load_hold(&self, started_at: Option<Option<Timestamp>>) -> Option<Pending> {
+        let name = hold::name(self.name());
+        let secret = match self.secrets.get_opt(&name).await {
+            Ok(s) => s?,
+            Err(e) => {
+                warn!(secret = %name, detail = %kube_detail(&e), "the hold of a rotated client secret could not be read");
+                return None;
+            }
+        };
+        let held = hold::read(&secret, self.name())?;
+        let fits = match started_at {
+            Some(Some(at)) => held.rotated_at == at,
+            Some(None) | None => hold::is_newer(&held, rotated_at(self.secret)),
+        };
+        if fits {
+            info!(secret = %name, "found a rotated client secret in the hold");
+        }
+        fits.then_some(held)
     }
 
     /// Says that a returned secret is in the Secret.
@@ -1317,12 +1445,13 @@ impl Rotation<'_> {
     }
 }
 
-/// A returned secret that could not be written: kept, and written again 5 s later (doubling).
-fn not_written(name: &str, detail: &str) -> WriteError {
+/// A returned secret that could not be written: kept (`kept` says where), and written again
+/// 5 s later (doubling).
+fn not_written(name: &str, detail: &str, kept: &str) -> WriteError {
     WriteError::Failed(AttemptError {
         reason: REASON_WRITE_PENDING,
         message: format!(
-            "the rotated client secret could not be written to Secret {name} ({detail}); it is kept and written on the next attempt"
+            "the rotated client secret could not be written to Secret {name} ({detail}); it is kept ({kept}) and written on the next attempt"
         ),
         retry_after: None,
         retry: Retry::Fast,
