@@ -5,6 +5,7 @@ pub mod credentials;
 pub mod digest_key;
 mod events;
 mod fingerprint;
+pub mod jwks_wait;
 pub mod layout;
 mod own_writes;
 pub mod plan;
@@ -112,6 +113,8 @@ pub struct Context {
     /// two connections sharing a Secret never rotate it at the same time, and a secret PingOne
     /// returned is kept here until it is in the Secret.
     rotations: rotation::Registry,
+    /// Connections whose token waits for an unreachable JWKS, per environment.
+    jwks_waits: Arc<jwks_wait::JwksWaits>,
 }
 
 impl Context {
@@ -136,6 +139,7 @@ impl Context {
             first_jitter: schedule::Spread::new(rand::random()),
             renewal_jitter: schedule::Spread::new(rand::random()),
             rotations: Default::default(),
+            jwks_waits: Default::default(),
             connections: Default::default(),
             health: Arc::new(crate::health::Health::new(DEFAULT_WATCH_FAILURE_THRESHOLD)),
         }

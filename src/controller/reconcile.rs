@@ -564,21 +564,21 @@ impl Reconcile<'_> {
             },
             renew_request_served: renew_served.as_deref(),
         };
-        // A token that could not be checked is checked again: after a minute, doubling with
-        // each check that finds the JWKS unreachable, and at the latest at the renewal (whose
-        // new token is checked anyway).
+        // A token that could not be checked waits for its environment's JWKS, which one task
+        // rechecks for all of them (see jwks_wait.rs): the connection is reconciled when keys
+        // come, and at its renewal (whose new token is checked anyway) whatever happens.
         if facts
             .token_check
             .as_ref()
             .is_some_and(|c| c.reason == crate::pingone::REASON_JWKS_UNAVAILABLE)
         {
-            let rechecks = ctx.states.with(&self.uid, |s| s.jwks_rechecks).unwrap_or(1);
-            let wait = ctx
-                .tokens
-                .jwks_min_refetch()
-                .saturating_mul(1 << rechecks.saturating_sub(1).min(10));
-            let at = schedule::add(now, wait);
-            next = Some(next.map_or(at, |n| n.min(at)));
+            let spec = &self.conn.spec;
+            ctx.jwks_waits.wait(
+                &ctx.tokens,
+                &spec.auth_domain,
+                &spec.environment_id,
+                kube::runtime::reflector::ObjectRef::from_obj(self.conn),
+            );
         }
         // Wake for the next rotation (or its retry), and at once to prove a new secret.
         if rotation.rotated {
@@ -992,16 +992,8 @@ impl Reconcile<'_> {
                     .await;
             }
         }
-        let unavailable = check
-            .as_ref()
-            .is_some_and(|c| c.reason == crate::pingone::REASON_JWKS_UNAVAILABLE);
         self.ctx.states.with(&self.uid, |s| {
             s.token_check = Some((token.issued_at, check.clone()));
-            s.jwks_rechecks = if unavailable {
-                s.jwks_rechecks.saturating_add(1)
-            } else {
-                0
-            };
         });
         *self.check.lock().unwrap_or_else(|e| e.into_inner()) = Some(check);
     }

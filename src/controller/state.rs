@@ -91,8 +91,6 @@ pub struct ConnectionState {
     /// shows it too, but the copy of the connection a reconcile gets may predate that write;
     /// kept until the watch brings a status that shows it (see `States::status_seen`).
     pub token_check: Option<(jiff::Timestamp, Option<TokenCheck>)>,
-    /// Checks of its token in a row that found the JWKS unreachable: the recheck backs off.
-    pub jwks_rechecks: u32,
     /// The last renew-requested-at value a token was issued for (as for `token_check`).
     pub renew_served: Option<String>,
     /// The last renew-requested-at value a token request was sent for, served or not: a

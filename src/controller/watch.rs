@@ -174,10 +174,15 @@ pub async fn run(
         .concurrency(config.concurrency)
         .debounce(Duration::from_millis(20));
 
+    // Connections whose environment's JWKS is reachable again (see jwks_wait.rs).
+    let (jwks_tx, mut jwks_rx) = tokio::sync::mpsc::unbounded_channel();
+    ctx.jwks_waits.set_trigger(jwks_tx);
+    let jwks_ready = stream::poll_fn(move |cx| jwks_rx.poll_recv(cx));
+
     info!(namespaces = ?config.namespaces, "controller starting");
     Controller::for_stream(connections, reader)
         .with_config(controller_config)
-        .reconcile_on(secrets)
+        .reconcile_on(stream::select(secrets, jwks_ready))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -156,6 +156,44 @@ impl Slot {
     }
 }
 
+impl Slot {
+    /// Keeps what a fetch brought: `true` when keys came.
+    fn store(&self, fetched: Result<JwkSet, String>) -> bool {
+        let mut entry = self.entry.lock().unwrap_or_else(|e| e.into_inner());
+        match fetched {
+            Ok(keys) => {
+                *entry = Some(Entry {
+                    keys: Arc::new(keys),
+                    fetched: Instant::now(),
+                    failed: None,
+                });
+                true
+            }
+            Err(message) => {
+                match entry.as_mut() {
+                    // Keep the keys we had (the token may still be signed by one of them), and
+                    // count the attempt: no other verification tries again before the
+                    // interval is over.
+                    Some(e) if e.failed.is_none() => {
+                        tracing::debug!(%message, "refetching the JWKS failed");
+                        e.fetched = Instant::now();
+                    }
+                    // Never had keys: remember the failure, so that the connections of the
+                    // environment do not each try again before the interval is over.
+                    _ => {
+                        *entry = Some(Entry {
+                            keys: Arc::default(),
+                            fetched: Instant::now(),
+                            failed: Some(message),
+                        });
+                    }
+                }
+                false
+            }
+        }
+    }
+}
+
 impl JwksCache {
     /// An empty cache that refetches a JWKS for an unknown `kid` at most every `min_refetch`.
     pub fn new(min_refetch: Duration) -> Self {
@@ -232,6 +270,20 @@ impl TokenClient {
         self.jwks_cache().min_refetch
     }
 
+    /// Fetches the JWKS of an environment now (after any fetch in flight) and caches what
+    /// came: `true` when keys came. What rechecks an environment whose JWKS was unreachable.
+    pub async fn refresh_jwks(&self, auth_domain: &str, environment_id: &str) -> bool {
+        if self.policy().check(auth_domain).is_err() {
+            return false;
+        }
+        let Some(url) = jwks_url(auth_domain, environment_id) else {
+            return false;
+        };
+        let slot = self.jwks_cache().slot(&url);
+        let _fetching = slot.fetch.lock().await;
+        slot.store(self.fetch_jwks(&url).await)
+    }
+
     /// Verifies `token` against the JWKS of its environment. The auth domain must be one the
     /// policy allows (it was just used for the token).
     pub async fn verify_token(
@@ -301,37 +353,7 @@ impl TokenClient {
             if let Some(_guard) = fetching {
                 cached = slot.cached(has_kid);
                 if due(&cached) {
-                    let fetched = self.fetch_jwks(&url).await;
-                    let mut entry = slot.entry.lock().unwrap_or_else(|e| e.into_inner());
-                    match fetched {
-                        Ok(keys) => {
-                            *entry = Some(Entry {
-                                keys: Arc::new(keys),
-                                fetched: Instant::now(),
-                                failed: None,
-                            });
-                        }
-                        Err(message) => match entry.as_mut() {
-                            // Keep the keys we had (the token may still be signed by one of
-                            // them), and count the attempt: no other verification tries again
-                            // before the interval is over.
-                            Some(e) if e.failed.is_none() => {
-                                tracing::debug!(%message, "refetching the JWKS failed");
-                                e.fetched = Instant::now();
-                            }
-                            // Never had keys: remember the failure, so that the connections of
-                            // the environment do not each try again before the interval is
-                            // over.
-                            _ => {
-                                *entry = Some(Entry {
-                                    keys: Arc::default(),
-                                    fetched: Instant::now(),
-                                    failed: Some(message),
-                                });
-                            }
-                        },
-                    }
-                    drop(entry);
+                    slot.store(self.fetch_jwks(&url).await);
                     cached = slot.cached(has_kid);
                 }
             }

@@ -206,37 +206,53 @@ async fn skew_missing_scopes_and_opaque_tokens() {
     assert_eq!(status["conditions"][0]["status"], "True");
 }
 
-/// An unreachable JWKS: the token is delivered and Ready, `TokenVerified` says the check could
-/// not be made, and the recheck backs off (1, 2, 4 s … here, from a 1 s minimum; a minute in
-/// production) instead of coming every interval; the Warning is published once, not at every
-/// recheck. Reachable again, the next recheck verifies the token.
+/// An unreachable JWKS: the tokens are delivered and Ready, `TokenVerified` says the check
+/// could not be made, and the environment's JWKS is rechecked with backoff (1, 2, 4 s … here,
+/// from a 1 s minimum; a minute in production) by one task for all its connections, which are
+/// not reconciled meanwhile (no Secret read, no status write); the Warning is published once.
+/// Reachable again, every waiting token is verified.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_jwks_is_rechecked_with_backoff_and_warned_once() {
     let env = setup("jwks-down", Duration::from_secs(1)).await;
     env.standin.set_jwks_unavailable(true);
-    env.create_connection("c", json!({})).await;
-    env.wait_ready("c").await;
-    wait_verified(&env, "c", "JwksUnavailable").await;
+    let names = ["c", "d", "e"];
+    for name in names {
+        env.create_connection(name, json!({})).await;
+    }
+    for name in names {
+        env.wait_ready(name).await;
+        wait_verified(&env, name, "JwksUnavailable").await;
+    }
     let start = env.standin.jwks_requests();
+    let reconciles = env.metrics.reconciles.get();
     let window = Duration::from_secs(10);
     tokio::time::sleep(window).await;
     let rechecks = env.standin.jwks_requests() - start;
-    println!("{rechecks} JWKS requests in {window:?} with the JWKS down");
-    // Every second would be about 10; backing off 1, 2, 4, 8 s leaves at most 4.
+    let reconciled = env.metrics.reconciles.get() - reconciles;
+    println!(
+        "{rechecks} JWKS requests and {reconciled} reconciles in {window:?} with the JWKS down"
+    );
+    // Every second would be about 10 per connection; one environment backing off 1, 2, 4, 8 s
+    // leaves at most 4 for all three.
     assert!(
         (1..=4).contains(&rechecks),
         "{rechecks} JWKS requests in {window:?}"
     );
-    let warnings = events_for(&env, "c", "JwksUnavailable").await;
-    assert_eq!(warnings.len(), 1, "{warnings:#?}");
-    assert!(
-        warnings[0].series.is_none(),
-        "the Warning was repeated: {:?}",
-        warnings[0].series
-    );
+    assert_eq!(reconciled, 0, "connections reconciled while waiting");
+    for name in names {
+        let warnings = events_for(&env, name, "JwksUnavailable").await;
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        assert!(
+            warnings[0].series.is_none(),
+            "the Warning was repeated: {:?}",
+            warnings[0].series
+        );
+    }
 
     env.standin.set_jwks_unavailable(false);
-    wait_verified(&env, "c", "TokenVerified").await;
+    for name in names {
+        wait_verified(&env, name, "TokenVerified").await;
+    }
 }
 
 /// A slow JWKS fetch for one token (an unknown `kid`) does not hold up the verification of
