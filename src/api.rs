@@ -657,6 +657,12 @@ pub struct PingOneConnectionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
 
+    /// When the operator last got a token from PingOne for this connection, also one it could
+    /// not write into the Secret yet: the minimum interval between two requests counts from
+    /// it, across restarts and leader changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_token_obtained_time: Option<Time>,
+
     /// When the operator will renew the current token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_time: Option<Time>,

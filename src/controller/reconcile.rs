@@ -271,12 +271,12 @@ impl Reconcile<'_> {
                 generation: self.conn.metadata.generation,
                 rule,
                 failure: self.failure.as_ref(),
-                last_issued: self
-                    .conn
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.issued_at.as_ref())
-                    .map(|t| t.0),
+                last_issued: self.conn.status.as_ref().and_then(|s| {
+                    s.issued_at
+                        .as_ref()
+                        .max(s.last_token_obtained_time.as_ref())
+                        .map(|t| t.0)
+                }),
                 renew_requested: self.pending_renew_request().is_some(),
                 retry_now: self.pending_renew_request().is_some_and(|value| {
                     self.ctx
@@ -1289,6 +1289,16 @@ impl Reconcile<'_> {
         } else {
             schedule::backoff(attempts, &ctx.timing, rand::random())
         };
+        // Like every requeue, this one also wakes when the token status shows expires: then
+        // Ready says so (the status can often be written when a Secret cannot), and the
+        // write of a token obtained meanwhile is tried again when it matters most.
+        let wait = match self.status().and_then(|s| s.expires_at.as_ref()) {
+            Some(expires) if expires.0 > self.now => {
+                let left = self.now.duration_until(expires.0).unsigned_abs();
+                wait.min(left + Duration::from_millis(500))
+            }
+            _ => wait,
+        };
         if changed {
             warn!(
                 reason = e.reason,
@@ -1310,13 +1320,24 @@ impl Reconcile<'_> {
             stalled: e.stalled,
             retry_at: (!e.stalled).then(|| schedule::add(self.now, wait)),
         };
-        let status = status::with_problem(
+        let mut status = status::with_problem(
             self.status(),
             &problem,
             self.now,
             self.conn.metadata.generation,
             failure_from_status(self.status()).is_some(),
         );
+        // A token obtained and not written: a restarted operator or a new leader counts the
+        // floor from it too.
+        if let Some(Some(obtained)) = ctx.states.with(&self.uid, |s| {
+            s.unwritten.as_ref().map(|u| u.token.issued_at)
+        }) {
+            status.last_token_obtained_time = status
+                .last_token_obtained_time
+                .map(|t| t.0)
+                .max(Some(obtained))
+                .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
+        }
         if self.status() != Some(&status) {
             // Best effort: the status write may be what fails.
             if let Err(e) = self.write_status(&status).await {

@@ -239,6 +239,15 @@ pub fn compute(
         token_secret_name: Some(facts.secret_name.to_string()),
         issued_at: facts.token.map(|t| Time(t.issued_at)),
         expires_at: facts.token.map(|t| Time(t.expires_at)),
+        last_token_obtained_time: facts
+            .token
+            .map(|t| t.issued_at)
+            .max(
+                previous
+                    .and_then(|p| p.last_token_obtained_time.as_ref())
+                    .map(|t| t.0),
+            )
+            .map(Time),
         renewal_time: facts.renew_at.filter(|_| ready).map(Time),
         last_failure_time: facts.last_failure.map(Time),
         failed_attempts: facts.failed_attempts,

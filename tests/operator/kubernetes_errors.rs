@@ -370,3 +370,148 @@ async fn a_kubernetes_failure_keeps_the_token_failure_across_a_restart() {
         operator.output()
     );
 }
+
+/// Freezes the operator's Secrets in the test namespace (an admission policy denying their
+/// writes); returns the policy's name once it is enforced.
+async fn freeze_token_secrets(env: &TestEnv) -> String {
+    let name = format!("freeze-{}", env.ns);
+    let denial = format!("the operator's Secrets in {} are frozen", env.ns);
+    kubectl_apply(
+        env,
+        "freeze",
+        &format!(
+            r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: {name}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - apiGroups: [""]
+        apiVersions: ["v1"]
+        operations: ["CREATE", "UPDATE"]
+        resources: ["secrets"]
+  validations:
+    - expression: >-
+        !has(object.metadata.labels) ||
+        !('app.kubernetes.io/managed-by' in object.metadata.labels)
+      message: "{denial}"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {name}}}
+spec:
+  policyName: {name}
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector:
+      matchLabels: {{kubernetes.io/metadata.name: {ns}}}
+"#,
+            ns = env.ns
+        ),
+    )
+    .await;
+    let probe = Secret {
+        metadata: ObjectMeta {
+            name: Some("probe".into()),
+            labels: Some(std::collections::BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                "pingone-operator".to_string(),
+            )])),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    eventually(Duration::from_secs(20), "the policy is enforced", || {
+        let (secrets, probe, denial) = (env.secrets(), probe.clone(), denial.clone());
+        async move {
+            let params = PostParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            match secrets.create(&params, &probe).await {
+                Err(e) if e.to_string().contains(&denial) => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    name
+}
+
+/// Found by the soak: a renewal whose token Secret write is denied, then the operator killed
+/// and restarted. The restarted operator counts the minimum interval (10 s) from the token the
+/// first one got and could not write (status `lastTokenObtainedTime`), not from the older one
+/// in the Secret; and while the write stays denied, Ready turns False within a few seconds of
+/// the old token's expiry (the Kubernetes backoff wakes at the expiry), not a backoff step
+/// later. Lifted, the connection recovers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_denied_renewal_write_keeps_the_floor_across_a_restart_and_ready_honest_at_expiry() {
+    let env = TestEnv::new("deny-renew").await;
+    env.standin.add_client(
+        pingone_testbed::standin::ClientRegistration::new(ENV_ID, CLIENT_ID, CLIENT_SECRET)
+            .with_token_lifetime(Duration::from_secs(40)),
+    );
+    let args = ["--leader-election=false"];
+    let mut first = OperatorProcess::start(&env, &args);
+    first.wait_serving(Duration::from_secs(30)).await;
+    env.create_connection("c", json!({})).await;
+    let conn = env.wait_ready("c").await;
+    let expires = conn.status.as_ref().unwrap().expires_at.clone().unwrap().0;
+    let policy = freeze_token_secrets(&env).await;
+
+    // The renewal: a token obtained, its write denied, the problem in status.
+    let before = env.standin.token_request_count();
+    eventually(Duration::from_secs(40), "the denied renewal", || async {
+        let status = env.connections().get("c").await.ok()?.status?;
+        let newer = status.last_token_obtained_time.as_ref() > status.issued_at.as_ref();
+        (env.standin.token_request_count() > before && newer).then_some(())
+    })
+    .await;
+    let obtained = env.standin.requests().last().unwrap().time;
+    first.kill();
+    let requests = env.standin.token_request_count();
+
+    let mut second = OperatorProcess::start(&env, &args);
+    second.wait_serving(Duration::from_secs(30)).await;
+    eventually(
+        Duration::from_secs(30),
+        "the restarted operator's request",
+        || async { (env.standin.token_request_count() > requests).then_some(()) },
+    )
+    .await;
+    let next = env.standin.requests()[requests].time;
+    let gap = next.duration_since(obtained).unwrap_or_default();
+    println!("the restarted operator asked {gap:?} after the unwritten token");
+    assert!(
+        gap >= Duration::from_millis(9_500),
+        "{gap:?} after the token it could not write, under the 10 s floor"
+    );
+
+    // Still denied at the old token's expiry: Ready says so within a few seconds.
+    let conn = env
+        .wait_condition(
+            "c",
+            "Ready",
+            "False",
+            Some("TokenExpired"),
+            Duration::from_secs(60),
+        )
+        .await;
+    let turned = TestEnv::condition(&conn, "Ready").last_transition_time.0;
+    let late = turned.duration_since(expires);
+    println!("Ready turned False {late:?} after the expiry");
+    assert!(
+        late <= jiff::SignedDuration::from_secs(3),
+        "Ready turned False {late:?} after the token expired"
+    );
+
+    kubectl(
+        &env,
+        &["delete", "validatingadmissionpolicybinding", &policy],
+    )
+    .await;
+    kubectl(&env, &["delete", "validatingadmissionpolicy", &policy]).await;
+    env.wait_condition("c", "Ready", "True", None, Duration::from_secs(60))
+        .await;
+}
