@@ -177,73 +177,7 @@ async fn without_get_on_secrets_the_connection_stalls_credentials_forbidden() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_secret_write_rejected_by_an_admission_policy_is_reported_and_recovers() {
     let mut env = TestEnv::new("vap").await;
-    let name = format!("freeze-token-secrets-{}", env.ns);
-    let denial = format!("token Secrets in {} are frozen by the test suite", env.ns);
-    kubectl_apply(
-        &env,
-        "vap",
-        &format!(
-            r#"apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicy
-metadata: {{name: {name}}}
-spec:
-  failurePolicy: Fail
-  matchConstraints:
-    resourceRules:
-      - apiGroups: [""]
-        apiVersions: ["v1"]
-        operations: ["CREATE", "UPDATE"]
-        resources: ["secrets"]
-  validations:
-    - expression: >-
-        !has(object.metadata.labels) ||
-        !('app.kubernetes.io/managed-by' in object.metadata.labels) ||
-        object.metadata.labels['app.kubernetes.io/managed-by'] != 'pingone-operator'
-      message: "{denial}"
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicyBinding
-metadata: {{name: {name}}}
-spec:
-  policyName: {name}
-  validationActions: [Deny]
-  matchResources:
-    namespaceSelector:
-      matchLabels: {{kubernetes.io/metadata.name: {ns}}}
-"#,
-            ns = env.ns
-        ),
-    )
-    .await;
-    // The API server loads policies asynchronously: wait until a dry run is denied.
-    let probe = Secret {
-        metadata: ObjectMeta {
-            name: Some("probe".into()),
-            labels: Some(std::collections::BTreeMap::from([(
-                "app.kubernetes.io/managed-by".to_string(),
-                "pingone-operator".to_string(),
-            )])),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let secrets = env.secrets();
-    eventually(Duration::from_secs(20), "the policy is enforced", || {
-        let secrets = secrets.clone();
-        let probe = probe.clone();
-        let denial = denial.clone();
-        async move {
-            let params = PostParams {
-                dry_run: true,
-                ..Default::default()
-            };
-            match secrets.create(&params, &probe).await {
-                Err(e) if e.to_string().contains(&denial) => Some(()),
-                _ => None,
-            }
-        }
-    })
-    .await;
+    let (name, denial) = freeze_token_secrets(&env).await;
 
     env.start_operator();
     env.create_connection("c", json!({})).await;
@@ -373,41 +307,18 @@ async fn a_kubernetes_failure_keeps_the_token_failure_across_a_restart() {
 
 /// Freezes the operator's Secrets in the test namespace (an admission policy denying their
 /// writes); returns the policy's name once it is enforced.
-async fn freeze_token_secrets(env: &TestEnv) -> String {
+async fn freeze_token_secrets(env: &TestEnv) -> (String, String) {
     let name = format!("freeze-{}", env.ns);
     let denial = format!("the operator's Secrets in {} are frozen", env.ns);
     kubectl_apply(
         env,
         "freeze",
-        &format!(
-            r#"apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicy
-metadata: {{name: {name}}}
-spec:
-  failurePolicy: Fail
-  matchConstraints:
-    resourceRules:
-      - apiGroups: [""]
-        apiVersions: ["v1"]
-        operations: ["CREATE", "UPDATE"]
-        resources: ["secrets"]
-  validations:
-    - expression: >-
-        !has(object.metadata.labels) ||
-        !('app.kubernetes.io/managed-by' in object.metadata.labels)
-      message: "{denial}"
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicyBinding
-metadata: {{name: {name}}}
-spec:
-  policyName: {name}
-  validationActions: [Deny]
-  matchResources:
-    namespaceSelector:
-      matchLabels: {{kubernetes.io/metadata.name: {ns}}}
-"#,
-            ns = env.ns
+        &pingone_testbed::admission::deny_secret_writes(
+            &name,
+            &env.ns,
+            &["CREATE", "UPDATE"],
+            pingone_testbed::admission::NOT_THE_OPERATORS,
+            &denial,
         ),
     )
     .await;
@@ -436,7 +347,7 @@ spec:
         }
     })
     .await;
-    name
+    (name, denial)
 }
 
 /// Found by the soak: a renewal whose token Secret write is denied, then the operator killed
@@ -458,7 +369,7 @@ async fn a_denied_renewal_write_keeps_the_floor_across_a_restart_and_ready_hones
     env.create_connection("c", json!({})).await;
     let conn = env.wait_ready("c").await;
     let expires = conn.status.as_ref().unwrap().expires_at.clone().unwrap().0;
-    let policy = freeze_token_secrets(&env).await;
+    let (policy, _) = freeze_token_secrets(&env).await;
 
     // The renewal: a token obtained, its write denied, the problem in status.
     let before = env.standin.token_request_count();

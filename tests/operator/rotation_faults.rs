@@ -444,35 +444,12 @@ async fn deny_credential_changes(env: &TestEnv) -> String {
     crate::kubernetes_errors::kubectl_apply(
         env,
         "freeze-creds",
-        &format!(
-            r#"apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicy
-metadata: {{name: {name}}}
-spec:
-  failurePolicy: Fail
-  matchConstraints:
-    resourceRules:
-      - apiGroups: [""]
-        apiVersions: ["v1"]
-        operations: ["UPDATE"]
-        resources: ["secrets"]
-  validations:
-    - expression: >-
-        request.name != 'creds' ||
-        (has(object.data) && has(oldObject.data) && object.data == oldObject.data)
-      message: "{denial}"
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicyBinding
-metadata: {{name: {name}}}
-spec:
-  policyName: {name}
-  validationActions: [Deny]
-  matchResources:
-    namespaceSelector:
-      matchLabels: {{kubernetes.io/metadata.name: {ns}}}
-"#,
-            ns = env.ns
+        &pingone_testbed::admission::deny_secret_writes(
+            &name,
+            &env.ns,
+            &["UPDATE"],
+            "request.name != 'creds' || (has(object.data) && has(oldObject.data) && object.data == oldObject.data)",
+            &denial,
         ),
     )
     .await;

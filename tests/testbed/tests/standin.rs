@@ -765,8 +765,8 @@ async fn status_faults_with_retry_after_are_consumed_in_order() {
     assert_eq!(
         faults,
         [
-            Some("status 503".to_string()),
-            Some("status 503".to_string()),
+            Some("status 503 retry-after 7".to_string()),
+            Some("status 503 retry-after 7".to_string()),
             Some("status 500".to_string()),
             None
         ]

@@ -392,6 +392,11 @@ impl Fault {
     /// A short name for logs and [`RecordedRequest::fault`].
     pub fn name(&self) -> String {
         match self {
+            Fault::Status {
+                status,
+                retry_after: Some(after),
+                ..
+            } => format!("status {status} retry-after {after}"),
             Fault::Status { status, .. } => format!("status {status}"),
             Fault::Delay(d) => format!("delay {} ms", d.as_millis()),
             Fault::MalformedJson => "malformed json".to_string(),
@@ -666,6 +671,26 @@ impl StandIn {
     /// rotate its secret). Its environment becomes known.
     pub fn add_client(&self, client: ClientRegistration) {
         self.state().add_client(client);
+    }
+
+    /// Gives a client a new secret, as a person does in the admin console: the old one stays
+    /// accepted until `keep_previous_until` (`None`: not at all). Returns whether the client
+    /// exists.
+    pub fn set_client_secret(
+        &self,
+        environment_id: &str,
+        client_id: &str,
+        secret: &str,
+        keep_previous_until: Option<SystemTime>,
+    ) -> bool {
+        let mut state = self.state();
+        match state.client_mut(environment_id, client_id) {
+            Some(client) => {
+                client.rotate(secret.to_string(), keep_previous_until);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Removes a client; its environment stays known. Returns whether it existed.
