@@ -76,10 +76,81 @@ pub fn watch_standby(
     })
 }
 
+/// Until when this replica may act as the leader: the renewal of the Lease it last saw
+/// confirmed, plus the lease duration less a margin. Another replica takes over only after the
+/// whole duration has passed without a renewal, so a leader that could not renew (the API
+/// server unreachable, the process paused) stops acting before anyone else starts: two leaders
+/// never reconcile at once, whatever the Lease library believes meanwhile.
+#[derive(Clone, Debug, Default)]
+pub struct Fence(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl Fence {
+    /// Whether this replica may act now.
+    pub fn holds(&self) -> bool {
+        jiff::Timestamp::now().as_millisecond() < self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn extend_to(&self, until: jiff::Timestamp) {
+        self.0
+            .store(until.as_millisecond(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// How long before the Lease would expire the leader stops acting without a confirmed renewal.
+fn fence_margin(duration: Duration) -> Duration {
+    (duration / 10).max(Duration::from_millis(500))
+}
+
+/// Keeps `fence` at the last confirmed renewal of the Lease (held by `config.identity`) plus
+/// the duration less [`fence_margin`], reading the Lease every fifteenth of its duration; says
+/// on `lost` when the Lease has another holder.
+fn watch_fence(
+    client: Client,
+    config: LeaseConfig,
+    fence: Fence,
+    lost: watch::Sender<bool>,
+) -> tokio::task::JoinHandle<()> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: kube::Api<Lease> = kube::Api::namespaced(client, &config.namespace);
+    let keep = jiff::SignedDuration::try_from(
+        config
+            .duration
+            .saturating_sub(fence_margin(config.duration)),
+    )
+    .unwrap_or_default();
+    fence.extend_to(jiff::Timestamp::now().checked_add(keep).unwrap_or_default());
+    let every = (config.duration / 15).max(Duration::from_millis(200));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let read = tokio::time::timeout(every, leases.get_opt(&config.name)).await;
+            let Ok(Ok(Some(lease))) = read else { continue };
+            let Some(spec) = lease.spec else { continue };
+            match spec.holder_identity.as_deref() {
+                Some(h) if h == config.identity => {
+                    // Checked: a Lease is input anyone with access may write.
+                    if let Some(until) = spec.renew_time.and_then(|t| t.0.checked_add(keep).ok()) {
+                        fence.extend_to(until);
+                    }
+                }
+                Some(h) if !h.is_empty() => {
+                    fence.extend_to(jiff::Timestamp::UNIX_EPOCH);
+                    let _ = lost.send(true);
+                    return;
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
 /// Holds (or waits for) the Lease in a background task.
 pub struct Leadership {
     state: watch::Receiver<bool>,
     task: tokio::task::JoinHandle<kube_lease_manager::Result<LeaseManager>>,
+    /// Set once this replica leads.
+    fenced: Option<(tokio::task::JoinHandle<()>, watch::Receiver<bool>)>,
 }
 
 impl Leadership {
@@ -99,28 +170,65 @@ impl Leadership {
                 source,
             })?;
         let (state, task) = manager.watch().await;
-        Ok(Leadership { state, task })
+        Ok(Leadership {
+            state,
+            task,
+            fenced: None,
+        })
     }
 
-    /// Waits until this replica leads. Returns false if `stop` completes first.
-    pub async fn acquired(&mut self, stop: impl std::future::Future<Output = ()>) -> bool {
-        tokio::select! {
+    /// Waits until this replica leads, then keeps `fence` (see [`Fence`]). Returns false if
+    /// `stop` completes first.
+    pub async fn acquired(
+        &mut self,
+        stop: impl std::future::Future<Output = ()>,
+        client: Client,
+        config: &LeaseConfig,
+        fence: &Fence,
+    ) -> bool {
+        let leading = tokio::select! {
             r = self.state.wait_for(|leading| *leading) => r.is_ok(),
             _ = stop => false,
+        };
+        if leading {
+            let (tx, rx) = watch::channel(false);
+            let task = watch_fence(client, config.clone(), fence.clone(), tx);
+            self.fenced = Some((task, rx));
         }
+        leading
     }
 
-    /// Completes when leadership is lost.
+    /// Completes when leadership is lost: the Lease library says so, or the Lease shows
+    /// another holder.
     pub fn lost(&self) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
         let mut state = self.state.clone();
+        let mut other = self.fenced.as_ref().map(|(_, rx)| rx.clone());
         async move {
-            let _ = state.wait_for(|leading| !*leading).await;
+            let by_lease = async {
+                match other.as_mut() {
+                    Some(rx) => {
+                        let _ = rx.wait_for(|lost| *lost).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = state.wait_for(|leading| !*leading) => {}
+                _ = by_lease => {}
+            }
         }
     }
 
     /// Gives the Lease up so that another replica takes over at once.
     pub async fn release(self) {
-        let Leadership { state, task } = self;
+        let Leadership {
+            state,
+            task,
+            fenced,
+        } = self;
+        if let Some((watcher, _)) = fenced {
+            watcher.abort();
+        }
         // Closing the channel makes the background task release the Lease and end.
         drop(state);
         match tokio::time::timeout(Duration::from_secs(5), task).await {

@@ -169,7 +169,9 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         // and take over when needed.
         let standby =
             crate::leader::watch_standby(ctx.client.clone(), lease.clone(), health.clone());
-        let acquired = leadership.acquired(stopped()).await;
+        let acquired = leadership
+            .acquired(stopped(), ctx.client.clone(), &lease, ctx.fence())
+            .await;
         standby.abort();
         if acquired {
             health.set_role(Role::Active);

@@ -115,6 +115,8 @@ pub struct Context {
     rotations: rotation::Registry,
     /// Connections whose token waits for an unreachable JWKS, per environment.
     jwks_waits: Arc<jwks_wait::JwksWaits>,
+    /// With leader election: until when this replica may act (see [`crate::leader::Fence`]).
+    fence: std::sync::OnceLock<crate::leader::Fence>,
 }
 
 impl Context {
@@ -140,6 +142,7 @@ impl Context {
             renewal_jitter: schedule::Spread::new(rand::random()),
             rotations: Default::default(),
             jwks_waits: Default::default(),
+            fence: Default::default(),
             connections: Default::default(),
             health: Arc::new(crate::health::Health::new(DEFAULT_WATCH_FAILURE_THRESHOLD)),
         }
@@ -149,6 +152,17 @@ impl Context {
     pub fn with_health(mut self, health: Arc<crate::health::Health>) -> Self {
         self.health = health;
         self
+    }
+
+    /// The fence of leader election: reconciles act only while it holds. Without leader
+    /// election nobody asks for it and every reconcile acts.
+    pub fn fence(&self) -> &crate::leader::Fence {
+        self.fence.get_or_init(Default::default)
+    }
+
+    /// Whether this replica may act now.
+    fn may_act(&self) -> bool {
+        self.fence.get().is_none_or(|f| f.holds())
     }
 
     /// A unit in [0, 1) for the jitter of a new token (see [`schedule::choose_jitter`]).

@@ -145,6 +145,12 @@ pub async fn reconcile(conn: Arc<PingOneConnection>, ctx: Arc<Context>) -> Resul
     let uid = conn.uid().ok_or(Error::MissingField("metadata.uid"))?;
     Span::current().record("namespace", namespace.as_str());
     Span::current().record("connection", name.as_str());
+    // A leader that could not confirm its Lease in time does nothing: another replica may be
+    // taking over (see leader::Fence). Looked at again shortly; gone if leadership is lost.
+    if !ctx.may_act() {
+        debug!("the leader election lease is not confirmed; not acting");
+        return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+    }
     ctx.metrics.reconciles.inc();
 
     let target_name = conn.target_secret_name();
