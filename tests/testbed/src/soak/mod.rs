@@ -105,7 +105,9 @@ pub async fn run(config: SoakConfig) -> Result<Report> {
         )
         .await?,
     );
+    let supervisor = world.supervise();
     let result = drive(&world, &config, &schedule).await;
+    supervisor.abort();
     world.stop_replicas();
     result
 }
@@ -231,7 +233,32 @@ async fn drive(
             let from = Timestamp::now();
             let until = from + SignedDuration::from_secs(20);
             let due = world.renewals_due(from, until).await.unwrap_or(0);
+            let reconciles_before = world.reconciles().await;
             tokio::time::sleep(Duration::from_secs(20)).await;
+            // No reconcile loop either: a few reconciles per renewal (the renewal, the watch
+            // events of its own writes), no more.
+            match (reconciles_before, world.reconciles().await) {
+                (Some(a), Some(b)) => {
+                    let made = (b - a) as usize;
+                    println!("soak: idle window: {made} reconciles, {due} renewals due");
+                    if made > 3 * due + 5 {
+                        late.push(Violation {
+                            invariant: "I6",
+                            subject: "the operator".into(),
+                            detail: format!(
+                                "{made} reconciles in 20 s with {due} renewals due: a reconcile loop"
+                            ),
+                            key: "I6-reconciles".into(),
+                        });
+                    }
+                }
+                _ => late.push(Violation {
+                    invariant: "I6",
+                    subject: "the operator".into(),
+                    detail: "the replicas' reconcile counts could not be read".into(),
+                    key: "I6-unreadable".into(),
+                }),
+            }
             let requests = world.requests();
             if let Some(v) = check::not_idle(&requests, from, until, due, 2) {
                 late.push(v);

@@ -66,6 +66,8 @@ fn recovery_id(env: usize) -> String {
 struct Replica {
     name: String,
     child: Option<Child>,
+    /// Where its `/metrics` is served.
+    port: u16,
 }
 
 /// What happened to the operator and to the cluster, with times: the checker's excuses.
@@ -307,10 +309,12 @@ impl World {
                 Replica {
                     name: "soak-r0".into(),
                     child: None,
+                    port: 0,
                 },
                 Replica {
                     name: "soak-r1".into(),
                     child: None,
+                    port: 0,
                 },
             ]),
             operator_bin,
@@ -363,12 +367,47 @@ impl World {
             .spawn()
             .with_context(|| format!("starting {}", self.operator_bin.display()))?;
         replicas[i].child = Some(child);
+        replicas[i].port = port;
         drop(replicas);
         self.journal
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .replica_up(i);
         Ok(())
+    }
+
+    /// Starts again, as a Deployment would, a replica that exited by itself (a leader that
+    /// lost its Lease exits); until the world is dropped.
+    pub fn supervise(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let world = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                for i in 0..2 {
+                    let exited = {
+                        let mut replicas = world.replicas.lock().unwrap_or_else(|e| e.into_inner());
+                        match replicas[i].child.as_mut().map(|c| c.try_wait()) {
+                            Some(Ok(Some(status))) => {
+                                replicas[i].child = None;
+                                Some(status)
+                            }
+                            _ => None,
+                        }
+                    };
+                    if let Some(status) = exited {
+                        {
+                            let mut j = world.journal.lock().unwrap_or_else(|e| e.into_inner());
+                            j.replica_down(i);
+                            j.say(format!("replica {i} exited ({status}); restarting it"));
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if let Err(e) = world.spawn_replica(i) {
+                            println!("soak: replica {i} could not be started again: {e:#}");
+                        }
+                    }
+                }
+            }
+        })
     }
 
     /// Stops every replica (SIGTERM, then SIGKILL).
@@ -1035,6 +1074,33 @@ impl World {
             out.insert((env.to_string(), id), a);
         }
         out
+    }
+
+    /// Reconciles both replicas counted so far (their `/metrics`); `None` when one cannot be
+    /// read.
+    pub async fn reconciles(&self) -> Option<f64> {
+        let ports: Vec<u16> = self
+            .replicas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|r| r.port)
+            .collect();
+        let mut total = 0.0;
+        for port in ports {
+            let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            total += text
+                .lines()
+                .filter(|l| l.starts_with("pingone_operator_reconciles_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        Some(total)
     }
 
     /// When the connections' tokens are due for renewal (from their token Secrets).
