@@ -752,6 +752,15 @@ impl Reconcile<'_> {
                         current: current_token(target),
                     });
                 }
+                // The fence again, right before PingOne is asked: this reconcile may have
+                // waited on an API server that was down while another replica took over.
+                if !ctx.may_act() {
+                    return Ok(Outcome::Throttled {
+                        need,
+                        wait: std::time::Duration::from_secs(1),
+                        current: current_token(target),
+                    });
+                }
                 let request = TokenRequest {
                     auth_domain: &spec.auth_domain,
                     environment_id: &spec.environment_id,

@@ -193,9 +193,11 @@ async fn a_leader_paused_past_its_lease_never_acts_beside_the_new_one() {
     })
     .await;
     env.standin.release_held();
-    eventually(Duration::from_secs(10), "the new leader's renewal", || async {
-        (env.standin.token_request_count() - before == 1).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the new leader's renewal",
+        || async { (env.standin.token_request_count() - before == 1).then_some(()) },
+    )
     .await;
     env.wait_ready("p").await;
 }
