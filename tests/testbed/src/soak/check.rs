@@ -124,6 +124,8 @@ pub struct Excuses {
     pub apiserver_down: Windows,
     /// No replica was running (or every one was stopped).
     pub no_operator: Windows,
+    /// A replica was killed, terminated, stopped or exited (a leader change may follow).
+    pub replica_down: Windows,
     /// Writes of the operator's Secrets were denied in a namespace.
     pub denied: HashMap<String, Windows>,
     /// A person had put credentials PingOne refuses (per connection key), or PingOne's secret
@@ -307,7 +309,13 @@ pub fn never_locked_out(
 }
 
 /// I3: the floor per connection, the cap per environment, `Retry-After` per environment.
-pub fn never_a_storm(requests: &[Request], bounds: &Bounds) -> Vec<Violation> {
+///
+/// A token is known to no one but the replica that got it until it is written (into its
+/// Secret, or at least the connection's status). A replica killed, stopped or cut off from
+/// the API server in between takes it along, and the next leader asks again. Two deliveries
+/// with an API server outage, or a replica going down, between them are excused from the
+/// floor for that reason.
+pub fn never_a_storm(requests: &[Request], bounds: &Bounds, excuses: &Excuses) -> Vec<Violation> {
     let mut out = Vec::new();
     // The floor: tokens delivered to one client, with scopes (the Management API's token for a
     // rotation asks for none and is not the connection's token).
@@ -323,7 +331,10 @@ pub fn never_a_storm(requests: &[Request], bounds: &Bounds) -> Vec<Violation> {
     let slack = SignedDuration::from_millis(1000);
     for ((_, client), times) in &delivered {
         for pair in times.windows(2) {
-            if pair[1].duration_since(pair[0]) < bounds.floor - slack {
+            if pair[1].duration_since(pair[0]) < bounds.floor - slack
+                && !overlaps(&excuses.apiserver_down, pair[0], pair[1])
+                && !overlaps(&excuses.replica_down, pair[0], pair[1])
+            {
                 out.push(Violation {
                     invariant: "I3",
                     subject: format!("client {client}"),
@@ -690,8 +701,16 @@ mod tests {
     fn i3_the_floor_the_cap_and_retry_after_are_caught() {
         let b = bounds();
         // Two tokens 3 s apart.
-        let v = never_a_storm(&[req(0, 200, None), req(3, 200, None)], &b);
+        let v = never_a_storm(
+            &[req(0, 200, None), req(3, 200, None)],
+            &b,
+            &Excuses::default(),
+        );
         assert!(v.iter().any(|v| v.key.starts_with("I3-floor")), "{v:?}");
+        // Unless the API server was down between them (the first known to no one).
+        let mut down = Excuses::default();
+        down.apiserver_down.push((t(1), Some(t(2))));
+        assert!(never_a_storm(&[req(0, 200, None), req(3, 200, None)], &b, &down).is_empty());
         // A lost answer and its retry are not two deliveries; nor is the Management API's
         // scopeless token.
         let mut mgmt = req(3, 200, None);
@@ -703,7 +722,8 @@ mod tests {
                     req(1, 200, None),
                     mgmt
                 ],
-                &b
+                &b,
+                &Excuses::default()
             )
             .is_empty()
         );
@@ -716,7 +736,7 @@ mod tests {
                 r
             })
             .collect();
-        let v = never_a_storm(&burst, &b);
+        let v = never_a_storm(&burst, &b, &Excuses::default());
         assert!(v.iter().any(|v| v.key.starts_with("I3-cap")), "{v:?}");
         // During a 30 s pause after a 429, a connection of 60 s tokens may probe once and
         // renew once: a third request is a storm, unless a person changed its inputs.
@@ -726,13 +746,13 @@ mod tests {
             r.client_id = Some("c1".into());
             paused.push(r);
         }
-        let v = never_a_storm(&paused, &b);
+        let v = never_a_storm(&paused, &b, &Excuses::default());
         assert!(v.iter().any(|v| v.key.starts_with("I3-429/c1")), "{v:?}");
         let mut touched = b.clone();
         touched.touched.insert("c1".into(), vec![t(207)]);
-        assert!(never_a_storm(&paused, &touched).is_empty());
+        assert!(never_a_storm(&paused, &touched, &Excuses::default()).is_empty());
         paused.truncate(3);
-        assert!(never_a_storm(&paused, &b).is_empty());
+        assert!(never_a_storm(&paused, &b, &Excuses::default()).is_empty());
     }
 
     #[test]

@@ -352,7 +352,7 @@ async fn check_once(world: &world::World, bounds: &Bounds) -> Result<Vec<Violati
     out.extend(check::never_locked_out(
         now, &conns, &accepts, &excuses, bounds,
     ));
-    out.extend(check::never_a_storm(&requests, bounds));
+    out.extend(check::never_a_storm(&requests, bounds, &excuses));
     let owned: HashMap<String, String> = owned
         .into_iter()
         .filter(|(k, _)| doomed.is_none() || !k.starts_with(&format!("{doomed_ns}/")))

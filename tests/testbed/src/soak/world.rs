@@ -87,6 +87,8 @@ pub struct Journal {
     pub doomed: Option<Timestamp>,
     /// Replicas not running (killed, terminated or stopped), by index.
     down: HashSet<usize>,
+    /// Where each down replica's window is in `excuses.replica_down`.
+    down_since: HashMap<usize, usize>,
     /// Counts per class.
     pub injected: BTreeMap<&'static str, usize>,
     /// When people changed a connection's inputs (or made its rotation due), per client id.
@@ -100,19 +102,34 @@ impl Journal {
     }
 
     fn replica_down(&mut self, i: usize) {
-        self.down.insert(i);
+        if !self.down.insert(i) {
+            return;
+        }
+        self.excuses.replica_down.push((Timestamp::now(), None));
+        self.down_since
+            .insert(i, self.excuses.replica_down.len() - 1);
         if self.down.len() == 2 {
             self.excuses.no_operator.push((Timestamp::now(), None));
         }
     }
 
     fn replica_up(&mut self, i: usize) {
+        if !self.down.contains(&i) {
+            return;
+        }
         if self.down.len() == 2
             && let Some(last) = self.excuses.no_operator.last_mut()
         {
             last.1 = Some(Timestamp::now());
         }
         self.down.remove(&i);
+        if let Some(w) = self
+            .down_since
+            .remove(&i)
+            .and_then(|at| self.excuses.replica_down.get_mut(at))
+        {
+            w.1 = Some(Timestamp::now());
+        }
     }
 
     fn needle(&mut self, value: &str, what: String) {
