@@ -385,9 +385,12 @@ impl Reconcile<'_> {
             Some(_) => ctx
                 .states
                 .with(&self.uid, |s| {
-                    if s.rotation_failure.is_none() {
-                        s.rotation_failure =
-                            rotation::failure_from_status(self.status()).map(Box::new);
+                    if !s.rotation_failure_read {
+                        s.rotation_failure_read = true;
+                        if s.rotation_failure.is_none() {
+                            s.rotation_failure =
+                                rotation::failure_from_status(self.status()).map(Box::new);
+                        }
                     }
                     s.rotation_failure.as_deref().cloned()
                 })

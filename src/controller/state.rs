@@ -87,6 +87,10 @@ pub struct ConnectionState {
     credentials_seen: Option<u64>,
     /// The last failed client secret rotation, while unresolved.
     pub rotation_failure: Option<Box<super::rotation::RotationFailure>>,
+    /// Whether `rotation_failure` was taken from status already: only the first reconcile of
+    /// a process does, so that a copy of the connection older than the status that cleared a
+    /// failure cannot bring it back.
+    pub rotation_failure_read: bool,
     /// The check of the token issued at this time (`None` inside: an opaque token). Status
     /// shows it too, but the copy of the connection a reconcile gets may predate that write;
     /// kept until the watch brings a status that shows it (see `States::status_seen`).
