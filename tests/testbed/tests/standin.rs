@@ -2632,7 +2632,7 @@ async fn management_faults_and_token_faults_stay_apart() {
     assert_eq!(
         recorded,
         [
-            (503, Some("status 503".to_string()), false),
+            (503, Some("status 503 retry-after 7".to_string()), false),
             (200, None, true),
             (0, Some("drop connection".to_string()), false),
             (200, Some("malformed json".to_string()), false),
