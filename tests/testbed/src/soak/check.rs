@@ -328,7 +328,9 @@ pub fn never_a_storm(requests: &[Request], bounds: &Bounds, excuses: &Excuses) -
                 .push(r.time);
         }
     }
-    let slack = SignedDuration::from_millis(1000);
+    // The operator counts the floor from the whole second it sent a request at; the stand-in
+    // stamps its arrival, a TLS handshake later on a loaded machine.
+    let slack = SignedDuration::from_millis(2000);
     for ((_, client), times) in &delivered {
         for pair in times.windows(2) {
             if pair[1].duration_since(pair[0]) < bounds.floor - slack
