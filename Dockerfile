@@ -1,15 +1,18 @@
 # syntax=docker/dockerfile:1
-# pingone-operator: the glibc build on distroless/cc, running as non-root.
+# pingone-operator: the glibc build on a root filesystem of its own, running as non-root.
 #
-#   docker build -t ghcr.io/tokenops/pingone-operator:0.1.0 .
+#   docker build --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) \
+#     -t ghcr.io/tokenops/pingone-operator:0.1.0 .
+#
+# Without a container engine, deploy/image/build.sh (make image) builds the same image from the
+# same recipe as an OCI archive.
 #
 # Why glibc and not a static musl binary: the image ships the very build that `make bench`
 # measures (`cargo build --release` for the host's GNU target, glibc's allocator), so the
 # memory and CPU figures in docs/performance.md are the image's. A musl build uses musl's
 # allocator, which behaves differently under many small allocations, and cannot be measured on
-# the bench machine. distroless/cc carries glibc, libgcc and CA certificates, nothing more (no
-# shell, no package manager); the builder is Debian 12 like the runtime, so the binary needs no
-# newer glibc than the image has.
+# the bench machine. The libraries in the image are the builder's own (Debian 12), so the binary
+# never needs a newer glibc than the image has.
 #
 # The deploy/base Deployment runs it with a read-only root filesystem and no capabilities; the
 # binary needs neither a shell nor writable paths.
@@ -39,18 +42,28 @@ RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin pingone-operator \
  && cp target/release/pingone-operator /pingone-operator
 
-# distroless/cc: glibc, libgcc_s, CA certificates, /etc/passwd with nonroot; no shell.
-FROM gcr.io/distroless/cc-debian12:nonroot
+# The image's files come from the recipe the local build uses too (deploy/image/rootfs.sh, run
+# by deploy/image/build.sh without a container engine): the binary, the loader and libraries it
+# links from Debian's libc6 and libgcc-s1, Debian's CA certificates, and passwd/group entries for
+# nonroot (65532). Nothing else: no shell, no package manager.
+RUN deploy/image/rootfs.sh /pingone-operator /rootfs
+
+FROM scratch
+ARG VERSION=0.1.0
+ARG REVISION=unknown
 LABEL org.opencontainers.image.title="pingone-operator" \
       org.opencontainers.image.description="Keeps a PingOne worker application's OAuth 2 access token fresh in a Kubernetes Secret" \
-      org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=builder /pingone-operator /pingone-operator
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/tokenops/pingone-operator" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
+COPY --from=builder /rootfs /
 USER 65532:65532
 # One glibc malloc arena: the operator's threads (two runtime workers, the Secret watch's
 # thread) are mostly waiting, and with an arena each, memory freed on one thread stayed with
 # its arena: a burst of 1,000 connections peaked at 34.3 MiB with an arena per thread and at
 # 27.7 MiB with one (make bench, docs/performance.md). The bench runs the operator with the same.
-ENV MALLOC_ARENA_MAX=1
+ENV PATH=/usr/local/bin:/usr/bin:/bin MALLOC_ARENA_MAX=1
 EXPOSE 8080
 ENTRYPOINT ["/pingone-operator"]
 CMD ["run"]

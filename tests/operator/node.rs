@@ -21,18 +21,18 @@ use crate::support::*;
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
 /// The example's worker application (credentials-secret.yaml) and token Secret.
-const EXAMPLE_CLIENT_ID: &str = "9b2f6c1e-4d3a-4e8b-a7c5-2f1d0e9b8a76";
-const EXAMPLE_CLIENT_SECRET: &str = "replace-me-with-the-worker-app-client-secret";
-const TOKEN_SECRET: &str = "billing-api-token";
-const CONNECTION: &str = "billing-api";
-const READER: &str = "token-reader";
+pub(crate) const EXAMPLE_CLIENT_ID: &str = "9b2f6c1e-4d3a-4e8b-a7c5-2f1d0e9b8a76";
+pub(crate) const EXAMPLE_CLIENT_SECRET: &str = "replace-me-with-the-worker-app-client-secret";
+pub(crate) const TOKEN_SECRET: &str = "billing-api-token";
+pub(crate) const CONNECTION: &str = "billing-api";
+pub(crate) const READER: &str = "token-reader";
 const RESTARTED: &str = "token-reader-restarted";
 
 /// What a reader pod printed after reading the mounted files.
 #[derive(Debug, Clone, PartialEq)]
-struct Read {
-    expires_at: String,
-    fingerprint: String,
+pub(crate) struct Read {
+    pub(crate) expires_at: String,
+    pub(crate) fingerprint: String,
 }
 
 /// The first 12 hex digits of the token's SHA-256, as token-reader.yaml prints it.
@@ -58,7 +58,7 @@ fn parse_reads(log: &str) -> Vec<Read> {
 }
 
 /// The token in the Secret, as the reader would print it, and its issue time.
-async fn current_token(secrets: &Api<Secret>) -> Option<(Read, String)> {
+pub(crate) async fn current_token(secrets: &Api<Secret>) -> Option<(Read, String)> {
     let secret = secrets.get_opt(TOKEN_SECRET).await.ok()??;
     let read = Read {
         expires_at: data(&secret, "expires_at")?,
@@ -73,7 +73,7 @@ async fn current_token(secrets: &Api<Secret>) -> Option<(Read, String)> {
 }
 
 /// The Running pod of Deployment `app` (not terminating), if there is exactly one.
-async fn running_pod(pods: &Api<Pod>, app: &str) -> Option<Pod> {
+pub(crate) async fn running_pod(pods: &Api<Pod>, app: &str) -> Option<Pod> {
     let list = pods
         .list(&ListParams::default().labels(&format!("app.kubernetes.io/name={app}")))
         .await
@@ -87,7 +87,7 @@ async fn running_pod(pods: &Api<Pod>, app: &str) -> Option<Pod> {
     (running.len() == 1).then(|| running.into_iter().next().expect("one"))
 }
 
-async fn reads_of(pods: &Api<Pod>, pod: &str) -> Vec<Read> {
+pub(crate) async fn reads_of(pods: &Api<Pod>, pod: &str) -> Vec<Read> {
     match pods.logs(pod, &LogParams::default()).await {
         Ok(log) => parse_reads(&log),
         Err(_) => Vec::new(),
@@ -96,9 +96,9 @@ async fn reads_of(pods: &Api<Pod>, pod: &str) -> Vec<Read> {
 
 /// Each poll here lists pods and fetches logs through the API server from the kubelet, and the
 /// other tests share both: every 500 ms is enough.
-const POLL: Duration = Duration::from_millis(500);
+pub(crate) const POLL: Duration = Duration::from_millis(500);
 
-fn pod_name(pod: &Pod) -> String {
+pub(crate) fn pod_name(pod: &Pod) -> String {
     pod.metadata.name.clone().expect("pod name")
 }
 
@@ -111,7 +111,7 @@ fn restart_stamp(pod: &Pod) -> Option<String> {
 }
 
 /// `kubectl apply -f -` of an example file, moved to namespace `ns` (and renamed).
-fn apply_example(cp: &ControlPlane, ns: &str, file: &str, rename: Option<(&str, &str)>) {
+pub(crate) fn apply_example(cp: &ControlPlane, ns: &str, file: &str, rename: Option<(&str, &str)>) {
     let path = format!("{EXAMPLES}/{file}");
     let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     text = text.replace("namespace: payments", &format!("namespace: {ns}"));

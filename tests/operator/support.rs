@@ -403,7 +403,7 @@ impl Drop for TestEnv {
     }
 }
 
-fn merge(base: &mut serde_json::Value, overrides: serde_json::Value) {
+pub(crate) fn merge(base: &mut serde_json::Value, overrides: serde_json::Value) {
     match (base, overrides) {
         (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
             for (k, v) in o {

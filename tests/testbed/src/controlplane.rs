@@ -196,7 +196,7 @@ impl ControlPlane {
             "kube-controller-manager",
             Command::new(self.bin_dir.join("kube-controller-manager")).args([
                 format!("--kubeconfig={}", self.kubeconfig.display()),
-                "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,deployment-controller,replicaset-controller,node-lifecycle-controller".into(),
+                "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,deployment-controller,replicaset-controller,node-lifecycle-controller,root-ca-certificate-publisher-controller,disruption-controller".into(),
                 format!("--service-account-private-key-file={}", d("sa.key")),
                 format!("--root-ca-file={}", d("ca.crt")),
                 "--leader-elect=false".into(),
@@ -580,6 +580,9 @@ impl Certs {
             "kubernetes.default.svc".to_string(),
             "kubernetes.default.svc.cluster.local".to_string(),
             "10.0.0.1".to_string(),
+            // The host as the test node's pods reach it (node::HOST_FROM_PODS): pods that
+            // talk to the API server come through a relay there.
+            "10.244.7.1".to_string(),
         ])?;
         server
             .distinguished_name

@@ -35,6 +35,9 @@ pub const NODE_NAME: &str = "pingone-testbed-node";
 pub const BUSYBOX_IMAGE: &str = "pingone.local/busybox:1";
 /// The pod sandbox image (`tests/node/pause`).
 pub const PAUSE_IMAGE: &str = "pingone.local/pause:1";
+/// The host as pods see it: the gateway of their bridge network (the CNI bridge plugin gives
+/// the bridge the subnet's first address).
+pub const HOST_FROM_PODS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 244, 7, 1);
 /// The kubelet's sync period, test-sized (the kubelet's default is one minute): a mounted
 /// Secret's files are refreshed at a pod's next sync after the Secret changed.
 pub const SYNC_FREQUENCY: Duration = Duration::from_secs(10);
@@ -274,6 +277,37 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Imports an OCI image archive (e.g. the operator image of `deploy/image/build.sh`) into
+    /// the node's containerd, where pods with `imagePullPolicy: Never` find it by its name.
+    pub fn import_image(&self, archive: &Path) -> Result<()> {
+        self.ctr(&["images", "import", &archive.display().to_string()])
+            .with_context(|| format!("importing {}", archive.display()))
+            .map(drop)
+    }
+
+    /// The API server as pods reach it: `HOST_FROM_PODS` and a port on the host that relays to
+    /// the control plane's API server. The node runs no kube-proxy (it would change the
+    /// host's firewall), so the `kubernetes` Service's cluster IP leads nowhere; a pod that
+    /// talks to the API server gets `KUBERNETES_SERVICE_HOST`/`_PORT` set to this address,
+    /// which the API server's certificate names. The relay passes bytes only: TLS and
+    /// authentication stay between the pod and the API server.
+    pub fn apiserver_for_pods(&self, cp: &ControlPlane) -> Result<std::net::SocketAddr> {
+        static RELAY: OnceLock<u16> = OnceLock::new();
+        if let Some(port) = RELAY.get() {
+            return Ok((HOST_FROM_PODS, *port).into());
+        }
+        let target: std::net::SocketAddr = cp
+            .api_url()
+            .trim_start_matches("https://")
+            .parse()
+            .context("API server address")?;
+        // All addresses: the bridge (and so HOST_FROM_PODS) exists only once a pod ran.
+        let listener = std::net::TcpListener::bind(("0.0.0.0", 0))?;
+        let port = listener.local_addr()?.port();
+        std::thread::spawn(move || relay(listener, target));
+        Ok((HOST_FROM_PODS, *RELAY.get_or_init(|| port)).into())
+    }
+
     fn import_images(&self) -> Result<()> {
         let images = self
             .bin_dir
@@ -456,6 +490,28 @@ impl Drop for Node {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(d, _, _)| *d != self.dir);
+    }
+}
+
+/// Accepts connections on `listener` and copies bytes both ways to `target`, a thread each way.
+fn relay(listener: std::net::TcpListener, target: std::net::SocketAddr) {
+    for inbound in listener.incoming().flatten() {
+        let Ok(outbound) = std::net::TcpStream::connect(target) else {
+            continue;
+        };
+        let (Ok(mut in_read), Ok(mut out_read)) = (inbound.try_clone(), outbound.try_clone())
+        else {
+            continue;
+        };
+        let (mut in_write, mut out_write) = (inbound, outbound);
+        std::thread::spawn(move || {
+            let _ = io::copy(&mut in_read, &mut out_write);
+            let _ = out_write.shutdown(std::net::Shutdown::Write);
+        });
+        std::thread::spawn(move || {
+            let _ = io::copy(&mut out_read, &mut in_write);
+            let _ = in_write.shutdown(std::net::Shutdown::Write);
+        });
     }
 }
 
