@@ -8,12 +8,18 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build controlplane node test lint fmt crds demo bench soak clean
+.PHONY: all build image controlplane node test lint fmt crds chart-docs demo bench soak clean
 
 all: build
 
 build:
 	$(CARGO) build --release --bin pingone-operator
+
+## The operator image as an OCI archive, built without a container engine from the recipe the
+## Dockerfile uses too (deploy/image/rootfs.sh); prints its path. Load it with
+## `docker load -i`, `podman load -i`, `ctr images import` or push it with `crane push`.
+image:
+	@bash deploy/image/build.sh
 
 controlplane:
 	@bash tests/controlplane/build.sh
@@ -21,15 +27,16 @@ controlplane:
 node:
 	@bash tests/node/build.sh
 
-## Every test: unit, CRD, stand-in, control plane and operator integration tests.
+## Every test: unit, CRD, stand-in, control plane and operator integration tests, and the
+## operator image (make image) run as pods from the chart and the kustomize base.
 ## The integration tests mostly wait (for renewals, for a ten-minute backoff window), so they
 ## run many at a time; each has its own namespace, stand-in and operator.
 TEST_THREADS ?= 24
 test:
 	@bin=$$(bash tests/controlplane/build.sh) && tools=$$(bash tests/tools/build.sh) && \
-	  node=$$(bash tests/node/build.sh) && \
+	  node=$$(bash tests/node/build.sh) && image=$$(bash deploy/image/build.sh) && \
 	  PINGONE_CONTROLPLANE_BIN=$$bin PINGONE_TOOLS_BIN=$$tools PINGONE_NODE_BIN=$$node \
-	  RUST_TEST_THREADS=$(TEST_THREADS) \
+	  PINGONE_OPERATOR_IMAGE=$$image RUST_TEST_THREADS=$(TEST_THREADS) \
 	  $(CARGO) test --workspace --all-targets --locked
 
 lint:
@@ -42,10 +49,16 @@ fmt:
 clean:
 	$(CARGO) clean
 
-## Regenerate the CRD YAML from the Rust types.
+## Regenerate the CRD YAML from the Rust types, and the Helm chart's copy of it.
 crds:
 	$(CARGO) run -q --bin pingone-operator -- crd > crds/pingoneconnections.pingone.tokenops.dev.yaml
-	cp crds/pingoneconnections.pingone.tokenops.dev.yaml deploy/helm/pingone-operator/crds/
+	cp crds/pingoneconnections.pingone.tokenops.dev.yaml deploy/helm/pingone-operator/files/crds/
+
+## Regenerate the Helm chart's README (its values table) from values.yaml and README.md.gotmpl
+## with helm-docs, built from Go modules by tests/tools/build.sh.
+chart-docs:
+	@tools=$$(bash tests/tools/build.sh) && "$$tools/helm-docs" --chart-search-root=deploy/helm/pingone-operator \
+	  --sort-values-order=file --log-level=warning
 
 ## The main job end to end: local control plane, PingOne stand-in, the operator binary and
 ## examples/; prints the Ready condition, the token Secret and metrics; when a node can run here
@@ -86,3 +99,10 @@ bench:
 	@bin=$$(bash tests/controlplane/build.sh) && \
 	  PINGONE_CONTROLPLANE_BIN=$$bin $${CARGO_TARGET_DIR:-target}/release/pingone-bench \
 	    --markdown $${CARGO_TARGET_DIR:-target}/bench-results.md $(BENCH_ARGS)
+
+## Release artifacts of VERSION into dist/VERSION/ (docs/releasing.md): the image archive and its
+## SBOM, the Helm chart, the kubectl plugin archive, its krew manifest and SHA256SUMS, the same
+## bytes for the same commit. VERSION must equal the version in Cargo.toml.
+.PHONY: dist
+dist:
+	@VERSION="$(VERSION)" bash tools/release/dist.sh

@@ -1,10 +1,11 @@
 //! GitOps integration: Helm chart, kstatus, Argo CD health.
 //!
 //! The tools these tests run are built from Go modules like the control plane:
-//! `tests/tools/build.sh` builds `helm` and `kstatus` (a small program of ours around
+//! `tests/tools/build.sh` builds `helm`, `helm-docs` and `kstatus` (a small program of ours around
 //! `sigs.k8s.io/cli-utils/pkg/kstatus/status.Compute`, the rules Flux and kpt use) once into
 //! `~/.cache/pingone-operator/tools/<go.mod+go.sum digest>/bin`. The Argo CD health check runs
-//! on `lua5.4`.
+//! on `lua5.4`. The chart's conventions (CRD, aggregated roles, NetworkPolicy, monitoring, values)
+//! are checked in `chart_conventions.rs`.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -26,17 +27,27 @@ use sha2::{Digest, Sha256};
 
 use crate::support::*;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/pingone-operator");
-const CRD_FILE: &str = "pingoneconnections.pingone.tokenops.dev.yaml";
+pub(crate) const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+pub(crate) const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/pingone-operator");
+pub(crate) const CRD_FILE: &str = "pingoneconnections.pingone.tokenops.dev.yaml";
+/// Where the chart keeps its copy of the generated CRD (`make crds` writes it).
+pub(crate) const CHART_CRD: &str = "files/crds/pingoneconnections.pingone.tokenops.dev.yaml";
+
+/// What discovery of the test control plane (Kubernetes >= 1.30) lists beyond the API groups
+/// `helm template` knows by itself: `helm install` would see these, and the chart's admission
+/// policies are rendered only where they are listed.
+pub(crate) const ADMISSION_POLICY_API: [&str; 2] = [
+    "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
+    "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding",
+];
 
 // ---------------------------------------------------------------------------------------------
 // Tools
 
-/// The directory with `helm` and `kstatus`: `$PINGONE_TOOLS_BIN` if set, else what
+/// The directory with `helm`, `helm-docs` and `kstatus`: `$PINGONE_TOOLS_BIN` if set, else what
 /// `tests/tools/build.sh` prints (it builds them once and caches them by go.mod+go.sum).
 /// Blocking: the first call may build for a few minutes.
-fn tools() -> &'static Path {
+pub(crate) fn tools() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Ok(dir) = std::env::var("PINGONE_TOOLS_BIN") {
@@ -74,12 +85,12 @@ fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
     out
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Runs `cmd` and panics with its stderr unless it succeeds; returns stdout.
-fn check(mut cmd: Command) -> String {
+pub(crate) fn check(mut cmd: Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
@@ -93,7 +104,7 @@ fn check(mut cmd: Command) -> String {
     text(&out.stdout)
 }
 
-fn helm() -> Command {
+pub(crate) fn helm() -> Command {
     let home = std::env::temp_dir().join("pingone-operator-helm");
     let mut cmd = Command::new(tools().join("helm"));
     // A home of its own: no repositories, plugins or registry logins of the machine.
@@ -103,19 +114,49 @@ fn helm() -> Command {
     cmd
 }
 
-/// `helm template RELEASE CHART --namespace NAMESPACE --set ...`, as parsed documents, or
+/// `helm template RELEASE CHART --namespace NAMESPACE --set ...` as against a cluster that
+/// serves the admission policy API (as the test control plane does), as parsed documents, or
 /// helm's error.
-fn render(release: &str, namespace: &str, sets: &[&str]) -> Result<Vec<Value>, String> {
+pub(crate) fn render(release: &str, namespace: &str, sets: &[&str]) -> Result<Vec<Value>, String> {
+    let mut args = Vec::new();
+    for api in ADMISSION_POLICY_API {
+        args.extend(["--api-versions", api]);
+    }
+    render_with(release, namespace, sets, &args)
+}
+
+/// `helm template RELEASE CHART --namespace NAMESPACE --set ... ARGS...`, as parsed documents,
+/// or helm's error.
+pub(crate) fn render_with(
+    release: &str,
+    namespace: &str,
+    sets: &[&str],
+    args: &[&str],
+) -> Result<Vec<Value>, String> {
     let mut cmd = helm();
     cmd.args(["template", release, CHART, "--namespace", namespace]);
     for set in sets {
         cmd.args(["--set", set]);
     }
+    cmd.args(args);
     let out = cmd.output().expect("helm runs");
     if !out.status.success() {
         return Err(text(&out.stderr));
     }
     Ok(yaml_documents(&text(&out.stdout)))
+}
+
+/// The chart's CRD as helm prints it (release `release` in `namespace`, `sets` applied): the text
+/// itself, which Kubernetes reads as YAML 1.1, unlike [`yaml_documents`] (YAML 1.2), so that the
+/// quoting of keys such as `n` and `y` is tested and not re-done by a serializer.
+pub(crate) fn rendered_crd_text(release: &str, namespace: &str, sets: &[&str]) -> String {
+    let mut cmd = helm();
+    cmd.args(["template", release, CHART, "--namespace", namespace])
+        .args(["--show-only", "templates/crd.yaml"]);
+    for set in sets {
+        cmd.args(["--set", set]);
+    }
+    check(cmd)
 }
 
 pub(crate) fn yaml_documents(yaml: &str) -> Vec<Value> {
@@ -125,28 +166,28 @@ pub(crate) fn yaml_documents(yaml: &str) -> Vec<Value> {
         .collect()
 }
 
-fn yaml_file(relative: &str) -> Vec<Value> {
+pub(crate) fn yaml_file(relative: &str) -> Vec<Value> {
     let path = Path::new(ROOT).join(relative);
     yaml_documents(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{relative}: {e}")))
 }
 
-fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+pub(crate) fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()
 }
 
-fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+pub(crate) fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     let found = of_kind(docs, kind);
     assert_eq!(found.len(), 1, "expected one {kind}, got {}", found.len());
     found[0]
 }
 
-fn kinds(docs: &[Value]) -> BTreeSet<String> {
+pub(crate) fn kinds(docs: &[Value]) -> BTreeSet<String> {
     docs.iter()
         .map(|d| d["kind"].as_str().unwrap().to_string())
         .collect()
 }
 
-fn strings(v: &Value) -> Vec<String> {
+pub(crate) fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap_or_else(|| panic!("not an array: {v}"))
         .iter()
@@ -154,8 +195,15 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
-fn name(v: &Value) -> &str {
+pub(crate) fn name(v: &Value) -> &str {
     v["metadata"]["name"].as_str().expect("metadata.name")
+}
+
+/// The object of `kind` named `name`.
+pub(crate) fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
 #[test]
@@ -179,9 +227,10 @@ fn the_tools_are_built_from_the_go_module_and_cached_by_its_digest() {
             dir.display()
         );
     }
-    // Both are `tool` directives of the module.
+    // All are `tool` directives of the module.
     for tool in [
         "helm.sh/helm/v3/cmd/helm",
+        "github.com/norwoodj/helm-docs/cmd/helm-docs",
         "github.com/tokenops/pingone-operator/tests/tools/kstatus",
     ] {
         assert!(
@@ -264,19 +313,27 @@ fn kstatus(input: &str) -> Vec<Value> {
 // ---------------------------------------------------------------------------------------------
 // Helm chart, rendered
 
+/// One source of truth: the chart renders the CRD from a byte-for-byte copy of the generated
+/// file (Helm reads no file outside the chart), which `make crds` writes with it.
 #[test]
 fn the_chart_crd_is_the_generated_crd() {
     let generated = std::fs::read(Path::new(ROOT).join("crds").join(CRD_FILE)).unwrap();
-    let chart = std::fs::read(Path::new(CHART).join("crds").join(CRD_FILE)).unwrap();
+    let chart = std::fs::read(Path::new(CHART).join(CHART_CRD)).unwrap();
     assert!(
         generated == chart,
-        "deploy/helm/pingone-operator/crds/{CRD_FILE} differs from crds/{CRD_FILE}; copy it: \
-         cp crds/{CRD_FILE} deploy/helm/pingone-operator/crds/"
+        "deploy/helm/pingone-operator/{CHART_CRD} differs from crds/{CRD_FILE}; run `make crds`, \
+         or copy it: cp crds/{CRD_FILE} deploy/helm/pingone-operator/files/crds/"
+    );
+    // Nothing else in the chart carries a CRD: no crds/ directory, whose CRDs Helm would
+    // install once and never upgrade.
+    assert!(
+        !Path::new(CHART).join("crds").exists(),
+        "deploy/helm/pingone-operator/crds/ is back: the CRD is a template (templates/crd.yaml)"
     );
 }
 
 /// The container of the rendered Deployment.
-fn container(deployment: &Value) -> &Value {
+pub(crate) fn container(deployment: &Value) -> &Value {
     &deployment["spec"]["template"]["spec"]["containers"][0]
 }
 
@@ -290,6 +347,18 @@ fn the_chart_lints_and_renders_what_its_values_say() {
             "metrics.serviceMonitor.enabled=true",
             "extraCA.configMap.name=corp-ca",
             "rolloutRestart.enabled=true",
+        ],
+        vec![
+            "networkPolicy.enabled=true",
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.prometheusRule.enabled=true",
+            "metrics.grafanaDashboard.enabled=true",
+            "commonLabels.team=platform",
+            "topologySpreadConstraints[0].maxSkew=1",
+            "topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone",
+            "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+            "concurrency=64",
+            "crds.keep=false",
         ],
     ] {
         let mut lint = helm();
@@ -332,6 +401,7 @@ fn the_chart_lints_and_renders_what_its_values_say() {
             [
                 "ClusterRole",
                 "ClusterRoleBinding",
+                "CustomResourceDefinition",
                 "Deployment",
                 "PodDisruptionBudget",
                 "Role",
@@ -347,6 +417,7 @@ fn the_chart_lints_and_renders_what_its_values_say() {
     let cluster_scoped = [
         "ClusterRole",
         "ClusterRoleBinding",
+        "CustomResourceDefinition",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
     ];
@@ -392,7 +463,10 @@ fn the_chart_lints_and_renders_what_its_values_say() {
             "a rollout-restart {kind} without rolloutRestart.enabled"
         );
     }
-    assert_eq!(one(&docs, "ClusterRole")["rules"], base_rules);
+    assert_eq!(
+        named(&docs, "ClusterRole", "t-pingone-operator")["rules"],
+        base_rules
+    );
     assert_eq!(
         role(&docs, "t-pingone-operator-leader-election")["rules"],
         base_leader
@@ -483,7 +557,14 @@ fn the_chart_lints_and_renders_what_its_values_say() {
         ],
     )
     .unwrap();
-    assert!(of_kind(&docs, "ClusterRole").is_empty());
+    // The operator gets no ClusterRole; the aggregated roles are for users.
+    assert_eq!(
+        of_kind(&docs, "ClusterRole")
+            .into_iter()
+            .map(name)
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from(["t-pingone-operator-edit", "t-pingone-operator-view"])
+    );
     assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
     let roles: BTreeSet<(&str, &str)> = of_kind(&docs, "Role")
         .into_iter()
@@ -546,7 +627,10 @@ fn the_chart_lints_and_renders_what_its_values_say() {
     assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
     assert_eq!(
         monitor["spec"]["endpoints"],
-        json!([{"port": "http", "path": "/metrics", "scheme": "http", "interval": "15s"}])
+        json!([{
+            "port": "http", "path": "/metrics", "scheme": "http", "interval": "15s",
+            "honorLabels": true,
+        }])
     );
     let service = one(&docs, "Service");
     assert_eq!(service["spec"]["ports"][0]["name"], "http");
@@ -591,7 +675,9 @@ fn the_chart_lints_and_renders_what_its_values_say() {
     ] {
         let docs = render("t", "ops", &sets).unwrap();
         for cluster_role in of_kind(&docs, "ClusterRole") {
-            assert_eq!(cluster_role["rules"], base_rules, "{sets:?}");
+            if name(cluster_role) == "t-pingone-operator" {
+                assert_eq!(cluster_role["rules"], base_rules, "{sets:?}");
+            }
         }
         let rollout_roles: Vec<&Value> = of_kind(&docs, "Role")
             .into_iter()
@@ -663,6 +749,7 @@ fn the_chart_lints_and_renders_what_its_values_say() {
             "replicaCount=1",
             "leaderElection.enabled=false",
             "guardRails.enabled=false",
+            "crds.enabled=false",
         ],
     )
     .unwrap();
@@ -706,7 +793,9 @@ fn the_chart_lints_and_renders_what_its_values_say() {
         assert!(err.contains(needle), "{sets:?}: {err}");
     }
 
-    // Every value is documented in values.yaml and listed in docs/gitops.md.
+    // Every value is documented in values.yaml and listed in the chart's README (generated from
+    // values.yaml by helm-docs; `the_chart_readme_is_what_helm_docs_generates` checks it is
+    // current).
     let values = std::fs::read_to_string(Path::new(CHART).join("values.yaml")).unwrap();
     let (documented, undocumented) = documented_values(&values);
     assert!(
@@ -739,17 +828,41 @@ fn the_chart_lints_and_renders_what_its_values_say() {
         "podDisruptionBudget.enabled",
         "rolloutRestart.enabled",
         "rolloutRestart.namespaces",
+        "crds.enabled",
+        "crds.keep",
+        "commonLabels",
+        "image.digest",
+        "revisionHistoryLimit",
+        "rbac.aggregateToDefaultRoles",
+        "topologySpreadConstraints",
+        "startupProbe",
+        "livenessProbe",
+        "readinessProbe",
+        "credentialsSecretSelector",
+        "maxRequestsPerSecond",
+        "environmentMaxRequestsPerSecond",
+        "concurrency",
+        "minRenewalInterval",
+        "backoffCap",
+        "networkPolicy.enabled",
+        "networkPolicy.metrics.from",
+        "networkPolicy.egress.dns",
+        "networkPolicy.egress.apiServer.cidrs",
+        "networkPolicy.egress.apiServer.ports",
+        "networkPolicy.egress.pingone",
+        "metrics.prometheusRule.enabled",
+        "metrics.grafanaDashboard.enabled",
     ] {
         assert!(
             documented.iter().any(|d| d == required),
             "{required} not documented"
         );
     }
-    let guide = std::fs::read_to_string(Path::new(ROOT).join("docs/gitops.md")).unwrap();
+    let readme = std::fs::read_to_string(Path::new(CHART).join("README.md")).unwrap();
     for value in &documented {
         assert!(
-            guide.contains(&format!("| `{value}` |")),
-            "docs/gitops.md does not list {value}"
+            readme.contains(&format!("\n| {value} |")),
+            "deploy/helm/pingone-operator/README.md does not list {value}"
         );
     }
 }
@@ -849,6 +962,7 @@ spec:
                       port: {type: string}
                       path: {type: string}
                       scheme: {type: string, enum: [http, https]}
+                      honorLabels: {type: boolean}
                       interval: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
                       scrapeTimeout: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
 "#;
@@ -928,19 +1042,31 @@ async fn the_operator_runs_from_the_chart(namespaced: bool) {
         )
     })
     .unwrap();
+    let operator_role = format!("{release}-pingone-operator");
     assert_eq!(
-        of_kind(&docs, "ClusterRole").len(),
+        of_kind(&docs, "ClusterRole")
+            .iter()
+            .filter(|r| name(r) == operator_role)
+            .count(),
         usize::from(!namespaced),
-        "ClusterRole only with cluster-wide RBAC"
+        "the operator's ClusterRole only with cluster-wide RBAC"
     );
+    // The CRD is the one the control plane already has (the generated file): validated, not
+    // applied, so that this test does not change what the other tests run against. As helm
+    // printed it: re-serialized, its keys `n` and `y` would lose their quotes.
+    let (crds, others): (Vec<&Value>, Vec<&Value>) = docs
+        .iter()
+        .partition(|d| d["kind"] == "CustomResourceDefinition");
+    assert_eq!(crds.len(), 1);
+    let crd_text = tokio::task::block_in_place(|| rendered_crd_text(&release, &release_ns, &[]));
     let (deployments, others): (Vec<&Value>, Vec<&Value>) =
-        docs.iter().partition(|d| d["kind"] == "Deployment");
+        others.into_iter().partition(|d| d["kind"] == "Deployment");
     assert_eq!(deployments.len(), 1);
     let deployment = deployments[0];
 
-    let apply = |file: &str, docs: &[&Value], dry_run: bool| {
+    let apply_text = |file: &str, yaml: &str, dry_run: bool| {
         let path = work.join(file);
-        std::fs::write(&path, to_yaml_stream(docs)).unwrap();
+        std::fs::write(&path, yaml).unwrap();
         let mut cmd = env.cp.kubectl();
         cmd.args(["apply", "--server-side", "--field-manager=helm-test"]);
         if dry_run {
@@ -955,6 +1081,11 @@ async fn the_operator_runs_from_the_chart(namespaced: bool) {
         );
         text(&out.stderr)
     };
+    let apply = |file: &str, docs: &[&Value], dry_run: bool| {
+        apply_text(file, &to_yaml_stream(docs), dry_run)
+    };
+    // Server-side apply conflicts with the control plane's copy at any difference of content.
+    tokio::task::block_in_place(|| apply_text("crd.yaml", &crd_text, true));
     tokio::task::block_in_place(|| apply("objects.yaml", &others, false));
     let warnings = tokio::task::block_in_place(|| apply("deployment.yaml", &[deployment], true));
     assert!(
@@ -1169,12 +1300,151 @@ async fn the_operator_runs_from_the_chart(namespaced: bool) {
     let status = operator.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
 
+    // The chart's roles for people: the default `view`, `edit` and `admin` ClusterRoles of this
+    // API server select them by label (their aggregationRule), and what they grant is what the
+    // default roles then grant a user in a namespace. (The aggregation controller, which copies
+    // the rules over, is not among the test control plane's controllers: the roles are bound
+    // directly, as `edit` would hold both of them and `view` the first.)
+    let view = format!("{release}-pingone-operator-view");
+    let edit = format!("{release}-pingone-operator-edit");
+    let aggregated = |docs: &[Value], default_role: &str| -> BTreeSet<String> {
+        let mut get = env.cp.kubectl();
+        get.args(["get", "clusterrole", default_role, "-o", "json"]);
+        let role: Value = serde_json::from_str(&check(get)).unwrap();
+        let selectors = role["aggregationRule"]["clusterRoleSelectors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{default_role} aggregates nothing: {role}"));
+        of_kind(docs, "ClusterRole")
+            .into_iter()
+            .filter(|r| {
+                let labels = &r["metadata"]["labels"];
+                selectors.iter().any(|s| {
+                    s["matchLabels"]
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .all(|(k, v)| &labels[k] == v)
+                })
+            })
+            .map(|r| name(r).to_string())
+            .collect()
+    };
+    tokio::task::block_in_place(|| {
+        assert_eq!(aggregated(&docs, "view"), BTreeSet::from([view.clone()]));
+        for default_role in ["edit", "admin"] {
+            assert_eq!(
+                aggregated(&docs, default_role),
+                BTreeSet::from([view.clone(), edit.clone()]),
+                "{default_role}"
+            );
+        }
+    });
+    for (role, user) in [
+        (&view, "pingone-viewer"),
+        (&view, "pingone-editor"),
+        (&edit, "pingone-editor"),
+    ] {
+        let mut bind = env.cp.kubectl();
+        bind.args([
+            "create",
+            "rolebinding",
+            &format!("{user}-{role}"),
+            &format!("--clusterrole={role}"),
+            &format!("--user={user}"),
+            "-n",
+            &env.ns,
+        ]);
+        tokio::task::block_in_place(|| check(bind));
+    }
+    let can = |user: &str, verb: &str, resource: &str| {
+        kubectl_can_i(&env, user, &[verb, resource, "-n", env.ns.as_str()])
+    };
+    for (user, verb, resource) in [
+        (
+            "pingone-editor",
+            "create",
+            "pingoneconnections.pingone.tokenops.dev",
+        ),
+        (
+            "pingone-editor",
+            "deletecollection",
+            "pingoneconnections.pingone.tokenops.dev",
+        ),
+        (
+            "pingone-editor",
+            "watch",
+            "pingoneconnections.pingone.tokenops.dev",
+        ),
+        (
+            "pingone-viewer",
+            "list",
+            "pingoneconnections.pingone.tokenops.dev",
+        ),
+    ] {
+        // The bindings reach the authorizer through its informers; each check runs kubectl:
+        // polled at a pace the shared API server does not notice.
+        eventually_every(
+            Duration::from_millis(500),
+            Duration::from_secs(30),
+            &format!("{user} may {verb} {resource}"),
+            || {
+                let allowed = tokio::task::block_in_place(|| can(user, verb, resource));
+                async move { allowed.then_some(()) }
+            },
+        )
+        .await;
+    }
+    tokio::task::block_in_place(|| {
+        let connections = "pingoneconnections.pingone.tokenops.dev";
+        assert!(!can("pingone-viewer", "create", connections));
+        assert!(!can("pingone-viewer", "delete", connections));
+        // Status is the operator's to write.
+        for user in ["pingone-viewer", "pingone-editor"] {
+            for verb in ["patch", "update"] {
+                let args = [
+                    verb,
+                    connections,
+                    "--subresource=status",
+                    "-n",
+                    env.ns.as_str(),
+                ];
+                assert!(!kubectl_can_i(&env, user, &args), "{user} may {args:?}");
+            }
+        }
+        // The check bites: the operator itself may patch status.
+        let operator = format!("system:serviceaccount:{release_ns}:{sa}");
+        let args = [
+            "patch",
+            connections,
+            "--subresource=status",
+            "-n",
+            env.ns.as_str(),
+        ];
+        assert!(
+            kubectl_can_i(&env, &operator, &args),
+            "{operator} may not {args:?}"
+        );
+    });
+
+    // The cluster-scoped objects are the release's own (named after it): removed.
+    let mut delete = env.cp.kubectl();
+    delete.args([
+        "delete",
+        "--ignore-not-found",
+        "clusterrole",
+        &format!("{release}-pingone-operator-view"),
+        &format!("{release}-pingone-operator-edit"),
+    ]);
+    if !namespaced {
+        delete.arg(format!("{release}-pingone-operator"));
+    }
+    tokio::task::block_in_place(|| check(delete));
     if !namespaced {
         let mut delete = env.cp.kubectl();
         delete.args([
             "delete",
             "--ignore-not-found",
-            "clusterrolebinding,clusterrole",
+            "clusterrolebinding",
             &format!("{release}-pingone-operator"),
         ]);
         tokio::task::block_in_place(|| check(delete));
@@ -1195,13 +1465,21 @@ async fn the_operator_runs_from_the_chart_with_namespaced_rbac() {
 // Monitoring
 
 /// Names of the samples the operator exports, after one sample of each metric.
-fn exported_metric_names() -> BTreeSet<String> {
+pub(crate) fn exported_metric_names() -> BTreeSet<String> {
     let metrics = Metrics::new();
     metrics.token_request("ns", "conn", "success", Duration::from_millis(20));
     metrics.token_request("ns", "conn", "InvalidClient", Duration::from_millis(20));
     metrics.error("ns", "conn", "InvalidClient");
+    metrics.kubernetes_error("ns", "conn", "KubernetesConflict");
     metrics.write("secret");
     metrics.connection("ns", "conn", true, Some(1.8e9), Some(1.7e9));
+    metrics.token_expiry_skew("ns", "conn", 0.5);
+    metrics.secret_rotation("ns", "conn", "RotationFailed");
+    metrics.rollout_restart("ns", "conn", "Deployment");
+    metrics.watch_error("secrets");
+    metrics.reconciled();
+    metrics.set_connections(1);
+    metrics.throttled.inc();
     metrics
         .encode()
         .lines()
@@ -1210,19 +1488,143 @@ fn exported_metric_names() -> BTreeSet<String> {
         .collect()
 }
 
-/// Every `pingone_operator_*` name in a PromQL expression.
-fn metric_names_in(expr: &str) -> BTreeSet<String> {
+/// Metrics the alerts and the dashboard may read besides the operator's: Prometheus' own `up`
+/// of each scrape target, and the kubelet's cAdvisor memory of a container (the operator
+/// exports no process metrics).
+pub(crate) const EXTERNAL_METRICS: [&str; 2] = ["up", "container_memory_working_set_bytes"];
+
+/// Every metric name a PromQL expression reads: the identifiers that are neither functions,
+/// aggregations, keywords nor label names (inside `{...}`, `by (...)`, `without (...)`,
+/// `on (...)`, `ignoring (...)`, `group_left (...)`, `group_right (...)`), nor in strings,
+/// ranges, numbers or Grafana variables.
+pub(crate) fn promql_metric_names(expr: &str) -> BTreeSet<String> {
+    const KEYWORDS: [&str; 22] = [
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "inf",
+        "nan",
+        "atan2",
+        // Aggregations, which may stand before `by (...)` rather than before their `(`.
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+        "limitk",
+        "limit_ratio",
+    ];
+    const LABEL_LISTS: [&str; 6] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    let chars: Vec<char> = expr.chars().collect();
+    // Index just past the bracket that closes the one at `i` (strings inside skipped).
+    let skip_group = |mut i: usize, open: char, close: char| -> usize {
+        let mut depth = 0;
+        while i < chars.len() {
+            match chars[i] {
+                '"' | '\'' | '`' => {
+                    let quote = chars[i];
+                    i += 1;
+                    while i < chars.len() && chars[i] != quote {
+                        i += if chars[i] == '\\' { 2 } else { 1 };
+                    }
+                }
+                c if c == open => depth += 1,
+                c if c == close => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return i + 1;
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        panic!("unbalanced {open}{close} in {expr}");
+    };
+    let next_non_space = |i: usize| chars[i..].iter().find(|c| !c.is_whitespace()).copied();
     let mut names = BTreeSet::new();
-    let mut rest = expr;
-    while let Some(at) = rest.find("pingone_operator_") {
-        let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        names.insert(tail[..end].to_string());
-        rest = &tail[end..];
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' || c == '`' {
+            i += 1;
+            while i < chars.len() && chars[i] != c {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else if c == '{' {
+            i = skip_group(i, '{', '}');
+        } else if c == '[' {
+            i = skip_group(i, '[', ']');
+        } else if c.is_ascii_digit() || c == '$' {
+            // A number, a duration after `offset`, or a Grafana variable.
+            i += 1;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "._".contains(chars[i])) {
+                i += 1;
+            }
+        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "_:".contains(chars[i])) {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let followed_by_paren = next_non_space(i) == Some('(');
+            if LABEL_LISTS.contains(&word.as_str()) && followed_by_paren {
+                let open = i + chars[i..].iter().position(|c| *c == '(').unwrap();
+                i = skip_group(open, '(', ')');
+            } else if !followed_by_paren && !KEYWORDS.contains(&word.to_lowercase().as_str()) {
+                names.insert(word);
+            }
+        } else {
+            i += 1;
+        }
     }
     names
+}
+
+#[test]
+fn the_metric_name_reader_skips_what_is_not_a_metric() {
+    let names = |expr: &str| promql_metric_names(expr).into_iter().collect::<Vec<_>>();
+    assert_eq!(
+        names(
+            r#"sum by (namespace, name) (rate(a_total{result!="x}", job=~"$job"}[$__rate_interval] offset 5m)) > bool 0.5 or on (job) vector(0) unless b"#
+        ),
+        ["a_total", "b"]
+    );
+    assert_eq!(
+        names(r#"histogram_quantile(0.99, sum(rate(c_bucket[5m])) without (pod)) * 1e3"#),
+        ["c_bucket"]
+    );
+    assert_eq!(
+        names(r#"absent(up{job="x"} == 1) and min(d - time()) < 600"#),
+        ["d", "up"]
+    );
+}
+
+/// Every alert of a PrometheusRule's groups.
+pub(crate) fn alerts_of(rule: &Value) -> Vec<&Value> {
+    rule["spec"]["groups"]
+        .as_array()
+        .expect("spec.groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules"))
+        .collect()
 }
 
 #[test]
@@ -1232,51 +1634,104 @@ fn the_alerts_use_metrics_the_operator_exports() {
         "pingone_operator_token_expiration_timestamp_seconds",
         "pingone_operator_ready_status",
         "pingone_operator_token_requests_total",
+        "pingone_operator_client_secret_rotations_total",
+        "pingone_operator_connections",
     ] {
         assert!(exported.contains(name), "{name} not in {exported:?}");
     }
 
-    let rules = yaml_file("deploy/monitoring/prometheusrule.yaml");
-    let rule = one(&rules, "PrometheusRule");
-    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
-    let alerts: Vec<&Value> = rule["spec"]["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|g| g["rules"].as_array().unwrap())
-        .collect();
-    let alert = |name: &str| {
-        *alerts
-            .iter()
-            .find(|a| a["alert"] == name)
-            .unwrap_or_else(|| panic!("no alert {name}"))
-    };
-    for a in &alerts {
-        let expr = a["expr"].as_str().expect("expr");
-        let used = metric_names_in(expr);
-        assert!(!used.is_empty(), "{expr} uses no operator metric");
-        for name in used {
-            assert!(
-                exported.contains(&name),
-                "alert {} uses {name}, which the operator does not export ({exported:?})",
-                a["alert"]
-            );
+    // The kustomize rules, and the chart's rendered from its copy of them.
+    let shipped = yaml_file("deploy/monitoring/prometheusrule.yaml");
+    let chart = render("t", "ops", &["metrics.prometheusRule.enabled=true"]).unwrap();
+    for (source, rule) in [
+        ("deploy/monitoring", one(&shipped, "PrometheusRule")),
+        ("the chart", one(&chart, "PrometheusRule")),
+    ] {
+        assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+        let alerts = alerts_of(rule);
+        for a in &alerts {
+            let expr = a["expr"].as_str().expect("expr");
+            let used = promql_metric_names(expr);
+            assert!(!used.is_empty(), "{expr} reads no metric");
+            for name in used {
+                assert!(
+                    exported.contains(&name) || EXTERNAL_METRICS.contains(&name.as_str()),
+                    "alert {} of {source} uses {name}, which the operator does not export \
+                     ({exported:?})",
+                    a["alert"]
+                );
+            }
+            // The old, narrower reader agrees on the operator's own names.
+            for name in metric_names_in(expr) {
+                assert!(exported.contains(&name), "{name}");
+            }
+            assert!(a["labels"]["severity"].is_string(), "{a}");
+            assert!(a["annotations"]["summary"].is_string(), "{a}");
+            assert!(a["annotations"]["description"].is_string(), "{a}");
         }
-        assert!(a["labels"]["severity"].is_string(), "{a}");
-        assert!(a["annotations"]["summary"].is_string(), "{a}");
+        let alert = |name: &str| {
+            *alerts
+                .iter()
+                .find(|a| a["alert"] == name)
+                .unwrap_or_else(|| panic!("{source} has no alert {name}"))
+        };
+        assert_eq!(
+            alert("PingOneTokenExpiringSoon")["expr"],
+            "pingone_operator_token_expiration_timestamp_seconds - time() < 600"
+        );
+        let not_ready = alert("PingOneConnectionNotReady");
+        assert_eq!(not_ready["expr"], "pingone_operator_ready_status == 0");
+        assert_eq!(not_ready["for"], "5m");
+        assert!(
+            alert("PingOneTokenRequestsFailing")["expr"]
+                .as_str()
+                .unwrap()
+                .contains(
+                    r#"rate(pingone_operator_token_requests_total{result!="success"}[5m])) > 0"#
+                )
+        );
+        assert!(
+            alert("PingOneClientSecretRotationFailed")["expr"]
+                .as_str()
+                .unwrap()
+                .contains(r#"pingone_operator_client_secret_rotations_total{result!="success"}"#)
+        );
+        assert_eq!(
+            alert("PingOneOperatorNoLeader")["expr"],
+            "max by (namespace, job) (pingone_operator_connections) == 0"
+        );
+        assert_eq!(
+            alert("PingOneOperatorDown")["labels"]["severity"],
+            "critical"
+        );
     }
-    assert_eq!(
-        alert("PingOneTokenExpiringSoon")["expr"],
-        "pingone_operator_token_expiration_timestamp_seconds - time() < 600"
-    );
-    let not_ready = alert("PingOneConnectionNotReady");
-    assert_eq!(not_ready["expr"], "pingone_operator_ready_status == 0");
-    assert_eq!(not_ready["for"], "5m");
-    assert!(
-        alert("PingOneTokenRequestsFailing")["expr"]
+    // The operator-down alert names each install's own job (the metrics Service a ServiceMonitor
+    // scrapes) and namespace.
+    let down = |rule: &Value| -> String {
+        alerts_of(rule)
+            .into_iter()
+            .find(|a| a["alert"] == "PingOneOperatorDown")
+            .unwrap()["expr"]
             .as_str()
             .unwrap()
-            .contains(r#"rate(pingone_operator_token_requests_total{result!="success"}[5m])) > 0"#)
+            .to_string()
+    };
+    let base_service = one(&yaml_file("deploy/base/service.yaml"), "Service").clone();
+    assert_eq!(
+        down(one(&shipped, "PrometheusRule")),
+        format!(
+            r#"absent(up{{job="{}", namespace="{}"}} == 1)"#,
+            name(&base_service),
+            base_service["metadata"]["namespace"].as_str().unwrap()
+        )
+    );
+    let chart_service = one(&chart, "Service");
+    assert_eq!(
+        down(one(&chart, "PrometheusRule")),
+        format!(
+            r#"absent(up{{job="{}", namespace="ops"}} == 1)"#,
+            name(chart_service)
+        )
     );
 
     // The kustomize ServiceMonitor selects deploy/base's metrics Service by its labels and port.
@@ -1285,7 +1740,7 @@ fn the_alerts_use_metrics_the_operator_exports() {
         "ServiceMonitor",
     )
     .clone();
-    let service = one(&yaml_file("deploy/base/service.yaml"), "Service").clone();
+    let service = base_service;
     assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
     assert_eq!(
         monitor["spec"]["namespaceSelector"]["matchNames"],
@@ -1307,6 +1762,23 @@ fn the_alerts_use_metrics_the_operator_exports() {
         "the Service has no port {port}"
     );
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    // The series' own `namespace` (a connection's) is kept, not replaced by the target's.
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true);
+}
+
+/// Every `pingone_operator_*` name in a PromQL expression.
+pub(crate) fn metric_names_in(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("pingone_operator_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
 }
 
 // ---------------------------------------------------------------------------------------------

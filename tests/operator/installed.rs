@@ -145,7 +145,6 @@ enum Install {
 struct Setup<'a> {
     env: &'a TestEnv,
     work: PathBuf,
-    release_ns: String,
     api: std::net::SocketAddr,
     standin_port: u16,
 }
@@ -326,9 +325,11 @@ async fn a_renewal_after(
 
 async fn installed_operator_story(install: Install) {
     let started = Instant::now();
-    let mut standin = StandInConfig::default();
-    // Pods reach the stand-in at the host's bridge address.
-    standin.listen = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    let standin = StandInConfig {
+        // Pods reach the stand-in at the host's bridge address.
+        listen: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        ..StandInConfig::default()
+    };
     let env = TestEnv::with_standin("installed", standin).await;
     env.standin.set_token_lifetime(TOKEN_LIFETIME);
     env.standin.add_client(ClientRegistration::new(
@@ -347,7 +348,6 @@ async fn installed_operator_story(install: Install) {
     let setup = Setup {
         env: &env,
         work: work.clone(),
-        release_ns: release_ns.clone(),
         api,
         standin_port: env.standin.addr().port(),
     };

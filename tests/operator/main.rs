@@ -3,6 +3,8 @@
 //! each test has its own namespace, stand-in and operator instance.
 
 mod bench_small;
+mod chart_conventions;
+mod chart_upgrade;
 mod client_assertion;
 mod conditions;
 mod connection_state;
@@ -13,6 +15,7 @@ mod foreign_secret;
 mod gitops;
 mod guard_rails;
 mod hostile;
+mod installed;
 mod kubernetes_errors;
 mod lifecycle;
 mod node;

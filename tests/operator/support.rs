@@ -142,9 +142,25 @@ impl TestEnv {
         Self::build(cp, prefix, StandInConfig::default()).await
     }
 
+    /// On a control plane of the test's own whose CRD the test installs (e.g. with Helm).
+    pub async fn on_without_crd(cp: &'static ControlPlane, prefix: &str) -> TestEnv {
+        Self::build_with(cp, prefix, StandInConfig::default(), false).await
+    }
+
     async fn build(cp: &'static ControlPlane, prefix: &str, config: StandInConfig) -> TestEnv {
+        Self::build_with(cp, prefix, config, true).await
+    }
+
+    async fn build_with(
+        cp: &'static ControlPlane,
+        prefix: &str,
+        config: StandInConfig,
+        install_crd: bool,
+    ) -> TestEnv {
         pingone_operator::pingone::install_crypto_provider();
-        cp.install_crds(CRD).await.expect("CRD installs");
+        if install_crd {
+            cp.install_crds(CRD).await.expect("CRD installs");
+        }
         let client = cp.client().await.expect("client");
         let ns = cp.namespace(prefix).await.expect("namespace");
         let standin = StandIn::start(config).await.expect("stand-in starts");

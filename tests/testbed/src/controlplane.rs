@@ -196,7 +196,7 @@ impl ControlPlane {
             "kube-controller-manager",
             Command::new(self.bin_dir.join("kube-controller-manager")).args([
                 format!("--kubeconfig={}", self.kubeconfig.display()),
-                "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,deployment-controller,replicaset-controller,node-lifecycle-controller,root-ca-certificate-publisher-controller,disruption-controller".into(),
+                "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,deployment-controller,replicaset-controller,node-lifecycle-controller,root-ca-certificate-publisher-controller,disruption-controller,clusterrole-aggregation-controller".into(),
                 format!("--service-account-private-key-file={}", d("sa.key")),
                 format!("--root-ca-file={}", d("ca.crt")),
                 "--leader-elect=false".into(),

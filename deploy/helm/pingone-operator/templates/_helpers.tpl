@@ -25,14 +25,41 @@ the chart name.
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Labels of every object. */}}
+{{/*
+Labels of every object: the chart's own, and commonLabels. The chart's win where both name a key,
+so that commonLabels can never change what the Service and PodDisruptionBudget select.
+*/}}
 {{- define "pingone-operator.labels" -}}
-helm.sh/chart: {{ include "pingone-operator.chart" . }}
-{{ include "pingone-operator.selectorLabels" . }}
-app.kubernetes.io/version: {{ (default .Chart.AppVersion .Values.image.tag) | trunc 63 | quote }}
-app.kubernetes.io/component: operator
-app.kubernetes.io/part-of: pingone-operator
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- $labels := include "pingone-operator.selectorLabels" . | fromYaml }}
+{{- $_ := set $labels "helm.sh/chart" (include "pingone-operator.chart" .) }}
+{{- $_ := set $labels "app.kubernetes.io/version" ((default .Chart.AppVersion .Values.image.tag) | trunc 63 | trimSuffix "-") }}
+{{- $_ := set $labels "app.kubernetes.io/component" "operator" }}
+{{- $_ := set $labels "app.kubernetes.io/part-of" "pingone-operator" }}
+{{- $_ := set $labels "app.kubernetes.io/managed-by" .Release.Service }}
+{{- toYaml (merge $labels (deepCopy (default (dict) .Values.commonLabels))) }}
+{{- end }}
+
+{{/* Labels of the operator pods: the labels of every object, and podLabels. */}}
+{{- define "pingone-operator.podLabels" -}}
+{{- toYaml (merge (include "pingone-operator.labels" . | fromYaml) (deepCopy (default (dict) .Values.podLabels))) }}
+{{- end }}
+
+{{/* The operator image: repository@digest when image.digest is set, else repository:tag. */}}
+{{- define "pingone-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the cluster serves ValidatingAdmissionPolicy and its binding (admissionregistration.k8s.io/v1,
+Kubernetes >= 1.30 unless a distribution turns it off). Asked of the API server's discovery, not
+read off the Kubernetes version. `helm template` knows only what --api-versions lists.
+*/}}
+{{- define "pingone-operator.admissionPolicyAPI" -}}
+{{- if and (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy") (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding") }}true{{ end }}
 {{- end }}
 
 {{/* Labels that select the operator pods; never change them in an upgrade. */}}
@@ -122,4 +149,32 @@ as in deploy/guard-rails.
 {{/* Name of the Secret holding the key of the inputs digest (in the release namespace). */}}
 {{- define "pingone-operator.digestKeySecretName" -}}
 {{- printf "%s-digest-key" (include "pingone-operator.fullname" .) }}
+{{- end }}
+
+{{/*
+Default probes; the probe values are merged over them. /healthz answers as soon as the server
+listens and fails only once a watch has been failing for --watch-failure-threshold (2m), so the
+startup probe only holds the liveness probe off until the process serves at all. /readyz: a
+standby is ready once it knows its role, the leader once its watches have listed everything.
+*/}}
+{{- define "pingone-operator.startupProbe" -}}
+httpGet:
+  path: /healthz
+  port: http
+periodSeconds: 2
+failureThreshold: 30
+{{- end }}
+
+{{- define "pingone-operator.livenessProbe" -}}
+httpGet:
+  path: /healthz
+  port: http
+periodSeconds: 20
+{{- end }}
+
+{{- define "pingone-operator.readinessProbe" -}}
+httpGet:
+  path: /readyz
+  port: http
+periodSeconds: 10
 {{- end }}
