@@ -59,6 +59,9 @@ pub struct Metrics {
     pub reconciles: Counter,
     /// Connections the operator holds state for.
     pub connections: Gauge,
+    /// 1 while this replica runs the controller (it holds the leader election Lease, or leader
+    /// election is off), 0 while it stands by.
+    pub leader: Gauge,
     /// Reconciles that found their environment's request budget taken and were requeued at
     /// their slot.
     pub throttled: Counter,
@@ -87,6 +90,7 @@ impl Metrics {
             kubernetes_writes: Family::default(),
             reconciles: Counter::default(),
             connections: Gauge::default(),
+            leader: Gauge::default(),
             throttled: Counter::default(),
             watch_errors: Family::default(),
             last_successful_reconcile: Gauge::default(),
@@ -111,6 +115,12 @@ impl Metrics {
             "connections",
             "Connections the operator holds state for",
             m.connections.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica runs the controller (holds the leader election Lease, or leader \
+             election is off), 0 while it stands by",
+            m.leader.clone(),
         );
         registry.register(
             "watch_errors",

@@ -175,6 +175,8 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         standby.abort();
         if acquired {
             health.set_role(Role::Active);
+            let metrics = ctx.metrics.clone();
+            metrics.leader.set(1);
             info!(identity = %lease.identity, "leading; starting the controller");
             let lost = leadership.lost();
             let stop = stopped();
@@ -188,6 +190,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
                 }
             })
             .await;
+            metrics.leader.set(0);
             if *lost_rx.borrow_and_update() {
                 outcome = Err(StartError::LeadershipLost);
             }
@@ -195,6 +198,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         leadership.release().await;
     } else {
         health.set_role(Role::Active);
+        ctx.metrics.leader.set(1);
         controller::run(ctx, config, stopped()).await;
     }
     let _ = stop_tx_for_server.send(true);

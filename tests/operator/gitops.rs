@@ -1635,7 +1635,7 @@ fn the_alerts_use_metrics_the_operator_exports() {
         "pingone_operator_ready_status",
         "pingone_operator_token_requests_total",
         "pingone_operator_client_secret_rotations_total",
-        "pingone_operator_connections",
+        "pingone_operator_leader",
     ] {
         assert!(exported.contains(name), "{name} not in {exported:?}");
     }
@@ -1698,7 +1698,7 @@ fn the_alerts_use_metrics_the_operator_exports() {
         );
         assert_eq!(
             alert("PingOneOperatorNoLeader")["expr"],
-            "max by (namespace, job) (pingone_operator_connections) == 0"
+            "max by (namespace, job) (pingone_operator_leader) == 0"
         );
         assert_eq!(
             alert("PingOneOperatorDown")["labels"]["severity"],

@@ -426,6 +426,24 @@ async fn installed_operator_story(install: Install) {
         "{install:?}: {names:?} Ready, {leader} leads, {:.1}s after the start",
         started.elapsed().as_secs_f64()
     );
+    // Each replica says what it is on its own metrics: the leader 1, the standby 0.
+    for name in &names {
+        let pod = pods.get(name).await.unwrap();
+        let ip = pod.status.and_then(|s| s.pod_ip).expect("pod IP");
+        let text = reqwest::get(format!("http://{ip}:8080/metrics"))
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("the pod's /metrics")
+            .text()
+            .await
+            .unwrap();
+        let expected = if *name == leader { 1.0 } else { 0.0 };
+        assert_eq!(
+            metric_value(&text, "pingone_operator_leader", &[]),
+            Some(expected),
+            "pingone_operator_leader of {name}"
+        );
+    }
     // As installed: uid 65532, read-only root filesystem (the image's user, the chart's
     // security context), checked on the running pod.
     let pod = pods.get(&leader).await.unwrap();
