@@ -34,6 +34,7 @@ use crate::support::*;
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/pingone-operator");
 const KUSTOMIZE_BASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/base");
+const KUSTOMIZE_NAMESPACED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/namespaced");
 /// Tokens live 40 s: renewed every ~27 s, so each step below sees renewals by the pod that
 /// leads at that moment.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(40);
@@ -138,6 +139,9 @@ enum Install {
     Chart { namespaced: bool },
     /// `kubectl apply -k` of an overlay on deploy/base.
     Kustomize,
+    /// `kubectl apply -k` of an overlay on deploy/namespaced: Roles in the watched namespace
+    /// only, no ClusterRole for the operator.
+    KustomizeNamespaced,
 }
 
 /// What every install gets beyond the defaults: the image as built (never pulled), this test's
@@ -187,8 +191,9 @@ impl Setup<'_> {
         path
     }
 
-    /// An overlay on deploy/base in the release namespace, `annotation` on the pods.
-    fn kustomization(&self, annotation: &str) -> PathBuf {
+    /// An overlay on deploy/base (or deploy/namespaced, its Roles moved to this test's
+    /// namespace), `annotation` on the pods.
+    fn kustomization(&self, namespaced: bool, annotation: &str) -> PathBuf {
         let dir = self.work.join(format!("overlay-{}", unique()));
         std::fs::create_dir_all(&dir).unwrap();
         let image = operator_image();
@@ -216,13 +221,28 @@ impl Setup<'_> {
             }},
         });
         std::fs::write(dir.join("deployment-patch.json"), patch.to_string()).unwrap();
+        let mut patches = vec![json!({"path": "deployment-patch.json"})];
+        if namespaced {
+            for kind in ["Role", "RoleBinding"] {
+                patches.push(json!({
+                    "target": {"kind": kind, "name": "pingone-operator", "namespace": "team-a"},
+                    "patch": json!([{"op": "replace", "path": "/metadata/namespace",
+                                     "value": self.env.ns}]).to_string(),
+                }));
+            }
+        }
+        let base = if namespaced {
+            KUSTOMIZE_NAMESPACED
+        } else {
+            KUSTOMIZE_BASE
+        };
         let kustomization = json!({
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
-            "resources": [relative_to_root(&dir, KUSTOMIZE_BASE)],
+            "resources": [relative_to_root(&dir, base)],
             "images": [{"name": "ghcr.io/tokenops/pingone-operator",
                         "newName": image.repository(), "newTag": image.tag()}],
-            "patches": [{"path": "deployment-patch.json"}],
+            "patches": patches,
         });
         std::fs::write(dir.join("kustomization.yaml"), kustomization.to_string()).unwrap();
         dir
@@ -339,9 +359,11 @@ async fn installed_operator_story(install: Install) {
     ));
     let node = node_with_image().await;
     let api = node.apiserver_for_pods(env.cp).expect("API server relay");
-    let release_ns = match install {
-        Install::Kustomize => "pingone-operator".to_string(),
-        Install::Chart { .. } => env.cp.namespace("installed-release").await.unwrap(),
+    let kustomized = matches!(install, Install::Kustomize | Install::KustomizeNamespaced);
+    let release_ns = if kustomized {
+        "pingone-operator".to_string()
+    } else {
+        env.cp.namespace("installed-release").await.unwrap()
     };
     let work = env.cp.dir().join(format!("installed-{}", env.ns));
     std::fs::create_dir_all(&work).unwrap();
@@ -352,7 +374,7 @@ async fn installed_operator_story(install: Install) {
         standin_port: env.standin.addr().port(),
     };
     let client = env.client.clone();
-    if install == Install::Kustomize {
+    if kustomized {
         let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
         let _ = namespaces
             .create(
@@ -373,6 +395,9 @@ async fn installed_operator_story(install: Install) {
     run(label, "label the release namespace").await;
     // The stand-in's CA plays the corporate CA of a custom domain.
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &release_ns);
+    let _ = configmaps
+        .delete("pingone-ca", &DeleteParams::default())
+        .await;
     configmaps
         .create(
             &PostParams::default(),
@@ -390,7 +415,7 @@ async fn installed_operator_story(install: Install) {
     let release = match install {
         Install::Chart { namespaced: false } => "cluster",
         Install::Chart { namespaced: true } => "namespaced",
-        Install::Kustomize => "pingone-operator",
+        Install::Kustomize | Install::KustomizeNamespaced => "pingone-operator",
     };
     let fullname = format!("{release}-pingone-operator");
     let (lease, sa) = match install {
@@ -403,8 +428,8 @@ async fn installed_operator_story(install: Install) {
             run(cmd, "helm install").await;
             (fullname.as_str(), fullname.as_str())
         }
-        Install::Kustomize => {
-            let overlay = setup.kustomization("1");
+        Install::Kustomize | Install::KustomizeNamespaced => {
+            let overlay = setup.kustomization(install == Install::KustomizeNamespaced, "1");
             let mut cmd = env.cp.kubectl();
             cmd.args(["apply", "--server-side", "-k"]).arg(&overlay);
             run(cmd, "kubectl apply -k").await;
@@ -538,7 +563,7 @@ async fn installed_operator_story(install: Install) {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &release_ns);
     let deployment_name = match install {
         Install::Chart { .. } => fullname.as_str(),
-        Install::Kustomize => "pingone-operator",
+        Install::Kustomize | Install::KustomizeNamespaced => "pingone-operator",
     };
     let before = deployments.get(deployment_name).await.unwrap();
     let old_hash = operator_pods(&pods).await[0].2.clone();
@@ -554,8 +579,8 @@ async fn installed_operator_story(install: Install) {
                 .arg(&values);
             run(cmd, "helm upgrade").await;
         }
-        Install::Kustomize => {
-            let overlay = setup.kustomization("2");
+        Install::Kustomize | Install::KustomizeNamespaced => {
+            let overlay = setup.kustomization(install == Install::KustomizeNamespaced, "2");
             let mut cmd = env.cp.kubectl();
             cmd.args(["apply", "--server-side", "-k"]).arg(&overlay);
             run(cmd, "kubectl apply -k (changed)").await;
@@ -616,11 +641,31 @@ async fn installed_operator_story(install: Install) {
             cmd.args(["uninstall", release, "--namespace", &release_ns, "--wait"]);
             run(cmd, "helm uninstall").await;
         }
-        Install::Kustomize => {
-            // Not `kubectl delete -k`: the base holds the CRD, which other tests use.
+        Install::Kustomize | Install::KustomizeNamespaced => {
+            // Not `kubectl delete -k`: the base holds the CRD, which other tests use. The
+            // operator's cluster-wide grants go too: the namespaced install must do without.
             let mut cmd = env.cp.kubectl();
-            cmd.args(["delete", "-n", &release_ns, "deployment/pingone-operator"]);
+            cmd.args(["delete", "--ignore-not-found", "-n", &release_ns])
+                .args(["deployment/pingone-operator"]);
             run(cmd, "kubectl delete deployment").await;
+            let mut cmd = env.cp.kubectl();
+            cmd.args(["delete", "--ignore-not-found"]).args([
+                "clusterrolebinding/pingone-operator",
+                "clusterrole/pingone-operator",
+            ]);
+            run(cmd, "kubectl delete the cluster-wide grants").await;
+            // The pods gone, so that the next install's Ready pods are its own.
+            let pods = pods.clone();
+            eventually_every(
+                POLL,
+                Duration::from_secs(60),
+                "the operator pods gone",
+                || {
+                    let pods = pods.clone();
+                    async move { operator_pods(&pods).await.is_empty().then_some(()) }
+                },
+            )
+            .await;
         }
     }
     assert!(env.token_secret(TOKEN_SECRET).await.is_some());
@@ -636,9 +681,12 @@ async fn the_chart_runs_as_pods_with_namespaced_rbac() {
     installed_operator_story(Install::Chart { namespaced: true }).await;
 }
 
+/// Both kustomize installs share the names and the namespace of deploy/base: one after the
+/// other.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_kustomize_base_runs_as_pods() {
+async fn the_kustomize_base_and_its_namespaced_overlay_run_as_pods() {
     installed_operator_story(Install::Kustomize).await;
+    installed_operator_story(Install::KustomizeNamespaced).await;
 }
 
 /// A file of the image archive (`tar -xOf`).
