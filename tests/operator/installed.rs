@@ -1,6 +1,7 @@
 //! The product as a platform team installs it (issue 25): the operator image of
-//! `deploy/image/build.sh`, imported into the test node, installed with the chart (cluster-wide
-//! and namespaced RBAC) or the kustomize base, two replicas running as pods under the
+//! `deploy/image/build.sh`, imported into the test node, installed with the chart packaged as
+//! `make dist` ships it (cluster-wide and namespaced RBAC) or with deploy/base and
+//! deploy/namespaced (kustomize), two replicas running as pods under the
 //! restricted Pod Security Standard (uid 65532, read-only root filesystem), Ready through their
 //! probes, one of them leading. Then the user's story (the examples, a pod reading the token
 //! from its mounted files) and what a platform team does to it: delete the leader's pod,
@@ -418,11 +419,28 @@ async fn installed_operator_story(install: Install) {
         Install::Kustomize | Install::KustomizeNamespaced => "pingone-operator",
     };
     let fullname = format!("{release}-pingone-operator");
+    // The chart as released: `helm package` (what make dist ships), installed from the archive.
+    let chart = if kustomized {
+        PathBuf::new()
+    } else {
+        let dir = work.join("chart");
+        let mut cmd = helm(&env, &work);
+        cmd.args(["package", CHART, "--destination"]).arg(&dir);
+        run(cmd, "helm package").await;
+        let archive = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "tgz"))
+            .expect("a chart archive");
+        archive
+    };
     let (lease, sa) = match install {
         Install::Chart { namespaced } => {
             let values = setup.chart_values(namespaced, json!({}));
             let mut cmd = helm(&env, &work);
-            cmd.args(["install", release, CHART, "--namespace", &release_ns])
+            cmd.args(["install", release])
+                .arg(&chart)
+                .args(["--namespace", &release_ns])
                 .arg("-f")
                 .arg(&values);
             run(cmd, "helm install").await;
@@ -574,7 +592,9 @@ async fn installed_operator_story(install: Install) {
                 json!({"podAnnotations": {"test/revision": "2"}}),
             );
             let mut cmd = helm(&env, &work);
-            cmd.args(["upgrade", release, CHART, "--namespace", &release_ns])
+            cmd.args(["upgrade", release])
+                .arg(&chart)
+                .args(["--namespace", &release_ns])
                 .arg("-f")
                 .arg(&values);
             run(cmd, "helm upgrade").await;
