@@ -39,6 +39,35 @@ test:
 	  PINGONE_OPERATOR_IMAGE=$$image RUST_TEST_THREADS=$(TEST_THREADS) \
 	  $(CARGO) test --workspace --all-targets --locked
 
+## The operator integration tests (cargo test --test operator) against the oldest and the newest
+## Kubernetes minor versions the project supports with everything it ships (1.30: the guard rails
+## are admissionregistration.k8s.io/v1 ValidatingAdmissionPolicies; see
+## tests/controlplane/versions/v1.30/go.mod), each control plane built from Go modules by
+## tests/controlplane/build.sh from its own module directory (TEST_VERSIONS, relative to
+## tests/controlplane; "." is the default version of `make test`). The tests that need the test
+## node (node::, installed::) are skipped for every version: its kubelet and containerd are built
+## for the default version only (tests/node), and `make test` runs them. Logs go to
+## target/test-versions/; prints each version's result line and time, and fails if any failed.
+TEST_VERSIONS ?= versions/v1.30 .
+.PHONY: test-versions
+test-versions:
+	@set -o pipefail; tools=$$(bash tests/tools/build.sh) && node=$$(bash tests/node/build.sh) && \
+	  $(CARGO) test --locked --test operator --no-run && \
+	  logs=$${CARGO_TARGET_DIR:-target}/test-versions && mkdir -p $$logs && summary= && failed= && \
+	  for v in $(TEST_VERSIONS); do \
+	    start=$$(date +%s); \
+	    if ! bin=$$(bash tests/controlplane/build.sh "$$v"); then failed="$$failed $$v"; \
+	      summary="$$summary$$v: control plane build failed\n"; continue; fi; \
+	    built=$$(date +%s); k8s=$$("$$bin/kube-apiserver" --version | awk '{print $$2}'); \
+	    echo "=== operator tests against Kubernetes $$k8s ($$v)"; \
+	    PINGONE_CONTROLPLANE_BIN=$$bin PINGONE_TOOLS_BIN=$$tools PINGONE_NODE_BIN=$$node \
+	      RUST_TEST_THREADS=$(TEST_THREADS) $(CARGO) test --locked --test operator -- \
+	      --skip node:: --skip installed:: 2>&1 | tee $$logs/$$k8s.log || failed="$$failed $$k8s"; \
+	    result=$$(grep -E '^test result:' $$logs/$$k8s.log | tail -1); \
+	    summary="$$summary$$k8s: $${result:-no result line} (build $$((built - start))s, tests $$(( $$(date +%s) - built ))s)\n"; \
+	  done; \
+	  printf "=== test-versions\n%b" "$$summary"; [ -z "$$failed" ] || { echo "failed:$$failed" >&2; exit 1; }
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings

@@ -3,9 +3,15 @@
 # modules pinned in go.mod, once per version, into a cache outside the checkout:
 #   ${PINGONE_CONTROLPLANE_CACHE:-$XDG_CACHE_HOME/pingone-operator/controlplane}/<version>-<go.sum digest>/
 # Prints that bin directory on stdout. Nothing is downloaded but Go modules.
+# Another Kubernetes version is built from its own module directory, named (relative to this one)
+# by the first argument or $PINGONE_CONTROLPLANE_MODULE, e.g. versions/v1.30 for
+# `make test-versions`; its cache key is computed the same way from that directory's files.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cd "$here"
+module=${1:-${PINGONE_CONTROLPLANE_MODULE:-.}}
+case $module in /*) ;; *) module=$here/$module ;; esac
+[ -f "$module/go.mod" ] || { echo "no go.mod in $module" >&2; exit 1; }
+cd "$module"
 
 k8s_version=$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' go.mod)
 [ -n "$k8s_version" ] || k8s_version=$(grep -oE 'k8s.io/kubernetes v[0-9.]+' go.mod | head -1 | cut -d' ' -f2)

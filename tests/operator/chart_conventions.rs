@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::gitops::{
     ADMISSION_POLICY_API, CHART, CHART_CRD, CRD_FILE, EXTERNAL_METRICS, ROOT, alerts_of, check,
-    container, exported_metric_names, kinds, name, named, of_kind, one, promql_metric_names,
+    container, exported_metric_names, helm, kinds, name, named, of_kind, one, promql_metric_names,
     render, render_with, rendered_crd_text, strings, text, tools, yaml_documents, yaml_file,
 };
 
@@ -608,9 +608,8 @@ fn the_admission_policies_follow_the_api_servers_discovery_not_its_version() {
         ADMISSION_POLICY_API[1],
     ];
 
-    // Listed by discovery: rendered, whatever the version says (a 1.29 with the API backported
-    // or a distribution's own build).
-    for kube in ["1.29.0", "1.33.0"] {
+    // Listed by discovery: rendered, whatever the version says.
+    for kube in ["1.30.0", "1.33.0"] {
         let mut args = vec!["--kube-version", kube];
         args.extend(both);
         assert_eq!(policy_names(&args, &[]), ["t-pingone-operator-guard-rails"]);
@@ -961,5 +960,86 @@ fn the_kustomize_base_has_the_charts_safety_defaults() {
     assert_eq!(
         one(&base, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
         "restricted"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Supported Kubernetes versions
+
+/// The supported minor versions, oldest to newest: the oldest is the one `make test-versions`
+/// builds a control plane for (tests/controlplane/versions/), the newest the default control
+/// plane of `make test` (tests/controlplane/go.mod).
+fn supported_minors() -> (u32, u32) {
+    let minor_of = |go_mod: &str| -> u32 {
+        let text = read(go_mod);
+        let version = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("require k8s.io/kubernetes v"))
+            .or_else(|| {
+                text.lines()
+                    .find_map(|l| l.trim().strip_prefix("k8s.io/kubernetes v"))
+            })
+            .unwrap_or_else(|| panic!("no k8s.io/kubernetes in {go_mod}"));
+        version.split('.').nth(1).unwrap().parse().unwrap()
+    };
+    let newest = minor_of("tests/controlplane/go.mod");
+    let oldest = std::fs::read_dir(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/controlplane/versions"),
+    )
+    .unwrap()
+    .map(|e| e.unwrap().file_name().into_string().unwrap())
+    .map(|dir| minor_of(&format!("tests/controlplane/versions/{dir}/go.mod")))
+    .min()
+    .expect("a version directory");
+    assert!(oldest < newest);
+    (oldest, newest)
+}
+
+/// The chart claims the versions the tests run on, and lints and renders for each of them,
+/// with the guard rails (every supported version serves ValidatingAdmissionPolicy v1); the
+/// version before the oldest is refused by the chart's kubeVersion.
+#[test]
+fn the_chart_lints_and_renders_for_every_supported_kubernetes_version() {
+    let (oldest, newest) = supported_minors();
+    let chart_yaml = read("deploy/helm/pingone-operator/Chart.yaml");
+    assert!(
+        chart_yaml.contains(&format!("kubeVersion: \">=1.{oldest}.0-0\"")),
+        "Chart.yaml's kubeVersion is not the oldest tested version 1.{oldest}"
+    );
+    let mut api_args = Vec::new();
+    for api in ADMISSION_POLICY_API {
+        api_args.extend(["--api-versions", api]);
+    }
+    for minor in oldest..=newest {
+        let kube = format!("1.{minor}.0");
+        let mut args = vec!["--kube-version", kube.as_str()];
+        args.extend(&api_args);
+        let docs = render_with("t", "ops", &[], &args)
+            .unwrap_or_else(|e| panic!("helm template --kube-version {kube}: {e}"));
+        assert_eq!(
+            of_kind(&docs, "ValidatingAdmissionPolicy").len(),
+            1,
+            "{kube}"
+        );
+        assert_eq!(
+            of_kind(&docs, "CustomResourceDefinition").len(),
+            1,
+            "{kube}"
+        );
+        let mut lint = helm();
+        lint.args(["lint", "--strict", CHART, "--kube-version", &kube]);
+        let out = lint.output().expect("helm runs");
+        assert!(
+            out.status.success(),
+            "helm lint --kube-version {kube}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    let too_old = format!("1.{}.0", oldest - 1);
+    let refused = render_with("t", "ops", &[], &["--kube-version", &too_old]);
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("kubeVersion")),
+        "helm template --kube-version {too_old}: {refused:?}"
     );
 }
