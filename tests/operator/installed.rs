@@ -427,12 +427,11 @@ async fn installed_operator_story(install: Install) {
         let mut cmd = helm(&env, &work);
         cmd.args(["package", CHART, "--destination"]).arg(&dir);
         run(cmd, "helm package").await;
-        let archive = std::fs::read_dir(&dir)
+        std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())
             .find(|p| p.extension().is_some_and(|e| e == "tgz"))
-            .expect("a chart archive");
-        archive
+            .expect("a chart archive")
     };
     let (lease, sa) = match install {
         Install::Chart { namespaced } => {
