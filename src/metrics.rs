@@ -640,6 +640,9 @@ pingone_operator_throttled_reconciles_total 1
 # HELP pingone_operator_connections Connections the operator holds state for.
 # TYPE pingone_operator_connections gauge
 pingone_operator_connections 3
+# HELP pingone_operator_leader 1 while this replica runs the controller (holds the leader election Lease, or leader election is off), 0 while it stands by.
+# TYPE pingone_operator_leader gauge
+pingone_operator_leader 0
 # HELP pingone_operator_rollout_restarts Rolling restarts of spec.rolloutRestartTargets after token rotations.
 # TYPE pingone_operator_rollout_restarts counter
 pingone_operator_rollout_restarts_total{namespace="ns-a",name="one",kind="Deployment"} 2
