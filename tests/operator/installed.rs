@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use pingone_testbed::node::{HOST_FROM_PODS, Node};
 use pingone_testbed::standin::{ClientRegistration, StandInConfig};
@@ -468,6 +470,46 @@ async fn installed_operator_story(install: Install) {
         "{install:?}: {names:?} Ready, {leader} leads, {:.1}s after the start",
         started.elapsed().as_secs_f64()
     );
+    // The PodDisruptionBudget covers the pair: two healthy, one voluntary disruption allowed.
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &release_ns);
+    eventually_every(
+        POLL,
+        Duration::from_secs(60),
+        "the PodDisruptionBudget sees two healthy pods and allows one disruption",
+        || async {
+            let list = budgets
+                .list(&ListParams::default().labels("app.kubernetes.io/name=pingone-operator"))
+                .await
+                .ok()?;
+            let [pdb] = list.items.as_slice() else {
+                return None;
+            };
+            let status = pdb.status.as_ref()?;
+            (status.current_healthy == 2 && status.disruptions_allowed == 1).then_some(())
+        },
+    )
+    .await;
+    // The default roles of Kubernetes take in the connections (aggregated ClusterRoles): a
+    // user with `edit` in a namespace may create them.
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    eventually_every(
+        POLL,
+        Duration::from_secs(60),
+        "the edit ClusterRole aggregates pingoneconnections",
+        || async {
+            let edit = roles.get("edit").await.ok()?;
+            edit.rules?
+                .iter()
+                .any(|r| {
+                    r.resources
+                        .as_ref()
+                        .is_some_and(|rs| rs.iter().any(|x| x == "pingoneconnections"))
+                        && r.verbs.iter().any(|v| v == "create")
+                })
+                .then_some(())
+        },
+    )
+    .await;
     // Each replica says what it is on its own metrics: the leader 1, the standby 0.
     for name in &names {
         let pod = pods.get(name).await.unwrap();
