@@ -9,7 +9,8 @@
 #
 #   --version   the image's version label and tag (default: Cargo.toml's package version)
 #   --revision  the source revision label (default: git rev-parse HEAD)
-#   --binary    use this operator binary instead of building one (cargo build --release)
+#   --binary    use this operator binary instead of building one (cargo build --release, paths
+#               remapped, in $CARGO_TARGET_DIR/release-dist)
 #
 # The result is cached by content (binary, recipe, versions, Debian packages) in
 #   ${PINGONE_IMAGE_CACHE:-$XDG_CACHE_HOME/pingone-operator/image}/<digest>/
@@ -37,16 +38,35 @@ repository=${IMAGE_REPOSITORY:-ghcr.io/tokenops/pingone-operator}
 ref="$repository:$version"
 source_url=https://github.com/tokenops/pingone-operator
 
+host=$(rustc -vV | sed -n 's/^host: //p')
 if [ -z "$binary" ]; then
+  # Built as tools/release/dist.sh builds the plugin, in the same target directory (they share
+  # their dependencies' builds): the checkout's, Cargo's and the target directory's paths
+  # remapped, so the binary, and so the image, is the same wherever the checkout lies. Its own
+  # target directory: the remapping changes the compiler flags, which would otherwise rebuild
+  # the other release builds (make bench's) each time either ran.
+  for var in $(compgen -e); do # what a parent cargo (a test) says of its own package
+    case $var in
+      CARGO_PKG_* | CARGO_MANIFEST_* | CARGO_CRATE_NAME | CARGO_BIN_NAME | CARGO_PRIMARY_PACKAGE | \
+        CARGO_TARGET_TMPDIR | OUT_DIR) unset "$var" ;;
+    esac
+  done
+  target_root=${CARGO_TARGET_DIR:-$repo/target}
+  mkdir -p "$target_root"
+  target=$(cd "$target_root" && pwd)/release-dist
+  cargo_home=${CARGO_HOME:-$HOME/.cargo}
+  sep=$'\x1f'
+  rustflags="--remap-path-prefix=$cargo_home=/cargo${sep}--remap-path-prefix=$repo=/src"
+  rustflags+="${sep}--remap-path-prefix=$target=/target"
   start=$(date +%s)
-  cargo build --release --locked --bin pingone-operator -p pingone-operator >&2
-  binary="${CARGO_TARGET_DIR:-target}/release/pingone-operator"
+  SOURCE_DATE_EPOCH=0 CARGO_ENCODED_RUSTFLAGS="$rustflags" CARGO_TARGET_DIR="$target" \
+    cargo build --release --locked --bin pingone-operator -p pingone-operator --target "$host" >&2
+  binary="$target/$host/release/pingone-operator"
   echo "image: release binary ready in $(( $(date +%s) - start ))s" >&2
 fi
 [ -x "$binary" ] || { echo "build.sh: no binary at $binary" >&2; exit 1; }
 
 arch=$(go env GOARCH 2>/dev/null || dpkg --print-architecture)
-host=$(rustc -vV | sed -n 's/^host: //p')
 packages_in() { # the versions of the Debian packages the recipe copies from
   dpkg-query -W -f '${Package} ${Version}\n' libc6 libgcc-s1 ca-certificates 2>/dev/null || true
 }
