@@ -325,6 +325,46 @@ async fn ready_with_leader(
     .await
 }
 
+/// The release namespace: created when it has a fixed name (kustomize), the restricted Pod
+/// Security Standard enforced (a pod that breaks it is not admitted), and the stand-in's CA in
+/// a ConfigMap (it plays the corporate CA of a custom domain).
+async fn prepare_release_namespace(env: &TestEnv, release_ns: &str, create: bool) {
+    let client = env.client.clone();
+    if create {
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        let _ = namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": release_ns}})).unwrap(),
+            )
+            .await;
+    }
+    let mut label = env.cp.kubectl();
+    label.args([
+        "label",
+        "--overwrite",
+        "namespace",
+        release_ns,
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    run(label, "label the release namespace").await;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client, release_ns);
+    let _ = configmaps
+        .delete("pingone-ca", &DeleteParams::default())
+        .await;
+    configmaps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "pingone-ca"},
+                "data": {"ca.crt": env.standin.ca_pem()},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
 /// The token Secret's `issued-at` after `after`: a renewal happened.
 async fn a_renewal_after(
     secrets: &kube::Api<k8s_openapi::api::core::v1::Secret>,
@@ -377,41 +417,7 @@ async fn installed_operator_story(install: Install) {
         standin_port: env.standin.addr().port(),
     };
     let client = env.client.clone();
-    if kustomized {
-        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-        let _ = namespaces
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": release_ns}})).unwrap(),
-            )
-            .await;
-    }
-    // The restricted Pod Security Standard, enforced: a pod that breaks it is not admitted.
-    let mut label = env.cp.kubectl();
-    label.args([
-        "label",
-        "--overwrite",
-        "namespace",
-        &release_ns,
-        "pod-security.kubernetes.io/enforce=restricted",
-    ]);
-    run(label, "label the release namespace").await;
-    // The stand-in's CA plays the corporate CA of a custom domain.
-    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &release_ns);
-    let _ = configmaps
-        .delete("pingone-ca", &DeleteParams::default())
-        .await;
-    configmaps
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "pingone-ca"},
-                "data": {"ca.crt": env.standin.ca_pem()},
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    prepare_release_namespace(&env, &release_ns, kustomized).await;
 
     // Install. Releases of their own: the ClusterRoles and admission policies are
     // cluster-wide and named after the release.
@@ -906,4 +912,187 @@ fn the_local_image_is_the_dockerfiles_image() {
 
 fn blob_index(archive: &Path) -> serde_json::Value {
     serde_json::from_slice(&archive_file(archive, "index.json")).expect("index.json")
+}
+
+/// An in-memory registry (`crane registry serve`, built from Go modules with the test tools),
+/// stopped when dropped.
+struct Registry {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Registry {
+    async fn start() -> Registry {
+        pingone_operator::pingone::install_crypto_provider();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let child = Command::new(tools_bin().join("crane"))
+            .args(["registry", "serve", "--address", &addr.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("crane registry serve runs");
+        eventually(
+            Duration::from_secs(20),
+            "the registry answers",
+            || async move {
+                let r = reqwest::get(format!("http://{addr}/v2/")).await.ok()?;
+                r.status().is_success().then_some(())
+            },
+        )
+        .await;
+        Registry { child, addr }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn crane(args: &[&str]) -> String {
+    let mut cmd = Command::new(tools_bin().join("crane"));
+    cmd.arg("--insecure").args(args);
+    run(cmd, &format!("crane {}", args.join(" "))).await
+}
+
+/// The README's first install step, as written: the image archive into a registry with
+/// `crane push`, unpacked (an OCI layout: the release's digest stays) or as it is (a Docker
+/// archive: the same config and layer, Docker's manifest).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_image_archive_goes_into_a_registry_with_its_digest() {
+    let image = operator_image();
+    let env_file =
+        std::fs::read_to_string(image.archive.with_file_name("image.env")).expect("image.env");
+    let digest = env_file
+        .lines()
+        .find_map(|l| l.strip_prefix("IMAGE_DIGEST="))
+        .expect("IMAGE_DIGEST")
+        .to_string();
+    let index = blob_index(&image.archive);
+    let manifest = blob(
+        &image.archive,
+        index["manifests"][0]["digest"].as_str().unwrap(),
+    );
+    let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let layer_digest = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let registry = Registry::start().await;
+    let layout = std::env::temp_dir().join(format!("pingone-image-{}", unique()));
+    std::fs::create_dir_all(&layout).unwrap();
+    let mut untar = Command::new("tar");
+    untar.arg("-xf").arg(&image.archive).arg("-C").arg(&layout);
+    run(untar, "unpack the image archive").await;
+    let oci_ref = format!("{}/pingone-operator:{}", registry.addr, image.tag());
+    crane(&["push", layout.to_str().unwrap(), &oci_ref]).await;
+    let _ = std::fs::remove_dir_all(&layout);
+    assert_eq!(crane(&["digest", &oci_ref]).await.trim(), digest);
+
+    let docker_ref = format!("{}/pingone-operator:docker-archive", registry.addr);
+    crane(&["push", image.archive.to_str().unwrap(), &docker_ref]).await;
+    let pushed: serde_json::Value =
+        serde_json::from_str(&crane(&["manifest", &docker_ref]).await).unwrap();
+    assert_eq!(pushed["config"]["digest"], config_digest.as_str());
+    assert_eq!(pushed["layers"][0]["digest"], layer_digest.as_str());
+    let config: serde_json::Value =
+        serde_json::from_str(&crane(&["config", &docker_ref]).await).unwrap();
+    assert_eq!(config["config"]["User"], "65532:65532");
+}
+
+/// The chart as a platform team points it at its registry: the image pushed there, the chart
+/// installed with `image.digest` and `pullPolicy: Always`, the node's containerd pulls it (a
+/// registry on the host's loopback, which containerd reaches over plain HTTP) and both pods run
+/// the pushed digest.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_chart_runs_the_image_pulled_from_a_registry_by_digest() {
+    let standin = StandInConfig {
+        listen: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        ..StandInConfig::default()
+    };
+    let env = TestEnv::with_standin("registry", standin).await;
+    let node = node_with_image().await;
+    let api = node.apiserver_for_pods(env.cp).expect("API server relay");
+    let image = operator_image();
+    let registry = Registry::start().await;
+    let layout = std::env::temp_dir().join(format!("pingone-image-{}", unique()));
+    std::fs::create_dir_all(&layout).unwrap();
+    let mut untar = Command::new("tar");
+    untar.arg("-xf").arg(&image.archive).arg("-C").arg(&layout);
+    run(untar, "unpack the image archive").await;
+    let repository = format!("{}/pingone-operator", registry.addr);
+    crane(&[
+        "push",
+        layout.to_str().unwrap(),
+        &format!("{repository}:pushed"),
+    ])
+    .await;
+    let _ = std::fs::remove_dir_all(&layout);
+    let digest = crane(&["digest", &format!("{repository}:pushed")])
+        .await
+        .trim()
+        .to_string();
+
+    let release_ns = env.cp.namespace("registry-release").await.unwrap();
+    prepare_release_namespace(&env, &release_ns, false).await;
+    let work = env.cp.dir().join(format!("registry-{}", env.ns));
+    std::fs::create_dir_all(&work).unwrap();
+    let setup = Setup {
+        env: &env,
+        work: work.clone(),
+        api,
+        standin_port: env.standin.addr().port(),
+    };
+    let values = setup.chart_values(
+        false,
+        json!({"image": {"repository": repository, "tag": "not-pulled", "digest": digest,
+                         "pullPolicy": "Always"}}),
+    );
+    let mut cmd = helm(&env, &work);
+    cmd.args(["install", "registry", CHART, "--namespace", &release_ns])
+        .arg("-f")
+        .arg(&values);
+    run(cmd, "helm install").await;
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &release_ns);
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &release_ns);
+    let (names, _) = ready_with_leader(
+        &pods,
+        &leases,
+        "registry-pingone-operator",
+        2,
+        None,
+        "both pods of the pulled image Ready, one leading",
+    )
+    .await;
+    for name in &names {
+        let pod = pods.get(name).await.unwrap();
+        let spec_image = &pod.spec.as_ref().unwrap().containers[0].image;
+        assert_eq!(
+            spec_image.as_deref(),
+            Some(format!("{repository}@{digest}").as_str())
+        );
+        let status = &pod.status.unwrap().container_statuses.unwrap()[0];
+        assert!(
+            status.image_id.ends_with(&digest),
+            "{name} runs {}, not {digest}",
+            status.image_id
+        );
+    }
+    let mut cmd = helm(&env, &work);
+    cmd.args([
+        "uninstall",
+        "registry",
+        "--namespace",
+        &release_ns,
+        "--wait",
+    ]);
+    run(cmd, "helm uninstall").await;
 }

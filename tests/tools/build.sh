@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the test tools named by the `tool` directives of go.mod (helm, helm-docs, and kstatus/,
+# Builds the test tools named by the `tool` directives of go.mod (helm, helm-docs, crane, and kstatus/,
 # a small evaluator of kstatus rules of our own) from Go modules, once per go.mod+go.sum, into a
 # cache outside the checkout:
 #   ${PINGONE_TOOLS_CACHE:-$XDG_CACHE_HOME/pingone-operator/tools}/<go.mod+go.sum digest>/bin
@@ -11,7 +11,7 @@ cd "$here"
 digest=$(cat go.mod go.sum | sha256sum | cut -c1-12)
 cache_root=${PINGONE_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pingone-operator/tools}
 bin="$cache_root/${digest}/bin"
-tools=(helm helm-docs kstatus)
+tools=(crane helm helm-docs kstatus)
 
 complete=1
 for t in "${tools[@]}"; do [ -x "$bin/$t" ] || complete=0; done
@@ -29,7 +29,7 @@ helm_version=$(awk '$1 == "helm.sh/helm/v3" {print $2; exit}' go.mod)
 client_go=$(awk '$1 == "k8s.io/client-go" {print $2; exit}' go.mod)
 k8s_minor=$(echo "${client_go#v}" | cut -d. -f2)
 start=$(date +%s)
-echo "building test tools (helm $helm_version, helm-docs, kstatus) into $bin (first time only; a few minutes on 2 cores)" >&2
+echo "building test tools (helm $helm_version, helm-docs, kstatus, crane) into $bin (first time only; a few minutes on 2 cores)" >&2
 export CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
 # Stamp helm's exact release (a module build otherwise reports only "v3.22") and Kubernetes
 # version (otherwise 1.20).
