@@ -305,7 +305,51 @@ async fn ready_with_leader(
     hash: Option<&str>,
     what: &str,
 ) -> (Vec<String>, String) {
-    eventually_every(POLL, Duration::from_secs(120), what, || async move {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(found) = ready_and_leading(pods, leases, lease, replicas, hash).await {
+            return found;
+        }
+        if Instant::now() > deadline {
+            // What the pods went through, for the failure's message.
+            let list = pods.list(&ListParams::default()).await.unwrap();
+            let states: Vec<String> = list
+                .items
+                .iter()
+                .map(|p| {
+                    let status = p.status.clone().unwrap_or_default();
+                    format!(
+                        "{}: phase {:?}, conditions {:?}, containers {:?}",
+                        pod_name(p),
+                        status.phase,
+                        status.conditions,
+                        status.container_statuses
+                    )
+                })
+                .collect();
+            let holder = leases
+                .get_opt(lease)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|l| l.spec?.holder_identity);
+            panic!(
+                "{what}: not within 120s; Lease holder {holder:?}; pods:\n{}",
+                states.join("\n")
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn ready_and_leading(
+    pods: &Api<Pod>,
+    leases: &Api<Lease>,
+    lease: &str,
+    replicas: usize,
+    hash: Option<&str>,
+) -> Option<(Vec<String>, String)> {
+    {
         let all = operator_pods(pods).await;
         if all.len() != replicas
             || !all
@@ -321,8 +365,7 @@ async fn ready_with_leader(
             .find(|n| holder.starts_with(n.as_str()))?
             .clone();
         Some((names, leader))
-    })
-    .await
+    }
 }
 
 /// The release namespace: created when it has a fixed name (kustomize), the restricted Pod
@@ -1006,93 +1049,4 @@ async fn the_image_archive_goes_into_a_registry_with_its_digest() {
     let config: serde_json::Value =
         serde_json::from_str(&crane(&["config", &docker_ref]).await).unwrap();
     assert_eq!(config["config"]["User"], "65532:65532");
-}
-
-/// The chart as a platform team points it at its registry: the image pushed there, the chart
-/// installed with `image.digest` and `pullPolicy: Always`, the node's containerd pulls it (a
-/// registry on the host's loopback, which containerd reaches over plain HTTP) and both pods run
-/// the pushed digest.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_chart_runs_the_image_pulled_from_a_registry_by_digest() {
-    let standin = StandInConfig {
-        listen: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-        ..StandInConfig::default()
-    };
-    let env = TestEnv::with_standin("registry", standin).await;
-    let node = node_with_image().await;
-    let api = node.apiserver_for_pods(env.cp).expect("API server relay");
-    let image = operator_image();
-    let registry = Registry::start().await;
-    let layout = std::env::temp_dir().join(format!("pingone-image-{}", unique()));
-    std::fs::create_dir_all(&layout).unwrap();
-    let mut untar = Command::new("tar");
-    untar.arg("-xf").arg(&image.archive).arg("-C").arg(&layout);
-    run(untar, "unpack the image archive").await;
-    let repository = format!("{}/pingone-operator", registry.addr);
-    crane(&[
-        "push",
-        layout.to_str().unwrap(),
-        &format!("{repository}:pushed"),
-    ])
-    .await;
-    let _ = std::fs::remove_dir_all(&layout);
-    let digest = crane(&["digest", &format!("{repository}:pushed")])
-        .await
-        .trim()
-        .to_string();
-
-    let release_ns = env.cp.namespace("registry-release").await.unwrap();
-    prepare_release_namespace(&env, &release_ns, false).await;
-    let work = env.cp.dir().join(format!("registry-{}", env.ns));
-    std::fs::create_dir_all(&work).unwrap();
-    let setup = Setup {
-        env: &env,
-        work: work.clone(),
-        api,
-        standin_port: env.standin.addr().port(),
-    };
-    let values = setup.chart_values(
-        false,
-        json!({"image": {"repository": repository, "tag": "not-pulled", "digest": digest,
-                         "pullPolicy": "Always"}}),
-    );
-    let mut cmd = helm(&env, &work);
-    cmd.args(["install", "registry", CHART, "--namespace", &release_ns])
-        .arg("-f")
-        .arg(&values);
-    run(cmd, "helm install").await;
-    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &release_ns);
-    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &release_ns);
-    let (names, _) = ready_with_leader(
-        &pods,
-        &leases,
-        "registry-pingone-operator",
-        2,
-        None,
-        "both pods of the pulled image Ready, one leading",
-    )
-    .await;
-    for name in &names {
-        let pod = pods.get(name).await.unwrap();
-        let spec_image = &pod.spec.as_ref().unwrap().containers[0].image;
-        assert_eq!(
-            spec_image.as_deref(),
-            Some(format!("{repository}@{digest}").as_str())
-        );
-        let status = &pod.status.unwrap().container_statuses.unwrap()[0];
-        assert!(
-            status.image_id.ends_with(&digest),
-            "{name} runs {}, not {digest}",
-            status.image_id
-        );
-    }
-    let mut cmd = helm(&env, &work);
-    cmd.args([
-        "uninstall",
-        "registry",
-        "--namespace",
-        &release_ns,
-        "--wait",
-    ]);
-    run(cmd, "helm uninstall").await;
 }
