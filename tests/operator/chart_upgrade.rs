@@ -15,36 +15,13 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, Patch, PatchParams};
 use pingone_testbed::controlplane::ControlPlane;
 
+use crate::gitops::helm_on;
 use crate::support::*;
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/pingone-operator");
 const CRD_NAME: &str = "pingoneconnections.pingone.tokenops.dev";
 const CRD_FILE: &str = "files/crds/pingoneconnections.pingone.tokenops.dev.yaml";
 const NEW_FIELD: &str = "rolloutRestartTargets";
-
-fn helm(cp: &ControlPlane, work: &Path) -> Command {
-    let tools = match std::env::var("PINGONE_TOOLS_BIN") {
-        Ok(dir) => std::path::PathBuf::from(dir),
-        Err(_) => {
-            let out = Command::new("bash")
-                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/build.sh"))
-                .output()
-                .expect("tests/tools/build.sh runs");
-            assert!(out.status.success(), "tests/tools/build.sh failed");
-            String::from_utf8(out.stdout).unwrap().trim().into()
-        }
-    };
-    let mut cmd = Command::new(tools.join("helm"));
-    for (var, dir) in [
-        ("HELM_CACHE_HOME", "cache"),
-        ("HELM_CONFIG_HOME", "config"),
-        ("HELM_DATA_HOME", "data"),
-    ] {
-        cmd.env(var, work.join("helm").join(dir));
-    }
-    cmd.arg(format!("--kubeconfig={}", cp.kubeconfig().display()));
-    cmd
-}
 
 /// Copies the chart to `to` as version 0.1.0 without the status field this version added.
 fn previous_chart(to: &Path) {
@@ -122,7 +99,7 @@ async fn helm_upgrade_from_the_previous_chart_updates_the_crd_and_keeps_every_co
     previous_chart(&previous);
     let release_ns = "pingone-operator";
     // The Deployment's pods stay Pending here (no node); the operator runs in the test.
-    let mut install = helm(cp, &work);
+    let mut install = helm_on(cp);
     install
         .args([
             "install",
@@ -160,7 +137,7 @@ async fn helm_upgrade_from_the_previous_chart_updates_the_crd_and_keeps_every_co
     // The upgrade rolls the operator: the old one stops, the upgrade, a new one starts.
     env.stop_operator().await;
 
-    let mut upgrade = helm(cp, &work);
+    let mut upgrade = helm_on(cp);
     upgrade
         .args(["upgrade", "pingone", CHART, "--namespace", release_ns])
         .args(["--set", "replicaCount=0"]);
@@ -195,7 +172,7 @@ async fn helm_upgrade_from_the_previous_chart_updates_the_crd_and_keeps_every_co
     );
 
     // helm uninstall keeps the CRD and every connection.
-    let mut uninstall = helm(cp, &work);
+    let mut uninstall = helm_on(cp);
     uninstall.args(["uninstall", "pingone", "--namespace", release_ns, "--wait"]);
     run_ok(uninstall, "helm uninstall").await;
     assert!(

@@ -104,6 +104,13 @@ pub(crate) fn check(mut cmd: Command) -> String {
     text(&out.stdout)
 }
 
+/// `helm` against control plane `cp` (its admin kubeconfig).
+pub(crate) fn helm_on(cp: &pingone_testbed::controlplane::ControlPlane) -> Command {
+    let mut cmd = helm();
+    cmd.arg(format!("--kubeconfig={}", cp.kubeconfig().display()));
+    cmd
+}
+
 pub(crate) fn helm() -> Command {
     let home = std::env::temp_dir().join("pingone-operator-helm");
     let mut cmd = Command::new(tools().join("helm"));

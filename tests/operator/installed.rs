@@ -29,6 +29,7 @@ use pingone_testbed::node::{HOST_FROM_PODS, Node};
 use pingone_testbed::standin::{ClientRegistration, StandInConfig};
 use serde_json::json;
 
+use crate::gitops::helm_on;
 use crate::node::{
     CONNECTION, EXAMPLE_CLIENT_ID, EXAMPLE_CLIENT_SECRET, POLL, READER, TOKEN_SECRET,
     apply_example, current_token, pod_name, reads_of, running_pod,
@@ -105,34 +106,6 @@ async fn node_with_image() -> &'static Node {
     })
     .await
     .expect("node starts")
-}
-
-fn tools_bin() -> PathBuf {
-    match std::env::var("PINGONE_TOOLS_BIN") {
-        Ok(dir) => PathBuf::from(dir),
-        Err(_) => {
-            let out = Command::new("bash")
-                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/build.sh"))
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("tests/tools/build.sh runs");
-            assert!(out.status.success(), "tests/tools/build.sh failed");
-            PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-        }
-    }
-}
-
-fn helm(env: &TestEnv, work: &Path) -> Command {
-    let mut cmd = Command::new(tools_bin().join("helm"));
-    for (var, dir) in [
-        ("HELM_CACHE_HOME", "cache"),
-        ("HELM_CONFIG_HOME", "config"),
-        ("HELM_DATA_HOME", "data"),
-    ] {
-        cmd.env(var, work.join("helm").join(dir));
-    }
-    cmd.arg(format!("--kubeconfig={}", env.cp.kubeconfig().display()));
-    cmd
 }
 
 /// How the operator is installed.
@@ -475,7 +448,7 @@ async fn installed_operator_story(install: Install) {
         PathBuf::new()
     } else {
         let dir = work.join("chart");
-        let mut cmd = helm(&env, &work);
+        let mut cmd = helm_on(env.cp);
         cmd.args(["package", CHART, "--destination"]).arg(&dir);
         run(cmd, "helm package").await;
         std::fs::read_dir(&dir)
@@ -487,7 +460,7 @@ async fn installed_operator_story(install: Install) {
     let (lease, sa) = match install {
         Install::Chart { namespaced } => {
             let values = setup.chart_values(namespaced, json!({}));
-            let mut cmd = helm(&env, &work);
+            let mut cmd = helm_on(env.cp);
             cmd.args(["install", release])
                 .arg(&chart)
                 .args(["--namespace", &release_ns])
@@ -681,7 +654,7 @@ async fn installed_operator_story(install: Install) {
                 namespaced,
                 json!({"podAnnotations": {"test/revision": "2"}}),
             );
-            let mut cmd = helm(&env, &work);
+            let mut cmd = helm_on(env.cp);
             cmd.args(["upgrade", release])
                 .arg(&chart)
                 .args(["--namespace", &release_ns])
@@ -747,7 +720,7 @@ async fn installed_operator_story(install: Install) {
     // Uninstall; the connection and its token Secret stay (no owner but the connection).
     match install {
         Install::Chart { .. } => {
-            let mut cmd = helm(&env, &work);
+            let mut cmd = helm_on(env.cp);
             cmd.args(["uninstall", release, "--namespace", &release_ns, "--wait"]);
             run(cmd, "helm uninstall").await;
         }
@@ -973,7 +946,7 @@ impl Registry {
             .unwrap()
             .port();
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let child = Command::new(tools_bin().join("crane"))
+        let child = Command::new(crate::gitops::tools().join("crane"))
             .args(["registry", "serve", "--address", &addr.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -1000,7 +973,7 @@ impl Drop for Registry {
 }
 
 async fn crane(args: &[&str]) -> String {
-    let mut cmd = Command::new(tools_bin().join("crane"));
+    let mut cmd = Command::new(crate::gitops::tools().join("crane"));
     cmd.arg("--insecure").args(args);
     run(cmd, &format!("crane {}", args.join(" "))).await
 }
