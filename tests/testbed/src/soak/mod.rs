@@ -21,10 +21,14 @@ use anyhow::Result;
 use jiff::{SignedDuration, Timestamp};
 
 use check::{Bounds, Violation};
-use plan::NAMESPACES;
+use plan::{Action, NAMESPACES};
 
 /// How long after convergence the idle window starts.
 const IDLE_SETTLE: Duration = Duration::from_secs(30);
+/// The operator's first recheck of an environment whose JWKS was unreachable comes this long
+/// after the first connection found it so (its documented minimum JWKS refetch interval, one
+/// minute; the soak runs the operator with its defaults).
+const OPERATOR_JWKS_RECHECK: Duration = Duration::from_secs(60);
 
 /// How a soak runs.
 #[derive(Clone, Debug)]
@@ -199,9 +203,17 @@ async fn drive(
     let phase = tokio::time::Instant::now();
     let mut running = Vec::new();
     let mut last_end = Duration::ZERO;
+    // Connections whose token could not be checked while the JWKS was down wait for the
+    // operator's recheck of their environment, the first one a minimum refetch interval after
+    // the outage began (it lasts less): one reconcile each then, which is recovery, not idling.
+    let mut jwks_rechecked_by = Duration::ZERO;
     for p in schedule {
         tokio::time::sleep_until(phase + p.at).await;
         last_end = last_end.max(p.at + p.action.length());
+        if let Action::JwksDown { .. } = p.action {
+            jwks_rechecked_by =
+                jwks_rechecked_by.max(p.at + OPERATOR_JWKS_RECHECK + Duration::from_secs(10));
+        }
         let (world, action) = (world.clone(), p.action.clone());
         running.push(tokio::spawn(async move { world.act(action).await }));
     }
@@ -233,6 +245,7 @@ async fn drive(
             // The recovery's tail (retries, JWKS waits, watch events of the last writes)
             // settles first; then the operator must be idle.
             tokio::time::sleep(IDLE_SETTLE).await;
+            tokio::time::sleep_until(phase + jwks_rechecked_by).await;
             // Idle: over 20 s, no more token requests than renewals due (plus the requests
             // of connections a person broke, which retry).
             // Renewals due are read before the window: a renewal moves its time on.
